@@ -1,0 +1,90 @@
+"""Safe loading and atomic saving of the files the project reads and writes.
+
+Everything a user downloads (index files, corpora, checkpoints, caches) is read with
+``torch.load(weights_only=True)``; the few classes such files legitimately pickle are allow-listed
+by the caller. Everything we write goes to a temporary file in the same folder first and is then
+renamed, so a crash never leaves a truncated file behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class UserInputError(Exception):
+    """Bad input from the user (a file, flag or key): the entry scripts print it and exit non-zero."""
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
+    """Write a text file through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def safe_load(
+    path: str | os.PathLike,
+    what: str,
+    allowed_globals: Iterable[Any] = (),
+    map_location: str | torch.device = "cpu",
+) -> Any:
+    """``torch.load(path, weights_only=True)`` with ``allowed_globals`` allow-listed.
+
+    ``what`` names the file in error messages ("index file", "checkpoint", ...). A missing file,
+    a truncated or foreign file, and a pickle that names a class outside the allow-list all raise
+    :class:`UserInputError` with the path and the reason.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{what} not found: {path}")
+    try:
+        with torch.serialization.safe_globals(list(allowed_globals)):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UserInputError(
+            f"{what} {path} could not be loaded safely: it refers to something outside the allow-list "
+            f"({_first_line(err)})"
+        ) from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise UserInputError(
+            f"{what} {path} is truncated or not a file written by torch.save ({_first_line(err)})"
+        ) from err
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
