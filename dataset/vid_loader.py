@@ -1,0 +1,138 @@
+"""Video grounding datasets in the VID-Sentence format (SPEC 1): VID-Sentence and LiOTB.
+
+The index ``<split_root>/<dataset>/<dataset>_video_level_<split>.pth`` is ``list[video]``, ``video =
+list[(image_path, [x1, y1, x2, y2], phrase)]``. Every frame of every video is one sample, in order; sample
+``(v, t)`` is the window :func:`window_indices` ``(t, n, num_frames)`` of video ``v`` with frame ``t``'s phrase.
+Training uses pairs (``num_frames=2``: frames t-1, t), evaluation 5-frame windows (centre index 2).
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from dataset.common import (
+    encode_phrase,
+    image_size,
+    int_box,
+    load_frame,
+    load_index,
+    resolve_image_root,
+    stack_frames,
+)
+from utils.io import UserInputError
+from utils.transforms import Rng
+from utils.word_utils import Corpus
+
+VIDEO_DATASETS = ("VID", "LiOTB")
+
+
+def window_indices(t: int, n: int, k: int) -> list[int]:
+    """Frames ``t - floor(k/2) ... t + ceil(k/2) - 1`` of a video of ``n`` frames, clipped into ``[0, n-1]``."""
+    if not 0 <= t < n or k < 1:
+        raise ValueError(f"window_indices needs 0 <= t < n and k >= 1, got t={t}, n={n}, k={k}")
+    return [min(max(i, 0), n - 1) for i in range(t - k // 2, t + (k + 1) // 2)]
+
+
+def video_index_path(split_root: str | os.PathLike, dataset: str, split: str) -> Path:
+    return Path(split_root) / dataset / f"{dataset}_video_level_{split}.pth"
+
+
+def _check_videos(videos: list, index_path: Path) -> None:
+    for v, video in enumerate(videos):
+        if not isinstance(video, (list, tuple)) or not video:
+            raise UserInputError(f"index file {index_path}: video {v} must be a non-empty list of frames")
+        if any(not isinstance(frame, (list, tuple)) or len(frame) != 3 for frame in video):
+            raise UserInputError(
+                f"index file {index_path}: every frame of video {v} must be (image_path, box, phrase)")
+
+
+class VIDDataset(Dataset):
+    """k-frame windows of every frame of every video (see the module docstring).
+
+    Items: ``images`` (T, 3, S, S) float32, ``word_id`` (L,) long, ``boxes`` (T, 4) float32 letterboxed xyxy,
+    ``ratio``/``dw``/``dh`` (T,) float32, ``orig_size`` (T, 2) long (h, w), ``index`` int, ``phrase`` str (the
+    lower-cased, possibly flip-swapped phrase that was tokenised), ``image_path`` str (centre frame, as in the
+    index). With ``augment`` one flip decision covers the whole sample; HSV jitter and the affine warp are drawn
+    per frame. ``rng`` defaults to the ``random`` module (re-seeded per DataLoader worker by PyTorch).
+    """
+
+    def __init__(self, data_root: str | os.PathLike, split_root: str | os.PathLike, dataset: str, split: str,
+                 corpus: Corpus, image_size: int = 256, num_frames: int = 2, augment: bool = False,
+                 max_query_len: int = 20, rng: Rng | None = None) -> None:
+        if dataset not in VIDEO_DATASETS:
+            raise UserInputError(f"unknown video dataset {dataset!r}; expected one of {', '.join(VIDEO_DATASETS)}")
+        if num_frames < 1:
+            raise UserInputError(f"num_frames must be >= 1, got {num_frames}")
+        self.index_path = video_index_path(split_root, dataset, split)
+        self.videos: list[list[tuple[str, Any, str]]] = load_index(self.index_path, split)
+        _check_videos(self.videos, self.index_path)
+        self.samples: list[tuple[int, int]] = [(v, t) for v, video in enumerate(self.videos)
+                                               for t in range(len(video))]
+        self.root = resolve_image_root(self.videos[0][0][0], [Path(), Path(data_root)], self.index_path)
+        self.corpus = corpus
+        self.image_size = image_size
+        self.num_frames = num_frames
+        self.augment = augment
+        self.max_query_len = max_query_len
+        self._rng = rng
+
+    @property
+    def rng(self) -> Rng:
+        return random if self._rng is None else self._rng
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        v, t = self.samples[index]
+        video = self.videos[v]
+        flip = self.augment and self.rng.random() > 0.5
+        phrase, word_id = encode_phrase(video[t][2], self.corpus, self.max_query_len, flip, self._source(v, t))
+        frames, sizes = zip(*(self._frame(v, j, self.augment, flip)
+                              for j in window_indices(t, len(video), self.num_frames)))
+        item = stack_frames(frames, sizes)
+        item.update(word_id=word_id, index=index, phrase=phrase, image_path=video[t][0])
+        return item
+
+    def _frame(self, v: int, t: int, augment: bool, flip: bool) -> tuple[tuple, tuple[int, int]]:
+        path, box, _ = self.videos[v][t]
+        return load_frame(self.root / path, int_box(box), self.index_path, self.image_size, augment, flip, self.rng)
+
+    def _source(self, v: int, t: int) -> str:
+        return f"index file {self.index_path}, video {v} frame {t}"
+
+    def frame_size(self, video_idx: int, frame_idx: int) -> tuple[int, int]:
+        """Original ``(h, w)`` of a frame from its file header (no decoding)."""
+        return image_size(self.root / self.videos[video_idx][frame_idx][0])
+
+    def frames(self) -> VIDFrames:
+        """The same samples one frame at a time (SPEC 7 preprocessing, never augmented), for streaming evaluation."""
+        return VIDFrames(self)
+
+
+class VIDFrames(Dataset):
+    """Per-frame view of a :class:`VIDDataset`: item ``i`` is frame ``samples[i]`` alone (T = 1).
+
+    Items carry the keys of :class:`VIDDataset` items plus ``video`` and ``frame`` (ints). Each frame is decoded
+    once, where the window dataset decodes it once per window containing it.
+    """
+
+    def __init__(self, windows: VIDDataset) -> None:
+        self.windows = windows
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        ds = self.windows
+        v, t = ds.samples[index]
+        path, _, phrase = ds.videos[v][t]
+        phrase, word_id = encode_phrase(phrase, ds.corpus, ds.max_query_len, False, ds._source(v, t))
+        frame, size = ds._frame(v, t, augment=False, flip=False)
+        item = stack_frames([frame], [size])
+        item.update(word_id=word_id, index=index, phrase=phrase, image_path=path, video=v, frame=t)
+        return item
