@@ -1,0 +1,180 @@
+"""Training targets and the grounding objective (SPEC section 6).
+
+Everything is vectorised over the batch (the reference loops over samples); the parity test pins targets
+and losses to numbers produced by the reference code (tests/fixtures/loss_parity.pt).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from utils.box_ops import NUM_ANCHORS_PER_SCALE, box_iou, first_argmax, grid_sizes, scaled_anchors
+
+
+@dataclass
+class Targets:
+    """Training targets of a batch; index tensors are (B,) long, on the device of the boxes."""
+
+    gt_param: list[Tensor]  # per scale (B, 3, 5, h, w): t at [b, anchor, :, gj, gi] of the best scale
+    gt_center_param: list[Tensor]  # per scale (B, 5, h, w): t at [b, :, gj, gi] of the best scale
+    param: Tensor  # (B, 5) t = (tx, ty, tw, th, 1)
+    best_n: Tensor  # best of the 9 anchors, 0..8 (scale = best_n // 3)
+    scale: Tensor
+    anchor: Tensor  # within the scale, 0..2
+    gi: Tensor  # column at the best scale
+    gj: Tensor  # row at the best scale
+    anchor_cell: Tensor  # flat over the 3N anchor-cells (scale, anchor, row, col): the conf CE target
+    cell: Tensor  # flat over the N cells (scale, row, col): the L_loc target
+
+
+def build_targets(
+    boxes: Tensor,
+    image_size: int,
+    anchors: list[tuple[float, float]] | tuple[tuple[float, float], ...],
+    anchor_imsize: int,
+) -> Targets:
+    """Targets of (B, 4) letterboxed xyxy pixel boxes (SPEC 6, reference ``build_target``).
+
+    The box is clamped to [0, S-1]; the best anchor is the first maximum of the IoU between the
+    (0, 0, w, h) shapes of the box and of the 9 anchors (each in grid units of its scale); the cell is
+    ``floor`` of the centre in grid units of the best scale.
+    """
+    grids = grid_sizes(image_size)
+    batch = boxes.shape[0]
+    boxes = boxes.clamp(0, image_size - 1)
+    norm = torch.stack([
+        (boxes[:, 0] + boxes[:, 2]) / (2 * image_size),
+        (boxes[:, 1] + boxes[:, 3]) / (2 * image_size),
+        (boxes[:, 2] - boxes[:, 0]) / image_size,
+        (boxes[:, 3] - boxes[:, 1]) / image_size,
+    ], 1)  # (B, 4) cx, cy, w, h in image units
+    coords = torch.stack([norm * grid for grid in grids])  # (3, B, 4) in grid units of each scale
+    grid_anchors = torch.stack(
+        scaled_anchors(anchors, image_size, anchor_imsize, device=boxes.device, dtype=boxes.dtype)
+    )  # (3, 3, 2)
+
+    zeros = torch.zeros_like(coords[..., :2])  # (3, B, 2)
+    gt_shapes = torch.cat([zeros, coords[..., 2:]], -1)[:, :, None]  # (3, B, 1, 4)
+    anchor_shapes = torch.cat([torch.zeros_like(grid_anchors), grid_anchors], -1)[:, None]  # (3, 1, 3, 4)
+    ious = box_iou(gt_shapes, anchor_shapes).permute(1, 0, 2).reshape(batch, -1)  # (B, 9)
+    best_n = first_argmax(ious, dim=1)
+    scale = best_n // NUM_ANCHORS_PER_SCALE
+    anchor = best_n % NUM_ANCHORS_PER_SCALE
+
+    rows = torch.arange(batch, device=boxes.device)
+    coord = coords[scale, rows]  # (B, 4) at the best scale
+    gi, gj = coord[:, 0].long(), coord[:, 1].long()  # truncation = floor (coordinates are >= 0)
+    anchor_wh = grid_anchors[scale, anchor]  # (B, 2)
+    param = torch.stack([
+        coord[:, 0] - gi,
+        coord[:, 1] - gj,
+        torch.log(coord[:, 2] / anchor_wh[:, 0] + 1e-16),
+        torch.log(coord[:, 3] / anchor_wh[:, 1] + 1e-16),
+        torch.ones_like(coord[:, 0]),
+    ], 1)  # (B, 5)
+
+    sides = torch.tensor(grids, device=boxes.device)  # (3,)
+    cells = sides * sides
+    cell_offset = torch.cumsum(cells, 0) - cells  # (3,) first cell of each scale
+    in_scale = gj * sides[scale] + gi  # (B,) cell within the best scale
+    anchor_cell = NUM_ANCHORS_PER_SCALE * cell_offset[scale] + anchor * cells[scale] + in_scale
+    cell = cell_offset[scale] + in_scale
+
+    scale_cells = [g * g for g in grids]
+    per_anchor = boxes.new_zeros(batch, NUM_ANCHORS_PER_SCALE * sum(scale_cells), 5)  # (B, 3N, 5)
+    per_anchor[rows, anchor_cell] = param
+    per_cell = boxes.new_zeros(batch, sum(scale_cells), 5)  # (B, N, 5)
+    per_cell[rows, cell] = param
+    gt_param = [
+        m.view(batch, NUM_ANCHORS_PER_SCALE, g, g, 5).permute(0, 1, 4, 2, 3).contiguous()  # (B, 3, 5, h, w)
+        for m, g in zip(per_anchor.split([NUM_ANCHORS_PER_SCALE * c for c in scale_cells], 1), grids)
+    ]
+    gt_center_param = [
+        m.view(batch, g, g, 5).permute(0, 3, 1, 2).contiguous()  # (B, 5, h, w)
+        for m, g in zip(per_cell.split(scale_cells, 1), grids)
+    ]
+    return Targets(
+        gt_param=gt_param,
+        gt_center_param=gt_center_param,
+        param=param,
+        best_n=best_n,
+        scale=scale,
+        anchor=anchor,
+        gi=gi,
+        gj=gj,
+        anchor_cell=anchor_cell,
+        cell=cell,
+    )
+
+
+def flatten_anchor_maps(pred_anchor: list[Tensor]) -> Tensor:
+    """list of (B, 3, 5, h, w) -> (B, 3N, 5), anchor-cells ordered scale, anchor, row, column."""
+    return torch.cat([p.permute(0, 1, 3, 4, 2).flatten(1, 3) for p in pred_anchor], 1)
+
+
+def flatten_cell_maps(maps: list[Tensor]) -> Tensor:
+    """list of (B, h, w) -> (B, N), cells ordered scale, row, column."""
+    return torch.cat([m.flatten(1) for m in maps], 1)
+
+
+def box_loss(pred_anchor: list[Tensor], targets: Targets, w_coord: float = 5.0) -> Tensor:
+    """L_box = reference ``yolo_loss`` (SPEC 6).
+
+    ``w_coord`` x the sum over (x, y, w, h) of the batch-mean squared error of (sigmoid tx, sigmoid ty,
+    tw, th) at the target anchor-cell, plus the cross-entropy of the conf logits of all 3N anchor-cells.
+    """
+    flat = flatten_anchor_maps(pred_anchor)  # (B, 3N, 5)
+    picked = flat.gather(1, targets.anchor_cell[:, None, None].expand(-1, 1, 5))[:, 0]  # (B, 5)
+    pred_box = torch.cat([picked[:, :2].sigmoid(), picked[:, 2:4]], 1)  # (B, 4)
+    mse = F.mse_loss(pred_box, targets.param[:, :4], reduction="none").mean(0).sum()
+    return w_coord * mse + F.cross_entropy(flat[..., 4], targets.anchor_cell)
+
+
+def negative_similarity(subject: Tensor, visual: list[Tensor]) -> list[Tensor]:
+    """Similarity of the reversed-batch phrase vector with each sample's map: list of (B, h, w) (SPEC 6)."""
+    negative = subject.flip(0)  # (B, E): sample b gets the phrase of sample B-1-b
+    return [torch.einsum("be,behw->bhw", negative, v) for v in visual]
+
+
+def rank_loss(sim: list[Tensor], neg_sim: list[Tensor], targets: Targets, margin: float = 0.1) -> Tensor:
+    """L_rank, hinge over 2B pairs (SPEC 6).
+
+    pos = sim at the sample's target cell; neg1 = ``neg_sim`` (reversed-batch phrase, this sample's map) at
+    the sample's target cell; neg2 = this sample's sim at the target cell (scale, row, col) of the
+    reversed-batch sample. This is the reading that reproduces loss_parity.pt exactly; taking neg2 from the
+    reversed sample's map at this sample's cell, or neg1 at the reversed sample's cell, does not.
+    """
+    sim_flat = flatten_cell_maps(sim)  # (B, N)
+    neg_flat = flatten_cell_maps(neg_sim)  # (B, N)
+    cell = targets.cell[:, None]  # (B, 1)
+    pos = sim_flat.gather(1, cell)[:, 0]
+    neg1 = neg_flat.gather(1, cell)[:, 0]
+    neg2 = sim_flat.gather(1, cell.flip(0))[:, 0]
+    return F.relu(margin + torch.cat([neg1, neg2]) - torch.cat([pos, pos])).mean()
+
+
+def loc_loss(loc: list[Tensor], targets: Targets) -> Tensor:
+    """L_loc = cross-entropy of the location scores over the N cells against the target cell (SPEC 6)."""
+    return F.cross_entropy(flatten_cell_maps(loc), targets.cell)
+
+
+class GroundingCriterion(nn.Module):
+    """The three training losses, unweighted; the engine sums ``weight_dict[k] * losses[k]`` (SPEC 6)."""
+
+    def __init__(self, w_coord: float = 5.0, margin: float = 0.1) -> None:
+        super().__init__()
+        self.w_coord = w_coord
+        self.margin = margin
+        self.weight_dict = {"loss_box": 1.0, "loss_rank": 100.0, "loss_loc": 1.0}
+
+    def forward(self, outputs: dict, targets: Targets) -> dict[str, Tensor]:
+        """``outputs``: the model dict (``pred_anchor``, ``sim``, ``loc``, ``visual``, ``subject``)."""
+        neg_sim = negative_similarity(outputs["subject"], outputs["visual"])
+        return {
+            "loss_box": box_loss(outputs["pred_anchor"], targets, self.w_coord),
+            "loss_rank": rank_loss(outputs["sim"], neg_sim, targets, self.margin),
+            "loss_loc": loc_loss(outputs["loc"], targets),
+        }

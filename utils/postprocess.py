@@ -1,0 +1,227 @@
+"""Cache files of the top-k predictions and the temporal re-scoring that reads them (SPEC section 8).
+
+A cache file holds, for one test frame, its ``K`` most confident boxes (original pixels), their
+confidences and the ``E``-d co-grounded feature at each box's cell, in the reference layout::
+
+    <cache_dir>/<video_dir>/<frame_stem>_<global index>.pth =
+        {'pred_bbox_topk': (K, 1, 4), 'pred_score_topk': list of K floats, 'visu_feat': (K, 1, E)}
+
+The global index runs over all test frames of all videos in order. Post-processing re-scores the
+centre frame's candidates by how well they match the candidates of the other frames of its window.
+"""
+from __future__ import annotations
+
+import numbers
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from utils.box_ops import first_argmax
+from utils.io import UserInputError, atomic_save, safe_load
+
+CACHE_LAYOUT = "<cache_dir>/<video_dir>/<frame_stem>_<global frame index>.pth"
+CACHE_KEYS = ("pred_bbox_topk", "pred_score_topk", "visu_feat")
+MAX_LISTED_MISSING = 5
+FRAMES_PER_CHUNK = 256  # frames re-scored at once: bounds the (F, T, K, E) window tensor
+
+
+class CacheEntry(NamedTuple):
+    """One frame's cache file as tensors."""
+
+    boxes: Tensor  # (K, 4) xyxy, original pixels
+    scores: Tensor  # (K,) float32
+    feats: Tensor  # (K, E) float32
+
+
+def cache_file_path(cache_dir: str | os.PathLike, image_path: str | os.PathLike, global_index: int) -> Path:
+    """``<cache_dir>/<parent folder of image_path>/<image stem>_<global_index>.pth``."""
+    image_path = Path(image_path)
+    return Path(cache_dir) / image_path.parent.name / f"{image_path.stem}_{global_index}.pth"
+
+
+def save_cache_entry(path: str | os.PathLike, boxes: Tensor, scores: Tensor, feats: Tensor) -> Path:
+    """Write boxes (K, 4), scores (K,) and feats (K, E) in the reference layout, atomically."""
+    k = boxes.shape[0]
+    if boxes.shape != (k, 4) or scores.shape != (k,) or feats.dim() != 2 or feats.shape[0] != k:
+        raise ValueError(f"expected boxes (K, 4), scores (K,), feats (K, E); got {tuple(boxes.shape)}, "
+                         f"{tuple(scores.shape)}, {tuple(feats.shape)}")
+    entry = {
+        "pred_bbox_topk": boxes.detach().to("cpu", torch.float32).reshape(k, 1, 4).clone(),
+        "pred_score_topk": [float(s) for s in scores.detach().cpu().float().tolist()],
+        "visu_feat": feats.detach().to("cpu", torch.float32).reshape(k, 1, -1).clone(),
+    }
+    return atomic_save(entry, path)
+
+
+def numpy_float32_globals() -> list[Any]:
+    """The globals a pickled ``numpy.float32`` scalar names, and nothing else.
+
+    The authors' cache stores the scores as numpy float32 scalars. numpy 1.x pickles name
+    ``numpy.core.multiarray.scalar``, numpy 2 ``numpy._core.multiarray.scalar``; both are allow-listed under
+    their pickled names. Unpickling the dtype builds a ``numpy.dtypes.Float32DType`` on numpy >= 1.25.
+    """
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core (the old name still pickles)
+    scalar = core.multiarray.scalar
+    return [
+        (scalar, "numpy.core.multiarray.scalar"),
+        (scalar, "numpy._core.multiarray.scalar"),
+        np.dtype,
+        type(np.dtype(np.float32)),
+    ]
+
+
+def _bad_entry(path: Path, key: str, expected: str, got: str) -> UserInputError:
+    return UserInputError(f"cache file {path}: '{key}' should be {expected}, got {got}")
+
+
+def load_cache_entry(path: str | os.PathLike) -> CacheEntry:
+    """Read and validate one cache file (weights-only unpickling; numpy float32 scalars allowed)."""
+    path = Path(path)
+    entry = safe_load(path, what="cache file", allowed_globals=numpy_float32_globals())
+    if not isinstance(entry, dict):
+        raise UserInputError(f"cache file {path}: expected a dict with keys {list(CACHE_KEYS)}, "
+                             f"got {type(entry).__name__}")
+    for key in CACHE_KEYS:
+        if key not in entry:
+            raise UserInputError(f"cache file {path} has no key '{key}' (expected keys {list(CACHE_KEYS)})")
+    boxes, feats, scores = entry["pred_bbox_topk"], entry["visu_feat"], entry["pred_score_topk"]
+    if not isinstance(boxes, Tensor) or boxes.dim() != 3 or boxes.shape[0] < 1 or boxes.shape[1:] != (1, 4):
+        raise _bad_entry(path, "pred_bbox_topk", "a (K, 1, 4) tensor", _describe(boxes))
+    k = boxes.shape[0]
+    if not isinstance(feats, Tensor) or feats.dim() != 3 or feats.shape[:2] != (k, 1):
+        raise _bad_entry(path, "visu_feat", f"a ({k}, 1, E) tensor", _describe(feats))
+    if isinstance(scores, Tensor):
+        scores = scores.flatten().tolist()
+    if not isinstance(scores, (list, tuple)) or len(scores) != k or not all(_is_real(s) for s in scores):
+        raise _bad_entry(path, "pred_score_topk", f"a list of {k} numbers", _describe(scores))
+    return CacheEntry(
+        boxes=boxes[:, 0].float(),
+        scores=torch.tensor([float(s) for s in scores], dtype=torch.float32),
+        feats=feats[:, 0].float(),
+    )
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    return type(value).__name__
+
+
+def rescore_window(
+    centre_feats: Tensor, window_feats: Tensor, window_scores: Tensor, valid: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Fused scores of the centre candidates and the best one (SPEC 8); any leading batch dims ``...``.
+
+    centre_feats (..., K, E); window_feats (..., T, K, E); window_scores (..., T, K); valid (..., T) bool.
+    For candidate m and frame j: n* = first argmax_n <f_m, g_jn>, s_j = window_scores[j, n*];
+    w = softmax_j(max_n <f_m, g_jn>) over all T frames, then w_j = 0 for invalid j.
+    Returns (best candidate (...,) long, fused scores (..., K)).
+    """
+    sim = torch.einsum("...me,...tne->...mtn", centre_feats, window_feats)  # (..., K, T, K)
+    best_n = first_argmax(sim, dim=-1)  # (..., K, T)
+    scores = window_scores.unsqueeze(-3).expand(sim.shape)  # (..., K, T, K)
+    matched = scores.gather(-1, best_n.unsqueeze(-1)).squeeze(-1)  # (..., K, T)
+    # quirk: invalid (clipped) frames are zeroed after the softmax, without renormalising (SPEC 8).
+    weights = sim.amax(dim=-1).softmax(dim=-1) * valid.unsqueeze(-2).to(sim.dtype)  # (..., K, T)
+    fused = (weights * matched).sum(-1)  # (..., K)
+    return first_argmax(fused, dim=-1), fused
+
+
+def window_sources(num_video_frames: int, num_frames: int) -> tuple[Tensor, Tensor]:
+    """Which frame of the video fills each window position, and whether the position is valid.
+
+    Window of frame t: t - floor(k/2) .. t + ceil(k/2) - 1 (SPEC 1). A position whose index falls outside
+    the video is invalid and filled with the centre frame itself (the reference loads the centre's file
+    when the neighbour's file does not exist). Returns (source (n, k) long, valid (n, k) bool).
+    """
+    t = torch.arange(num_video_frames)[:, None]  # (n, 1)
+    unclipped = t + torch.arange(num_frames)[None] - num_frames // 2  # (n, k)
+    valid = (unclipped >= 0) & (unclipped < num_video_frames)
+    return torch.where(valid, unclipped, t), valid
+
+
+def _check_cache_dir(cache_dir: Path) -> None:
+    if not cache_dir.is_dir():
+        raise UserInputError(f"cache folder {cache_dir} not found: expected the files written by --cache, "
+                             f"laid out as {CACHE_LAYOUT}")
+    if next(cache_dir.glob("*/*.pth"), None) is None:
+        raise UserInputError(f"cache folder {cache_dir} holds no cache files: expected {CACHE_LAYOUT} "
+                             f"(written by --cache)")
+
+
+def _check_complete(cache_dir: Path, paths: list[Path]) -> None:
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        listed = ", ".join(str(p) for p in missing[:MAX_LISTED_MISSING])
+        more = f" and {len(missing) - MAX_LISTED_MISSING} more" if len(missing) > MAX_LISTED_MISSING else ""
+        raise UserInputError(
+            f"incomplete cache {cache_dir}: {len(missing)} of {len(paths)} frame files are missing "
+            f"(every frame's file is needed, as a centre and as its neighbours' window): {listed}{more}"
+        )
+
+
+def _load_video(paths: list[Path]) -> CacheEntry:
+    """Stack the entries of one video's frames: boxes (n, K, 4), scores (n, K), feats (n, K, E)."""
+    entries = [load_cache_entry(p) for p in paths]
+    first = entries[0]
+    for path, entry in zip(paths, entries):
+        if entry.feats.shape != first.feats.shape:
+            raise UserInputError(
+                f"cache file {path}: 'visu_feat' has K, E = {tuple(entry.feats.shape)} but {paths[0]} of the "
+                f"same video has {tuple(first.feats.shape)}; all frames of a video need the same K and E"
+            )
+    return CacheEntry(*(torch.stack(parts) for parts in zip(*entries)))
+
+
+def post_process(
+    videos: list[list[str]], cache_dir: str | os.PathLike, num_frames: int = 5, progress: bool = True
+) -> list[dict[str, Any]]:
+    """Re-score every test frame from the cache (SPEC 8), streaming video by video.
+
+    ``videos``: image paths per video, in order (the same order as when the cache was written).
+    Returns one dict per frame in global order: ``index`` (global frame index), ``box`` (4,) original
+    pixels of the chosen candidate, ``candidate`` (its rank in the frame's top-k).
+    """
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    cache_dir = Path(cache_dir)
+    _check_cache_dir(cache_dir)
+    offsets = np.cumsum([0] + [len(v) for v in videos]).tolist()
+    paths = [[cache_file_path(cache_dir, image, start + t) for t, image in enumerate(video)]
+             for video, start in zip(videos, offsets)]
+    _check_complete(cache_dir, [p for video in paths for p in video])
+
+    results: list[dict[str, Any]] = []
+    with tqdm(total=offsets[-1], disable=not progress, desc="post-processing", unit="frame") as bar:
+        for video_paths, start in zip(paths, offsets):
+            if not video_paths:
+                continue
+            entry = _load_video(video_paths)  # each frame's file read once
+            sources, valid = window_sources(len(video_paths), num_frames)  # (n, T)
+            for first in range(0, len(video_paths), FRAMES_PER_CHUNK):
+                rows = slice(first, first + FRAMES_PER_CHUNK)
+                best, _ = rescore_window(
+                    entry.feats[rows],  # (F, K, E)
+                    entry.feats[sources[rows]],  # (F, T, K, E)
+                    entry.scores[sources[rows]],  # (F, T, K)
+                    valid[rows],
+                )
+                frames = torch.arange(len(video_paths))[rows]
+                boxes = entry.boxes[frames, best]  # (F, 4)
+                results.extend(
+                    {"index": start + int(t), "box": box, "candidate": int(b)}
+                    for t, box, b in zip(frames, boxes, best)
+                )
+                bar.update(len(frames))
+    return results
