@@ -1,0 +1,93 @@
+"""CG-SL-Att: the image model with co-grounding between the frames of a video (SPEC 5).
+
+Each grounded frame X replaces its ``fvisu`` by a co-grounded map: every cell of X receives the
+average of another frame Y's cells weighted by ``softmax_j(10 <x_i, y_j>)``, and
+``corr_conv(cat(x, attended))`` + L2 norm fuses the two. Evaluation runs :meth:`frame_features` once per
+frame and :meth:`ground_windows` on any number of windows built from those features;
+``forward(..., 'window')`` is exactly that, so both paths share one code path.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from model.grounding import DEFAULT_CFG, NUM_SCALES, GroundingModel
+from model.layers import ConvBatchNormReLU, l2_normalize
+
+ATTENTION_SCALE = 10.0  # softmax temperature of the co-attention (SPEC 5)
+LAYOUTS = ("pairs", "window")
+
+
+class CoGroundingModel(GroundingModel):
+    """The video model: :class:`GroundingModel` plus ``corr_conv`` (one 1x1 ConvBNReLU 2E -> E per scale).
+
+    ``forward(images (B, T, 3, S, S), word_id (B, L), layout)``:
+
+    - ``'pairs'`` (training layout, T = 2): each frame attends to the other frame of its sample and every
+      frame is grounded with the sample's phrase; outputs have B' = 2B rows ordered [b0f0, b0f1, b1f0, ...].
+    - ``'window'`` (T odd): the centre frame attends to each of the other T - 1 frames, the T - 1 fused maps
+      are averaged, and only the centre is grounded (B' = B); adds ``corr_feat`` (the averaged map).
+
+    Outputs as :class:`GroundingModel`, with ``visual`` the co-grounded map.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        cfg_path: str | os.PathLike = DEFAULT_CFG,
+        image_size: int = 256,
+        emb_size: int = 512,
+        light: bool = False,
+    ) -> None:
+        super().__init__(vocab_size, cfg_path, image_size, emb_size, light)
+        self.corr_conv = nn.ModuleList(
+            nn.Sequential(ConvBatchNormReLU(2 * emb_size, emb_size, 1)) for _ in range(NUM_SCALES)
+        )
+        # keep the reference's module order (..., mapping_lang, corr_conv, fcn_emb, fcn_out): parameter order
+        # decides how a saved optimizer state maps onto the parameters
+        self.fcn_emb = self._modules.pop("fcn_emb")
+        self.fcn_out = self._modules.pop("fcn_out")
+
+    def co_attend(self, x: torch.Tensor, y: torch.Tensor, scale: int) -> torch.Tensor:
+        """Co-grounded map of frames ``x`` attending to frames ``y``, both (M, E, h, w) -> (M, E, h, w)."""
+        m, e, h, w = x.shape
+        xf, yf = x.flatten(2), y.flatten(2)  # (M, E, hw)
+        weights = (ATTENTION_SCALE * torch.bmm(xf.transpose(1, 2), yf)).softmax(dim=2)  # (M, hw_x, hw_y)
+        attended = torch.bmm(yf, weights.transpose(1, 2)).view(m, e, h, w)  # (M, E, h, w)
+        return l2_normalize(self.corr_conv[scale](torch.cat([x, attended], dim=1)), dim=1)
+
+    def ground_windows(self, frame_feats: list[torch.Tensor], word_id: torch.Tensor) -> dict:
+        """Window layout from precomputed :meth:`frame_features`, per scale (B, T, E, h, w), T odd, centre T // 2.
+
+        quirk (SPEC 5): the T - 1 co-grounded maps of the centre are averaged without renormalisation.
+        """
+        t = frame_feats[0].shape[1]
+        if t < 3 or t % 2 == 0:
+            raise ValueError(f"a window needs an odd number of frames >= 3, got {t}")
+        centre = t // 2
+        others = [j for j in range(t) if j != centre]
+        corr = []
+        for s, f in enumerate(frame_feats):
+            b, _, e, h, w = f.shape
+            x = f[:, centre : centre + 1].expand(-1, t - 1, -1, -1, -1).reshape(b * (t - 1), e, h, w)
+            y = f[:, others].reshape(b * (t - 1), e, h, w)  # (B*(T-1), E, h, w)
+            corr.append(self.co_attend(x, y, s).view(b, t - 1, e, h, w).mean(1))  # (B, E, h, w)
+        out = self.ground(corr, word_id)
+        out["corr_feat"] = corr
+        return out
+
+    def forward(self, images: torch.Tensor, word_id: torch.Tensor, layout: str) -> dict:
+        """Ground ``word_id`` (B, L) in ``images`` (B, T, 3, S, S); see the class docstring for ``layout``."""
+        b, t = images.shape[:2]
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        if layout == "pairs" and t != 2:
+            raise ValueError(f"the 'pairs' layout needs 2 frames per sample, got {t}")
+        feats = self.frame_features(images.flatten(0, 1))  # per scale (B*T, E, h, w)
+        if layout == "window":
+            return self.ground_windows([f.unflatten(0, (b, t)) for f in feats], word_id)
+        partners = [f.unflatten(0, (b, 2)).flip(1).flatten(0, 1) for f in feats]  # [b0f1, b0f0, b1f1, ...]
+        corr = [self.co_attend(f, p, s) for s, (f, p) in enumerate(zip(feats, partners))]
+        return self.ground(corr, word_id.repeat_interleave(2, dim=0))

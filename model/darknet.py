@@ -1,0 +1,404 @@
+"""Darknet (YOLOv3) built from a Darknet cfg file, its ``.weights`` format and a plain YOLO detector (SPEC 3).
+
+The grounding models use :meth:`Darknet.forward`, which returns the three feature taps: the *inputs* of
+the ``[yoloconvolutional]`` blocks (normal convolutions marked in the cfg), coarse to fine. Layer ``i``
+of the cfg (``[net]`` excluded) is ``module_list[i]`` and owns ``conv_{i}`` / ``batch_norm_{i}``, so
+released checkpoints and Darknet ``.weights`` files load by name / by order.
+
+Run as a detector::
+
+    python -m model.darknet --cfg yolov3-tiny.cfg --weights yolov3-tiny.weights --image img.jpg \
+        --names coco.names
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+
+from utils import transforms
+from utils.io import UserInputError
+
+LEAKY_SLOPE = 0.1
+CONV_TYPES = ("convolutional", "yoloconvolutional")
+BLOCK_TYPES = (*CONV_TYPES, "shortcut", "route", "upsample", "maxpool", "yolo")
+ACTIVATIONS = ("leaky", "linear")
+NMS_IOU = 0.45
+
+
+def parse_cfg(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Blocks of a Darknet cfg in file order, each ``{'type': name, key: value, ...}``; the first is ``[net]``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"Darknet cfg not found: {path}")
+    blocks: list[dict[str, str]] = []
+    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.split("#", 1)[0].split(";", 1)[0].strip()
+        if not line:
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            blocks.append({"type": line[1:-1].strip()})
+        elif "=" in line and blocks:
+            key, value = line.split("=", 1)
+            blocks[-1][key.strip()] = value.strip()
+        else:
+            raise UserInputError(f"{path}: line {lineno}: expected '[section]' or 'key=value', found {raw!r}")
+    if not blocks or blocks[0]["type"] != "net":
+        raise UserInputError(f"{path}: a Darknet cfg starts with a [net] block")
+    return blocks
+
+
+class _BlockReader:
+    """Typed access to the keys of one cfg block; every error names the file, the block index and type."""
+
+    def __init__(self, path: Path, index: int, block: dict[str, str]) -> None:
+        self.path, self.index, self.block = path, index, block
+
+    def error(self, problem: str) -> UserInputError:
+        return UserInputError(f"{self.path}: block {self.index} [{self.block['type']}]: {problem}")
+
+    def ints(self, key: str, default: list[int] | None = None) -> list[int]:
+        if key not in self.block:
+            if default is None:
+                raise self.error(f"missing key '{key}'")
+            return default
+        try:
+            return [int(v) for v in self.block[key].split(",") if v.strip()]
+        except ValueError:
+            raise self.error(f"'{key}' must be integers, found {self.block[key]!r}") from None
+
+    def int(self, key: str, default: int | None = None) -> int:
+        values = self.ints(key, None if default is None else [default])
+        if len(values) != 1:
+            raise self.error(f"'{key}' must be one integer, found {self.block[key]!r}")
+        return values[0]
+
+    def layer(self, offset: int) -> int:
+        """Absolute layer index of a ``from``/``layers`` entry (negative = relative to this block)."""
+        j = self.index + offset if offset < 0 else offset
+        if not 0 <= j < self.index:
+            raise self.error(f"refers to layer {offset}, which is not an earlier layer")
+        return j
+
+
+@dataclass(frozen=True)
+class YoloHead:
+    """One ``[yolo]`` block: the anchors of its mask (A, 2) in input pixels and the class count."""
+
+    layer: int
+    anchors: torch.Tensor
+    classes: int
+
+
+class Darknet(nn.Module):
+    """A Darknet network built from ``cfg_path`` (block semantics of SPEC 3)."""
+
+    def __init__(self, cfg_path: str | os.PathLike) -> None:
+        super().__init__()
+        self.cfg_path = Path(cfg_path)
+        net, *self.blocks = parse_cfg(self.cfg_path)
+        net_reader = _BlockReader(self.cfg_path, -1, net)
+        self.module_list = nn.ModuleList()
+        self.sources: list[list[int]] = []  # layers whose outputs layer i reads (-1: the network input)
+        self.yolo_heads: list[YoloHead] = []
+        channels, strides = [net_reader.int("channels", 3)], [1]  # per layer output, entry 0 = the input
+        for i, block in enumerate(self.blocks):
+            module, srcs, out_ch, stride = self._build_block(_BlockReader(self.cfg_path, i, block), channels, strides)
+            self.module_list.append(module)
+            self.sources.append(srcs)
+            channels.append(out_ch)
+            strides.append(stride)
+        self.taps = [i for i, b in enumerate(self.blocks) if b["type"] == "yoloconvolutional"]
+        self.feature_channels = [channels[t] for t in self.taps]  # channels[t] = output of layer t - 1
+        self.feature_strides = [strides[t] for t in self.taps]
+        self._feature_layers = _closure(self.sources, [t - 1 for t in self.taps])
+
+    def _build_block(
+        self, rd: _BlockReader, channels: list[int], strides: list[int]
+    ) -> tuple[nn.Sequential, list[int], int, int]:
+        """Module, sources, output channels and output stride of block ``rd.index``."""
+        i, kind = rd.index, rd.block["type"]
+        in_ch, in_stride = channels[-1], strides[-1]
+        module = nn.Sequential()
+        if kind in CONV_TYPES:
+            bn, filters = rd.int("batch_normalize", 0), rd.int("filters")
+            size, stride = rd.int("size"), rd.int("stride", 1)
+            padding = size // 2 if rd.int("pad", 0) else rd.int("padding", 0)
+            activation = rd.block.get("activation", "linear")
+            if activation not in ACTIVATIONS:
+                raise rd.error(f"unsupported activation {activation!r} (supported: {', '.join(ACTIVATIONS)})")
+            module.add_module(f"conv_{i}", nn.Conv2d(in_ch, filters, size, stride, padding, bias=not bn))
+            if bn:
+                module.add_module(f"batch_norm_{i}", nn.BatchNorm2d(filters))
+            if activation == "leaky":
+                module.add_module(f"leaky_{i}", nn.LeakyReLU(LEAKY_SLOPE))
+            return module, [i - 1], filters, in_stride * stride
+        if kind == "maxpool":
+            size, stride = rd.int("size"), rd.int("stride", 1)
+            if size == 2 and stride == 1:  # keeps the size: pad right/bottom with zeros first (SPEC 3)
+                module.add_module(f"pad_{i}", nn.ZeroPad2d((0, 1, 0, 1)))
+            module.add_module(f"maxpool_{i}", nn.MaxPool2d(size, stride, padding=(size - 1) // 2))
+            return module, [i - 1], in_ch, in_stride * stride
+        if kind == "upsample":
+            stride = rd.int("stride", 2)
+            if stride < 1 or in_stride % stride:
+                raise rd.error(f"cannot upsample a stride-{in_stride} map by {stride}")
+            module.add_module(f"upsample_{i}", nn.Upsample(scale_factor=stride, mode="nearest"))
+            return module, [i - 1], in_ch, in_stride // stride
+        if kind == "route":
+            if rd.int("groups", 1) != 1:
+                raise rd.error("grouped routes are not supported")
+            srcs = [rd.layer(v) for v in rd.ints("layers")]
+            if not srcs or len({strides[j + 1] for j in srcs}) != 1:
+                raise rd.error(f"routed layers {srcs} must be one or more layers of the same stride")
+            return module, srcs, sum(channels[j + 1] for j in srcs), strides[srcs[0] + 1]
+        if kind == "shortcut":
+            j = rd.layer(rd.int("from"))
+            if rd.block.get("activation", "linear") != "linear":
+                raise rd.error("only linear shortcuts are supported")
+            if (channels[j + 1], strides[j + 1]) != (in_ch, in_stride):
+                raise rd.error(f"layer {j} ({channels[j + 1]} ch) cannot be added to layer {i - 1} ({in_ch} ch)")
+            return module, [i - 1, j], in_ch, in_stride
+        if kind == "yolo":
+            mask, classes = rd.ints("mask"), rd.int("classes")
+            anchors = rd.ints("anchors")
+            if len(anchors) % 2 or any(not 0 <= m < len(anchors) // 2 for m in mask):
+                raise rd.error(f"mask {mask} does not fit the {len(anchors) // 2} anchor pairs")
+            if in_ch != len(mask) * (5 + classes):
+                raise rd.error(f"expects {len(mask)} x (5 + {classes}) input channels, the layer before has {in_ch}")
+            pairs = torch.tensor(anchors, dtype=torch.float32).view(-1, 2)[mask]  # (A, 2)
+            self.yolo_heads.append(YoloHead(i, pairs, classes))
+            return module, [i - 1], in_ch, in_stride
+        raise rd.error(f"unknown block type (supported: {', '.join(BLOCK_TYPES)})")
+
+    def _layer_output(self, i: int, x: torch.Tensor, outputs: list[torch.Tensor | None]) -> torch.Tensor:
+        """Output of layer ``i`` given the network input ``x`` and the earlier outputs."""
+        kind, srcs = self.blocks[i]["type"], self.sources[i]
+        prev = x if i == 0 else outputs[i - 1]
+        if kind == "route":
+            return torch.cat([outputs[j] for j in srcs], dim=1)
+        if kind == "shortcut":
+            return prev + outputs[srcs[1]]
+        if kind == "yolo":
+            return prev
+        return self.module_list[i](prev)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The feature taps of ``x`` (B, 3, S, S), in cfg order (coarse to fine): (B, C_s, S/stride_s, S/stride_s).
+
+        Only the layers the taps depend on run (the detection heads' outputs are not used here).
+        """
+        outputs: list[torch.Tensor | None] = []
+        features = []
+        for i in range(max(self.taps, default=-1) + 1):
+            if i in self.taps:
+                features.append(x if i == 0 else outputs[i - 1])
+            outputs.append(self._layer_output(i, x, outputs) if i in self._feature_layers else None)
+        return features
+
+    def forward_detect(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The raw maps entering each ``[yolo]`` block, (B, A * (5 + classes), h, w), in cfg order."""
+        outputs: list[torch.Tensor | None] = []
+        for i in range(len(self.blocks)):
+            outputs.append(self._layer_output(i, x, outputs))
+        return [outputs[head.layer] for head in self.yolo_heads]
+
+    def _darknet_tensors(self) -> list[torch.Tensor]:
+        """Parameters/buffers in ``.weights`` order (SPEC 3): per conv, bn bias, weight, mean, var, conv weight."""
+        tensors = []
+        for i, block in enumerate(self.blocks):
+            if block["type"] not in CONV_TYPES:
+                continue
+            conv = getattr(self.module_list[i], f"conv_{i}")
+            bn = getattr(self.module_list[i], f"batch_norm_{i}", None)
+            if bn is None:
+                tensors += [conv.bias, conv.weight]
+            else:
+                tensors += [bn.bias, bn.weight, bn.running_mean, bn.running_var, conv.weight]
+        return tensors
+
+    def load_darknet_weights(self, path: str | os.PathLike) -> tuple[int, int, int, int]:
+        """Load a Darknet ``.weights`` file; returns its header ``(major, minor, revision, seen)``.
+
+        A file whose value count differs from what the cfg needs is an error, never a partial load.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise UserInputError(f"Darknet weights not found: {path}")
+        data = path.read_bytes()
+        if len(data) < 12:
+            raise UserInputError(f"Darknet weights {path}: {len(data)} bytes, too short for the header")
+        major, minor, revision = np.frombuffer(data, dtype="<i4", count=3).tolist()
+        seen_dtype = "<i8" if major * 10 + minor >= 2 else "<i4"
+        offset = 12 + np.dtype(seen_dtype).itemsize
+        if len(data) < offset:
+            raise UserInputError(f"Darknet weights {path}: {len(data)} bytes, too short for the header")
+        seen = int(np.frombuffer(data, dtype=seen_dtype, count=1, offset=12)[0])
+        tensors = self._darknet_tensors()
+        expected = sum(t.numel() for t in tensors)
+        n_bytes = len(data) - offset
+        if n_bytes != 4 * expected:
+            found = f"{n_bytes // 4}" if n_bytes % 4 == 0 else f"{n_bytes} bytes (not a whole number of values)"
+            raise UserInputError(
+                f"Darknet weights {path} do not fit {self.cfg_path}: expected {expected} float32 values after "
+                f"the header, found {found}"
+            )
+        values = torch.from_numpy(np.frombuffer(data, dtype="<f4", offset=offset).copy())
+        with torch.no_grad():
+            for tensor, chunk in zip(tensors, values.split([t.numel() for t in tensors])):
+                tensor.copy_(chunk.view_as(tensor))
+        return major, minor, revision, seen
+
+    def save_darknet_weights(
+        self, path: str | os.PathLike, version: tuple[int, int, int] = (0, 2, 0), seen: int = 0
+    ) -> Path:
+        """Write the convolution weights as a Darknet ``.weights`` file with header ``version`` and ``seen``."""
+        major, minor, _ = version
+        seen_dtype = "<i8" if major * 10 + minor >= 2 else "<i4"
+        header = np.array(version, dtype="<i4").tobytes() + np.array([seen], dtype=seen_dtype).tobytes()
+        values = torch.cat([t.detach().float().cpu().flatten() for t in self._darknet_tensors()])
+        return _atomic_write_bytes(header + values.numpy().astype("<f4").tobytes(), Path(path))
+
+
+def _closure(sources: list[list[int]], targets: list[int]) -> set[int]:
+    """Layers whose outputs are needed to compute the outputs of ``targets``."""
+    needed: set[int] = set()
+    stack = list(targets)
+    while stack:
+        j = stack.pop()
+        if j >= 0 and j not in needed:
+            needed.add(j)
+            stack.extend(sources[j])
+    return needed
+
+
+def _atomic_write_bytes(data: bytes, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+# ----------------------------------------------------------------------------- plain YOLO detector
+
+
+def decode_yolo(
+    raw: torch.Tensor, head: YoloHead, input_size: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Standard YOLOv3 decoding of one raw map (B, A * (5 + C), h, w).
+
+    Returns boxes (B, A*h*w, 4) as (cx, cy, w, h) fractions of the input, objectness (B, A*h*w) and class
+    probabilities (B, A*h*w, C), all sigmoid-activated (anchor-major, then row, then column).
+    """
+    b, _, h, w = raw.shape
+    a = head.anchors.shape[0]
+    p = raw.view(b, a, 5 + head.classes, h, w).permute(0, 1, 3, 4, 2).float()  # (B, A, h, w, 5 + C)
+    gy, gx = torch.meshgrid(torch.arange(h, device=raw.device), torch.arange(w, device=raw.device), indexing="ij")
+    anchors = head.anchors.to(raw.device).view(1, a, 1, 1, 2) / torch.tensor(
+        [input_size[1], input_size[0]], device=raw.device
+    )  # (1, A, 1, 1, 2) fractions of the input
+    cx = (p[..., 0].sigmoid() + gx) / w
+    cy = (p[..., 1].sigmoid() + gy) / h
+    wh = p[..., 2:4].exp() * anchors  # (B, A, h, w, 2)
+    boxes = torch.cat([cx.unsqueeze(-1), cy.unsqueeze(-1), wh], dim=-1)  # (B, A, h, w, 4)
+    objectness = p[..., 4].sigmoid().reshape(b, -1)  # (B, A*h*w)
+    probs = p[..., 5:].sigmoid().reshape(b, -1, head.classes)  # (B, A*h*w, C)
+    return boxes.reshape(b, -1, 4), objectness, probs
+
+
+@dataclass(frozen=True)
+class Detection:
+    label: int
+    score: float
+    objectness: float
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in original-image pixels
+
+
+@torch.no_grad()
+def detect(
+    model: Darknet, image_bgr: np.ndarray, size: int = 416, letterbox: bool = False, top: int = 5
+) -> list[Detection]:
+    """Top ``top`` detections (after class-wise NMS at IoU 0.45) of a BGR image, best first.
+
+    Default preprocessing is OpenCV ``blobFromImage``'s: bilinear resize to ``size x size``, BGR->RGB, /255.
+    ``letterbox`` uses the grounding letterbox instead (no ImageNet normalisation: Darknet weights expect /255).
+    """
+    h, w = image_bgr.shape[:2]
+    rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
+    if letterbox:
+        rgb, ratio, dw, dh = transforms.letterbox(rgb, size)  # grounding letterbox (SPEC 7), no ImageNet normalisation
+    else:
+        rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LINEAR)
+    param = next(model.parameters())
+    x = torch.from_numpy(rgb).permute(2, 0, 1).unsqueeze(0).to(param.device, param.dtype) / 255.0  # (1, 3, S, S)
+    decoded = [decode_yolo(raw, head, (size, size)) for raw, head in zip(model.forward_detect(x), model.yolo_heads)]
+    boxes = torch.cat([d[0][0] for d in decoded])  # (M, 4) cx, cy, w, h fractions
+    objectness = torch.cat([d[1][0] for d in decoded])  # (M,)
+    probs, labels = torch.cat([d[2][0] for d in decoded]).max(dim=1)  # (M,)
+    scores = objectness * probs
+    xyxy = torchvision.ops.box_convert(boxes, "cxcywh", "xyxy") * size  # (M, 4) input pixels
+    if letterbox:
+        xyxy = (xyxy - torch.tensor([dw, dh, dw, dh])) / ratio
+    else:
+        xyxy = xyxy * torch.tensor([w / size, h / size, w / size, h / size])
+    keep = torchvision.ops.batched_nms(xyxy, scores, labels, NMS_IOU)[:top]
+    return [
+        Detection(int(labels[k]), float(scores[k]), float(objectness[k]), tuple(xyxy[k].tolist())) for k in keep
+    ]
+
+
+def _read_names(path: Path | None) -> list[str] | None:
+    if path is None:
+        return None
+    if not path.is_file():
+        raise UserInputError(f"class names file not found: {path}")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run a Darknet cfg + .weights as a plain YOLO detector.")
+    parser.add_argument("--cfg", required=True, type=Path, help="Darknet cfg file")
+    parser.add_argument("--weights", required=True, type=Path, help="Darknet .weights file")
+    parser.add_argument("--image", required=True, type=Path, help="image file")
+    parser.add_argument("--size", type=int, default=416, help="network input size (multiple of 32)")
+    parser.add_argument("--names", type=Path, help="class names, one per line (default: class indices)")
+    parser.add_argument("--letterbox", action="store_true", help="letterbox like the grounding preprocessing")
+    parser.add_argument("--top", type=int, default=5, help="number of detections to print")
+    args = parser.parse_args(argv)
+    try:
+        if args.size <= 0 or args.size % 32:
+            raise UserInputError(f"--size must be a positive multiple of 32, got {args.size}")
+        names = _read_names(args.names)
+        model = Darknet(args.cfg).eval()
+        model.load_darknet_weights(args.weights)
+        image = cv2.imread(str(args.image), cv2.IMREAD_COLOR) if args.image.is_file() else None
+        if image is None:
+            raise UserInputError(f"image not found or not readable: {args.image}")
+        for det in detect(model, image, args.size, args.letterbox, args.top):
+            name = names[det.label] if names and det.label < len(names) else str(det.label)
+            print(f"{name} {det.score:.4f} " + " ".join(f"{v:.1f}" for v in det.box))
+    except UserInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""SL-Att: one-stage visual grounding with subject and location attention (image model, SPEC 4).
+
+Darknet features -> 1x1 ConvBNReLU + L2 norm (``fvisu``), phrase -> LSTM sentence vector (``flang``) and two
+attended phrase vectors (subject ``q``, location), then per scale a YOLO-style head on
+``cat(fvisu, flang, coord)``. The head's confidence is multiplied by the subject score (``<q, fvisu>``) and a
+location score computed over all cells of all scales.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from model import DEFAULT_CFG
+from model.darknet import Darknet
+from model.language import PhraseAttention, RNNEncoder, trim_padding
+from model.layers import ConvBatchNormReLU, coord_map, l2_normalize
+from utils.io import UserInputError
+
+NUM_SCALES = 3
+NUM_ANCHORS = 3  # per scale
+COORD_CHANNELS = 8
+LOC_EPS = 1e-6  # min-max normalisation of the location score (SPEC 4.7)
+
+
+def _head(in_ch: int, emb_size: int, light: bool) -> tuple[nn.Sequential, nn.Sequential]:
+    """``fcn_emb`` and ``fcn_out`` of one scale (SPEC 4.4); output (B, 3 anchors x 5, h, w)."""
+    out_ch = NUM_ANCHORS * 5
+    if light:
+        return (
+            nn.Sequential(ConvBatchNormReLU(in_ch, emb_size, 1)),
+            nn.Sequential(nn.Conv2d(emb_size, out_ch, 1)),
+        )
+    return (
+        nn.Sequential(
+            ConvBatchNormReLU(in_ch, emb_size, 1),
+            ConvBatchNormReLU(emb_size, emb_size, 3, padding=1),
+            ConvBatchNormReLU(emb_size, emb_size, 1),
+        ),
+        nn.Sequential(ConvBatchNormReLU(emb_size, emb_size // 2, 1), nn.Conv2d(emb_size // 2, out_ch, 1)),
+    )
+
+
+class GroundingModel(nn.Module):
+    """The SL-Att image model. Submodule names (and their order) are the reference's, so checkpoints load.
+
+    ``forward(images (B, 3, S, S), word_id (B, L))`` returns a dict of per-scale lists (coarse to fine):
+    ``pred_anchor`` (B, 3, 5, h, w) with the confidence already multiplied by ``sim`` and ``loc``,
+    ``sim``, ``loc``, ``only_obj`` (B, h, w), ``visual`` (B, E, h, w) (the map ``sim`` used), and
+    ``subject`` (B, E), the L2-normalised subject phrase vector.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        cfg_path: str | os.PathLike = DEFAULT_CFG,
+        image_size: int = 256,
+        emb_size: int = 512,
+        light: bool = False,
+    ) -> None:
+        super().__init__()
+        self.visumodel = Darknet(cfg_path)
+        channels, strides = self.visumodel.feature_channels, self.visumodel.feature_strides
+        if len(channels) != NUM_SCALES or strides != sorted(strides, reverse=True):
+            raise UserInputError(
+                f"{cfg_path}: the grounding model needs {NUM_SCALES} [yoloconvolutional] feature taps from "
+                f"coarse to fine, found strides {strides}"
+            )
+        if image_size <= 0 or image_size % max(strides):
+            raise UserInputError(
+                f"image size {image_size} must be a positive multiple of {max(strides)} for {cfg_path}"
+            )
+        self.image_size = image_size
+        self.grid_sizes = [image_size // s for s in strides]
+        self.num_cells = sum(g * g for g in self.grid_sizes)  # N (1344 at 256 px; the reference hard-codes it)
+
+        self.textmodel = RNNEncoder(vocab_size, emb_size)
+        self.sub_attn = PhraseAttention(2 * emb_size)
+        self.loc_embedding = nn.Sequential(
+            nn.Linear(COORD_CHANNELS, COORD_CHANNELS), nn.BatchNorm1d(COORD_CHANNELS), nn.ReLU()
+        )
+        self.loc_text_embedding = nn.Sequential(
+            nn.Linear(self.num_cells, emb_size), nn.BatchNorm1d(emb_size), nn.ReLU()
+        )
+        self.loc_attn = PhraseAttention(2 * emb_size)
+        self.mapping_visu = nn.ModuleList(ConvBatchNormReLU(c, emb_size, 1) for c in channels)
+        self.mapping_lang = nn.Sequential(
+            nn.Linear(2 * emb_size, emb_size),
+            nn.BatchNorm1d(emb_size),
+            nn.ReLU(),
+            nn.Dropout(0.1),
+            nn.Linear(emb_size, emb_size),
+            nn.BatchNorm1d(emb_size),
+            nn.ReLU(),
+        )
+        heads = [_head(2 * emb_size + COORD_CHANNELS, emb_size, light) for _ in range(NUM_SCALES)]
+        self.fcn_emb = nn.ModuleList(emb for emb, _ in heads)
+        self.fcn_out = nn.ModuleList(out for _, out in heads)
+
+    def frame_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """``fvisu``: backbone -> ``mapping_visu`` -> L2 norm over channels, per scale (F, E, h, w) (SPEC 4.1)."""
+        return [l2_normalize(m(f), dim=1) for m, f in zip(self.mapping_visu, self.visumodel(images))]
+
+    def encode_phrase(self, word_id: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``flang``, subject and location phrase vectors of ``word_id`` (B, L), each (B, E), L2-normalised."""
+        word_id = trim_padding(word_id)
+        context, embedded, sentence = self.textmodel(word_id)  # (B, L, 2E), (B, L, E), (B, 2E)
+        flang = l2_normalize(self.mapping_lang(sentence), dim=1)
+        subject = l2_normalize(self.sub_attn(context, embedded, word_id), dim=1)
+        location = l2_normalize(self.loc_attn(context, embedded, word_id), dim=1)
+        return flang, subject, location
+
+    def location_score(self, obj: list[torch.Tensor], location: torch.Tensor) -> list[torch.Tensor]:
+        """Location score over all N cells (SPEC 4.7), min-max normalised per sample; per scale (B, h, w)."""
+        b = location.shape[0]
+        shapes = [o.shape[1:] for o in obj]
+        n = sum(h * w for h, w in shapes)
+        if n != self.num_cells:
+            raise ValueError(
+                f"the input gives {n} cells but the model was built for image_size={self.image_size} "
+                f"({self.num_cells} cells)"
+            )
+        coord = torch.cat(
+            [coord_map(b, h, w, location.device, location.dtype).flatten(2) for h, w in shapes], dim=2
+        ).transpose(1, 2)  # (B, N, 8)
+        emb = l2_normalize(self.loc_embedding(coord.reshape(b * n, -1)).view(b, n, -1), dim=2)  # (B, N, 8)
+        obj_n = l2_normalize(torch.cat([o.flatten(1) for o in obj], dim=1), dim=1)  # (B, N)
+        relation = torch.bmm(emb, emb.transpose(1, 2)) * obj_n[:, None, :]  # (B, N, N)
+        pos = l2_normalize(self.loc_text_embedding(relation.reshape(b * n, n)).view(b, n, -1), dim=2)  # (B, N, E)
+        loc = (pos * location[:, None, :]).sum(2)  # (B, N)
+        low, high = loc.min(dim=1, keepdim=True).values, loc.max(dim=1, keepdim=True).values
+        loc = (loc - low) / (high - low + LOC_EPS)
+        return [part.view(b, h, w) for part, (h, w) in zip(loc.split([h * w for h, w in shapes], dim=1), shapes)]
+
+    def ground(self, visual: list[torch.Tensor], word_id: torch.Tensor) -> dict:
+        """The head on per-scale visual maps (B, E, h, w) (``fvisu`` or a co-grounded map) and phrases (B, L)."""
+        flang, subject, location = self.encode_phrase(word_id)
+        raw, sim, only_obj = [], [], []
+        for s, v in enumerate(visual):
+            b, _, h, w = v.shape
+            x = torch.cat(
+                [v, flang[:, :, None, None].expand(-1, -1, h, w), coord_map(b, h, w, v.device, v.dtype)], dim=1
+            )  # (B, 2E + 8, h, w)
+            out = self.fcn_out[s](self.fcn_emb[s](x)).view(b, NUM_ANCHORS, 5, h, w)  # (B, 3, 5, h, w)
+            raw.append(out)
+            sim.append((subject[:, :, None, None] * v).sum(1))  # (B, h, w)
+            only_obj.append(out[:, :, 4].mean(1))  # (B, h, w)
+        loc = self.location_score([o * s for o, s in zip(only_obj, sim)], location)
+        pred_anchor = [
+            torch.cat([p[:, :, :4], (p[:, :, 4] * s[:, None] * lc[:, None]).unsqueeze(2)], dim=2)
+            for p, s, lc in zip(raw, sim, loc)
+        ]  # (B, 3, 5, h, w) each, conf <- conf * sim * loc (SPEC 4.8)
+        return {"pred_anchor": pred_anchor, "sim": sim, "loc": loc, "only_obj": only_obj, "visual": visual,
+                "subject": subject}
+
+    def forward(self, images: torch.Tensor, word_id: torch.Tensor) -> dict:
+        """Ground ``word_id`` (B, L) in ``images`` (B, 3, S, S); see the class docstring for the outputs."""
+        return self.ground(self.frame_features(images), word_id)
