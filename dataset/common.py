@@ -93,12 +93,15 @@ def load_frame(path: Path, box: np.ndarray, index_path: Path, size: int, augment
     return frame, orig
 
 
-def encode_phrase(phrase: str, corpus: Corpus, max_len: int, flip: bool, source: str) -> tuple[str, torch.Tensor]:
+def encode_phrase(phrase: str, corpus: Corpus | None, max_len: int, flip: bool, source: str
+                  ) -> tuple[str, torch.Tensor]:
     """Lower-case (and for a flipped sample swap left/right) a phrase, then tokenise it: ``(phrase, (L,) ids)``.
 
     Works on a copy: the stored index is never modified (the reference tokenised in place). ``source`` names
     where the phrase comes from in the error for a phrase that is not a non-empty string.
     """
+    if corpus is None:
+        raise ValueError("this dataset was built without a corpus: it gives metadata only, not items")
     if not isinstance(phrase, str) or not phrase.strip():
         raise UserInputError(f"{source}: the phrase must be a non-empty string, got {phrase!r}")
     phrase = phrase.lower()

@@ -12,6 +12,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import Dataset
 
 from dataset.common import (
@@ -24,7 +25,7 @@ from dataset.common import (
     stack_frames,
 )
 from utils.io import UserInputError
-from utils.transforms import Rng
+from utils.transforms import Rng, eval_box, letterbox_geometry
 from utils.word_utils import Corpus
 
 VIDEO_DATASETS = ("VID", "LiOTB")
@@ -58,10 +59,11 @@ class VIDDataset(Dataset):
     lower-cased, possibly flip-swapped phrase that was tokenised), ``image_path`` str (centre frame, as in the
     index). With ``augment`` one flip decision covers the whole sample; HSV jitter and the affine warp are drawn
     per frame. ``rng`` defaults to the ``random`` module (re-seeded per DataLoader worker by PyTorch).
+    Built with ``corpus=None`` it only gives metadata (:meth:`frame_meta`), e.g. to score cached predictions.
     """
 
     def __init__(self, data_root: str | os.PathLike, split_root: str | os.PathLike, dataset: str, split: str,
-                 corpus: Corpus, image_size: int = 256, num_frames: int = 2, augment: bool = False,
+                 corpus: Corpus | None, image_size: int = 256, num_frames: int = 2, augment: bool = False,
                  max_query_len: int = 20, rng: Rng | None = None) -> None:
         if dataset not in VIDEO_DATASETS:
             raise UserInputError(f"unknown video dataset {dataset!r}; expected one of {', '.join(VIDEO_DATASETS)}")
@@ -108,6 +110,23 @@ class VIDDataset(Dataset):
     def frame_size(self, video_idx: int, frame_idx: int) -> tuple[int, int]:
         """Original ``(h, w)`` of a frame from its file header (no decoding)."""
         return image_size(self.root / self.videos[video_idx][frame_idx][0])
+
+    def frame_meta(self, index: int) -> dict[str, Any]:
+        """Evaluation metadata of sample ``index``'s own frame without decoding it (SPEC 7 geometry from the
+        file header): ``boxes`` (4,) letterboxed ground truth, ``ratio``/``dw``/``dh``, ``orig_size`` (h, w),
+        ``index``, ``image_path``, ``phrase``, ``video``, ``frame`` (used to score cached predictions)."""
+        v, t = self.samples[index]
+        path, box, phrase = self.videos[v][t]
+        h, w = self.frame_size(v, t)
+        ratio, _, _, dw, dh = letterbox_geometry(h, w, self.image_size)
+        return {
+            "boxes": torch.tensor(eval_box(int_box(box), ratio, dw, dh), dtype=torch.float32),
+            "ratio": torch.tensor(ratio, dtype=torch.float32),
+            "dw": torch.tensor(dw, dtype=torch.float32),
+            "dh": torch.tensor(dh, dtype=torch.float32),
+            "orig_size": torch.tensor([h, w]),
+            "index": index, "image_path": path, "phrase": phrase.lower(), "video": v, "frame": t,
+        }
 
     def frames(self) -> VIDFrames:
         """The same samples one frame at a time (SPEC 7 preprocessing, never augmented), for streaming evaluation."""

@@ -206,6 +206,11 @@ class Darknet(nn.Module):
             outputs.append(self._layer_output(i, x, outputs) if i in self._feature_layers else None)
         return features
 
+    def detection_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the layers :meth:`forward` never runs (the detection heads): unused by grounding."""
+        return [p for i, module in enumerate(self.module_list) if i not in self._feature_layers
+                for p in module.parameters()]
+
     def forward_detect(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The raw maps entering each ``[yolo]`` block, (B, A * (5 + classes), h, w), in cfg order."""
         outputs: list[torch.Tensor | None] = []

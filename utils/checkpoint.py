@@ -7,13 +7,14 @@ Released checkpoints are ``{'epoch', 'state_dict', 'best_loss', 'optimizer'}`` w
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
-from utils.io import UserInputError, safe_load
+from utils.io import UserInputError, atomic_save, safe_load
 
 MODULE_PREFIX = "module."
 try:
@@ -89,3 +90,102 @@ def load_model_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
 def state_dict_for_release(model: nn.Module) -> dict[str, torch.Tensor]:
     """``model.state_dict()`` with every key prefixed ``module.``, as the reference saves checkpoints."""
     return {MODULE_PREFIX + k: v for k, v in model.state_dict().items()}
+
+
+def load_matching_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> list[str]:
+    """Initialise ``model`` from the keys of ``state_dict`` it shares (``--pretrain``, e.g. SL-Att -> CG-SL-Att).
+
+    Shared keys must have the same shape (else :class:`UserInputError`); keys the checkpoint lacks keep their
+    current values and are returned so the caller can report them. A checkpoint sharing no key is an error.
+    """
+    state_dict = _strip_prefix(state_dict)
+    expected = model.state_dict()
+    shared = {k: v for k, v in state_dict.items() if k in expected}
+    mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+                  for k, v in shared.items() if tuple(v.shape) != tuple(expected[k].shape)]
+    if not shared or mismatched:
+        reason = f"shape mismatches: {_listed(mismatched)}" if mismatched else "no parameter name in common"
+        raise UserInputError(f"cannot initialise {type(model).__name__} from {source}: {reason}")
+    model.load_state_dict(shared, strict=False)
+    return [k for k in expected if k not in shared]
+
+
+def capture_rng_state() -> dict:
+    """Python, numpy, torch (and CUDA) random states, in a form ``torch.load(weights_only=True)`` accepts."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (the global RNG the seeds set)
+    state = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: Mapping) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    numpy_state = state["numpy"]
+    np.random.set_state((numpy_state["kind"], numpy_state["keys"].numpy().astype(np.uint32),  # noqa: NPY002
+                         numpy_state["pos"], numpy_state["has_gauss"], numpy_state["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_training_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    best_accuracy: float,
+    scaler: torch.amp.GradScaler | None = None,
+) -> None:
+    """Write a resumable checkpoint atomically, in the reference format plus our resume fields.
+
+    ``epoch`` is the next epoch to run; ``best_loss`` keeps the reference's (misleading) name for the best
+    validation accuracy. ``rng_state`` and ``scaler`` are extra keys the reference code ignores.
+    """
+    checkpoint = {
+        "epoch": epoch,
+        "state_dict": state_dict_for_release(model),
+        "best_loss": float(best_accuracy),
+        "optimizer": optimizer.state_dict(),
+        "rng_state": capture_rng_state(),
+    }
+    if scaler is not None:
+        checkpoint["scaler"] = scaler.state_dict()
+    atomic_save(checkpoint, path)
+
+
+def resume_training(
+    path: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None = None,
+) -> tuple[int, float, bool]:
+    """Restore model, optimiser, epoch, best accuracy, RNG state (and AMP scaler) from ``path``.
+
+    Returns ``(start_epoch, best_accuracy, exact)``; ``exact`` is False for a checkpoint without our RNG state
+    (e.g. the authors'), which resumes with fresh random streams.
+    """
+    checkpoint = read_checkpoint(path)
+    load_model_state(model, checkpoint["state_dict"], str(path))
+    for key in ("epoch", "optimizer"):
+        if key not in checkpoint:
+            raise UserInputError(f"checkpoint {path} has no '{key}' entry: it cannot resume training "
+                                 "(use --pretrain to start a new run from its weights)")
+    try:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    except (ValueError, KeyError) as err:
+        raise UserInputError(f"checkpoint {path}: its optimizer state does not fit this run "
+                             f"(different --optimizer or model?): {err}") from err
+    if scaler is not None and "scaler" in checkpoint:
+        scaler.load_state_dict(checkpoint["scaler"])
+    exact = "rng_state" in checkpoint
+    if exact:
+        restore_rng_state(checkpoint["rng_state"])
+    return int(checkpoint["epoch"]), float(checkpoint.get("best_loss", 0.0)), exact

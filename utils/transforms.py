@@ -30,17 +30,24 @@ class Rng(Protocol):
     def random(self) -> float: ...
 
 
+def letterbox_geometry(h: int, w: int, size: int) -> tuple[float, int, int, float, float]:
+    """Letterbox parameters of an ``h x w`` image: ``(ratio, new_w, new_h, dw, dh)`` (SPEC 7).
+
+    ``dw``/``dh`` are the (possibly half-pixel) paddings left/top, so a point maps as ``x * ratio + dw``.
+    Python ``round`` (half to even) is part of the reference arithmetic.
+    """
+    ratio = float(size) / max(h, w)
+    new_w, new_h = round(w * ratio), round(h * ratio)
+    return ratio, new_w, new_h, (size - new_w) / 2, (size - new_h) / 2
+
+
 def letterbox(img: np.ndarray, size: int, color: tuple[float, float, float] = PAD_COLOR
               ) -> tuple[np.ndarray, float, float, float]:
     """Resize the long side to ``size`` (INTER_AREA) and pad to ``size x size`` (SPEC 7).
 
-    Returns ``(image, ratio, dw, dh)``; ``dw``/``dh`` are the (possibly half-pixel) paddings left/top, so a
-    point maps as ``x * ratio + dw``. Python ``round`` (half to even) is part of the reference arithmetic.
+    Returns ``(image, ratio, dw, dh)`` (see :func:`letterbox_geometry`).
     """
-    h, w = img.shape[:2]
-    ratio = float(size) / max(h, w)
-    new_w, new_h = round(w * ratio), round(h * ratio)
-    dw, dh = (size - new_w) / 2, (size - new_h) / 2
+    ratio, new_w, new_h, dw, dh = letterbox_geometry(img.shape[0], img.shape[1], size)
     top, bottom = round(dh - 0.1), round(dh + 0.1)
     left, right = round(dw - 0.1), round(dw + 0.1)
     img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_AREA)
@@ -120,14 +127,19 @@ def random_affine(img: np.ndarray, box: np.ndarray, rng: Rng, degrees: tuple[flo
     return out, np.clip(np.concatenate([centre - half, centre + half]), 0, side)
 
 
-def eval_frame(img: np.ndarray, box: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, float, float, float]:
-    """SPEC 7 preprocessing of one frame: letterbox the image and the box. Returns ``(img, box, ratio, dw, dh)``.
+def eval_box(box: np.ndarray, ratio: float, dw: float, dh: float) -> np.ndarray:
+    """Letterbox an (int) annotation box for evaluation.
 
     Quirk: the reference letterboxes the box in place in an int array, so the letterboxed box is truncated to
     whole pixels (``np.trunc``); the released numbers were measured that way.
     """
+    return np.trunc(letterbox_boxes(box, ratio, dw, dh))
+
+
+def eval_frame(img: np.ndarray, box: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, float, float, float]:
+    """SPEC 7 preprocessing of one frame: letterbox the image and the box. Returns ``(img, box, ratio, dw, dh)``."""
     img, ratio, dw, dh = letterbox(img, size)
-    return img, np.trunc(letterbox_boxes(box, ratio, dw, dh)), ratio, dw, dh
+    return img, eval_box(box, ratio, dw, dh), ratio, dw, dh
 
 
 def train_frame(img: np.ndarray, box: np.ndarray, size: int, flip: bool, rng: Rng

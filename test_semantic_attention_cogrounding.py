@@ -1,0 +1,37 @@
+"""Evaluate CG-SL-Att with 5-frame windows (SPEC 7) and optionally write the SPEC 8 cache.
+
+    python test_semantic_attention_cogrounding.py --data_root ./data --dataset VID --gpu 0 \\
+        --lstm --test --resume saved_models/VID_cogrounding_semantic_attn.pth.tar --cache
+
+Prints accuracy (IoU > 0.5), mean IoU and centre accuracy. Each frame's backbone runs once and is reused by
+the windows that contain it (--eval_method windows recomputes every window, as the reference does; same
+predictions). --cache writes <cache_dir>/<video_dir>/<frame_stem>_<index>.pth for post_processing.py.
+"""
+from __future__ import annotations
+
+import argparse
+
+from utils.argparser import cache_flags, grounding_parsers, script_parser
+from utils.builders import build_corpus, build_model, setup_runtime
+from utils.cli import run_main
+from utils.pipeline import run_video_test
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = script_parser(__doc__, grounding_parsers(video=True))
+    cache_flags(parser)
+    parser.add_argument("--eval_method", default="stream", choices=("stream", "windows"),
+                        help="stream: each frame's features computed once (default); windows: recomputed for "
+                             "every window as the reference does")
+    return parser
+
+
+def main(args: argparse.Namespace) -> None:
+    rt = setup_runtime(args, f"{args.savename}_test")
+    corpus = build_corpus(args)
+    model = build_model(args, len(corpus), "video").to(rt.device)
+    run_video_test(args, rt, model, corpus)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main, get_args_parser()))

@@ -1,0 +1,61 @@
+"""Train CG-SL-Att (co-grounding with semantic attention) on videos in the VID-Sentence format.
+
+    python train_semantic_attention_cogrounding.py --data_root ./data --dataset VID --gpu 0 \\
+        --savename cgslatt --batch_size 8 --lstm
+
+Training pairs (frames t-1, t; SPEC 6) with validation by 5-frame windows after each epoch; checkpoints
+<save_dir>/<savename>_checkpoint.pth.tar and <savename>_model_best.pth.tar in the reference format.
+Multi-GPU: torchrun --nproc_per_node N train_semantic_attention_cogrounding.py <same flags>.
+With --test --resume CKPT it evaluates instead (as test_semantic_attention_cogrounding.py).
+"""
+from __future__ import annotations
+
+import argparse
+
+from utils.argparser import grounding_parsers, script_parser
+from utils.builders import (
+    build_corpus,
+    build_geometry,
+    build_model,
+    build_optimizer,
+    build_train_loader,
+    build_video_dataset,
+    initialise_for_training,
+    setup_runtime,
+)
+from utils.cli import run_main
+from utils.engine import summarize
+from utils.io import UserInputError
+from utils.pipeline import evaluate_video_split, fit, run_video_test
+
+TRAIN_FRAMES = 2  # training pairs (SPEC 5, 6)
+EVAL_FRAMES = 5  # evaluation windows
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    return script_parser(__doc__, grounding_parsers(video=True))
+
+
+def main(args: argparse.Namespace) -> None:
+    rt = setup_runtime(args, args.savename if not args.test else f"{args.savename}_test")
+    corpus = build_corpus(args)
+    model = build_model(args, len(corpus), "video").to(rt.device)
+    if args.test:
+        run_video_test(args, rt, model, corpus)
+        return
+    if (args.num_frame_k or TRAIN_FRAMES) != TRAIN_FRAMES:
+        raise UserInputError(f"--num_frame_k {args.num_frame_k}: training uses frame pairs (2)")
+    geometry = build_geometry(args)
+    train_set = build_video_dataset(args, "train", corpus, TRAIN_FRAMES, augment=True)
+    val_set = build_video_dataset(args, args.val_split or "test", corpus, EVAL_FRAMES, augment=False)
+    if not args.resume:
+        initialise_for_training(args, model, rt.logger)
+    loader, sampler = build_train_loader(args, train_set, rt.dist)
+    rt.logger.info("training on %d frames of %d videos, validating on %d frames", len(train_set),
+                   len(train_set.videos), len(val_set))
+    fit(args, rt, model, build_optimizer(args, model), loader, sampler, geometry,
+        validate=lambda m: summarize(evaluate_video_split(args, rt, m, val_set, geometry)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main, get_args_parser()))

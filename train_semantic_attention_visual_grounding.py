@@ -1,0 +1,55 @@
+"""Train SL-Att (one-stage visual grounding with subject and location attention) on a RefCOCO-family set,
+or evaluate it with --test.
+
+    python train_semantic_attention_visual_grounding.py --data_root ./data --split_root data --dataset unc \\
+        --gpu 0 --savename slatt_unc --batch_size 32 --lstm
+    python train_semantic_attention_visual_grounding.py --dataset unc --lstm --test \\
+        --resume saved_models/RefCOCO_semantic_attn.pth.tar --test_split val
+
+Validates on --val_split (default val) after each epoch; --test evaluates --test_split (default testB on
+unc/unc+, as the reference, test elsewhere). Multi-GPU: torchrun --nproc_per_node N <this script> <flags>.
+"""
+from __future__ import annotations
+
+import argparse
+
+from utils.argparser import grounding_parsers, script_parser
+from utils.builders import (
+    build_corpus,
+    build_geometry,
+    build_image_dataset,
+    build_model,
+    build_optimizer,
+    build_train_loader,
+    initialise_for_training,
+    setup_runtime,
+)
+from utils.cli import run_main
+from utils.engine import summarize
+from utils.pipeline import evaluate_image_split, fit, run_image_test
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    return script_parser(__doc__, grounding_parsers(video=False))
+
+
+def main(args: argparse.Namespace) -> None:
+    rt = setup_runtime(args, args.savename if not args.test else f"{args.savename}_test")
+    corpus = build_corpus(args)
+    model = build_model(args, len(corpus), "image").to(rt.device)
+    if args.test:
+        run_image_test(args, rt, model, corpus)
+        return
+    geometry = build_geometry(args)
+    train_set = build_image_dataset(args, "train", corpus, augment=True)
+    val_set = build_image_dataset(args, args.val_split or "val", corpus, augment=False)
+    if not args.resume:
+        initialise_for_training(args, model, rt.logger)
+    loader, sampler = build_train_loader(args, train_set, rt.dist)
+    rt.logger.info("training on %d expressions, validating on %d", len(train_set), len(val_set))
+    fit(args, rt, model, build_optimizer(args, model), loader, sampler, geometry,
+        validate=lambda m: summarize(evaluate_image_split(args, rt, m, val_set, geometry)))
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main, get_args_parser()))

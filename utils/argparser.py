@@ -1,0 +1,130 @@
+"""Command-line flags of the entry scripts, in parent parsers that each script combines with ``parents=``.
+
+Flag names follow the reference scripts (``--size``, ``--time``, ``--lstm``, ...) so their README commands
+work verbatim; every string option with a fixed set of values has ``choices=``.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CFG = PROJECT_ROOT / "model" / "yolov3.cfg"
+VIDEO_DATASETS = ("VID", "LiOTB")
+IMAGE_DATASETS = ("unc", "unc+", "gref", "referit", "flickr", "synthvid")
+SPLITS = ("train", "val", "trainval", "test", "testA", "testB")
+
+
+def _parent(title: str) -> tuple[argparse.ArgumentParser, argparse._ArgumentGroup]:
+    parser = argparse.ArgumentParser(add_help=False)
+    return parser, parser.add_argument_group(title)
+
+
+def data_parser(video: bool, loading: bool = True) -> argparse.ArgumentParser:
+    """Dataset flags; ``loading`` adds ``--workers`` (scripts that decode images)."""
+    parser, group = _parent("data")
+    datasets = VIDEO_DATASETS if video else IMAGE_DATASETS
+    group.add_argument("--dataset", default=datasets[0], choices=datasets, help="dataset name (index folder)")
+    group.add_argument("--data_root", default="./data", help="root of the images / video frames")
+    group.add_argument("--split_root", default="data", help="root of the index files: <split_root>/<dataset>/")
+    group.add_argument("--size", type=int, default=256, help="letterboxed image size (multiple of 32)")
+    if loading:
+        group.add_argument("--workers", type=int, default=4, help="data loading workers per process")
+    return parser
+
+
+def model_parser(video: bool) -> argparse.ArgumentParser:
+    parser, group = _parent("model")
+    group.add_argument("--lstm", action="store_true",
+                       help="bidirectional-LSTM language encoder (required: BERT is not bundled)")
+    group.add_argument("--corpus", default=None,
+                       help="vocabulary file (default <split_root>/<dataset>/corpus.pth); a released checkpoint "
+                            "needs the corpus it was trained with")
+    group.add_argument("--time", type=int, default=20, help="maximum query length in tokens")
+    group.add_argument("--cfg", default=str(DEFAULT_CFG),
+                       help="Darknet cfg of the backbone (model/yolov3.cfg, or model/yolov3_small.cfg for CPUs)")
+    group.add_argument("--emb_size", type=int, default=512, help="joint embedding size (512 in the paper)")
+    group.add_argument("--light", action="store_true", help="light grounding head (one conv per scale)")
+    group.add_argument("--anchor_imsize", type=int, default=416, help="image size the anchors are given in")
+    if video:
+        group.add_argument("--num_frame_k", type=int, default=None,
+                           help="frames per sample: 2 to train (pairs), 5 to evaluate (windows); "
+                                "default: 2 for training, 5 for evaluation")
+    return parser
+
+
+def training_parser() -> argparse.ArgumentParser:
+    parser, group = _parent("training")
+    group.add_argument("--batch_size", type=int, default=8,
+                       help="samples per process and step (at test time: windows or images per forward)")
+    group.add_argument("--lr", type=float, default=1e-4, help="learning rate (the backbone uses lr/10)")
+    group.add_argument("--power", type=float, default=0.9, help="poly learning-rate decay power (0: constant)")
+    group.add_argument("--nb_epoch", type=int, default=100, help="number of training epochs")
+    group.add_argument("--optimizer", default="RMSprop", choices=("RMSprop", "adam", "sgd"), help="optimiser")
+    group.add_argument("--pretrain", default="",
+                       help="initialise from a grounding checkpoint's matching keys (e.g. SL-Att for CG-SL-Att)")
+    group.add_argument("--darknet_weights", default="saved_models/yolov3.weights",
+                       help="Darknet .weights for the backbone when training from scratch, used if the file "
+                            "exists and neither --pretrain nor --resume is given ('' to skip)")
+    group.add_argument("--resume", default="", help="checkpoint to resume training from, or to evaluate")
+    group.add_argument("--seed", type=int, default=13,
+                       help="random seed: Python seed, numpy seed+1, torch seed+2 (13/14/15 as the reference)")
+    group.add_argument("--savename", default="default", help="run name for checkpoints, log file and cache")
+    group.add_argument("--save_dir", default="saved_models", help="folder of the checkpoints")
+    group.add_argument("--log_dir", default="logs", help="folder of the log files")
+    group.add_argument("--print_freq", type=int, default=50, help="log the running losses every N iterations")
+    group.add_argument("--val_split", default=None, choices=SPLITS,
+                       help="split validated after each epoch (default: test for videos, val for images)")
+    group.add_argument("--deterministic", action="store_true",
+                       help="deterministic algorithms (bit-exact resume on GPU; slower)")
+    return parser
+
+
+def evaluation_parser() -> argparse.ArgumentParser:
+    parser, group = _parent("evaluation")
+    group.add_argument("--test", action="store_true", help="evaluate --resume instead of training")
+    group.add_argument("--test_split", default=None, choices=SPLITS,
+                       help="split evaluated with --test (default: test for videos; for images testB on "
+                            "unc/unc+ as the reference, test otherwise)")
+    add_output_flags(group)
+    return parser
+
+
+def add_output_flags(group: argparse._ArgumentGroup) -> None:
+    """``--save_pred``, ``--save_plot``, ``--max_plots``, ``--overwrite`` (every evaluating command has them)."""
+    group.add_argument("--save_pred", default=None,
+                       help="write predictions as JSON Lines, one record per evaluated sample in dataset order")
+    group.add_argument("--save_plot", default=None,
+                       help="folder for images with the predicted (red) and ground-truth (green) boxes")
+    group.add_argument("--max_plots", type=int, default=200, help="at most this many --save_plot images")
+    group.add_argument("--overwrite", action="store_true",
+                       help="allow replacing existing predictions, plots, caches and checkpoints")
+
+
+def runtime_parser() -> argparse.ArgumentParser:
+    parser, group = _parent("runtime")
+    group.add_argument("--gpu", default=None,
+                       help="CUDA device ids, e.g. '0' or '0,1' (sets CUDA_VISIBLE_DEVICES); without CUDA the "
+                            "script runs on the CPU")
+    group.add_argument("--amp", action="store_true", help="mixed precision (default dtype: bf16 on CPU, fp16 on CUDA)")
+    group.add_argument("--amp_dtype", default=None, choices=("bf16", "fp16"), help="autocast dtype for --amp")
+    group.add_argument("--no_progress", action="store_true", help="hide the progress bars")
+    return parser
+
+
+def script_parser(description: str, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(description=description, parents=parents,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def grounding_parsers(video: bool) -> list[argparse.ArgumentParser]:
+    """Data, model, training, evaluation and runtime flags: what the training/testing scripts share."""
+    return [data_parser(video), model_parser(video), training_parser(), evaluation_parser(), runtime_parser()]
+
+
+def cache_flags(parser: argparse.ArgumentParser) -> None:
+    """``--cache`` and ``--cache_dir`` (SPEC 8 cache files)."""
+    group = parser.add_argument_group("cache")
+    group.add_argument("--cache", action="store_true",
+                       help="write the top-5 candidates of every test frame (SPEC 8) under --cache_dir")
+    group.add_argument("--cache_dir", default=None, help="cache folder (default ./cache/<savename>)")

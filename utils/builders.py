@@ -1,0 +1,190 @@
+"""Builders from parsed command-line ``args``: runtime, data, model, optimiser.
+
+With the entry scripts, this is the only code that reads ``args``; everything it builds takes plain values.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from dataset.common import default_corpus_path
+from dataset.referit_loader import ReferDataset
+from dataset.vid_loader import VIDDataset
+from model import build_grounding_model
+from utils.box_ops import anchors_for_dataset
+from utils.checkpoint import load_matching_state, read_checkpoint
+from utils.distributed import DistInfo, init_distributed_mode
+from utils.engine import Geometry
+from utils.io import UserInputError
+from utils.word_utils import Corpus, load_corpus
+
+WEIGHT_DECAY = 5e-4
+SGD_MOMENTUM = 0.99  # the reference's value
+
+
+@dataclass
+class Runtime:
+    """Where and how a script runs."""
+
+    device: torch.device
+    dist: DistInfo
+    amp_dtype: torch.dtype | None
+    logger: logging.Logger
+    progress: bool
+
+    @property
+    def is_main(self) -> bool:
+        return self.dist.rank == 0
+
+
+def setup_runtime(args: argparse.Namespace, log_name: str) -> Runtime:
+    """Device (``--gpu``), process group (torchrun), seeds, determinism, logger and AMP dtype."""
+    if not args.lstm:
+        raise UserInputError("pass --lstm: the BERT text encoder of the reference is not bundled (it needs "
+                             "downloaded weights); the LSTM encoder is the one the released checkpoints use")
+    if args.gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = args.gpu
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    dist = init_distributed_mode(device_type)
+    device = torch.device("cuda", dist.local_rank) if device_type == "cuda" else torch.device("cpu")
+    logger = setup_logger(Path(args.log_dir) / f"{log_name}.log", dist.rank == 0)
+    if device_type == "cpu":
+        logger.info("CUDA is not available: running on the CPU")
+    seed_everything(args.seed + dist.rank)
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    amp_dtype = None
+    if args.amp:
+        name = args.amp_dtype or ("fp16" if device_type == "cuda" else "bf16")
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
+        if device_type == "cpu" and amp_dtype == torch.float16:
+            raise UserInputError("--amp_dtype fp16 needs CUDA; use bf16 on the CPU")
+    return Runtime(device, dist, amp_dtype, logger, progress=not args.no_progress and dist.rank == 0)
+
+
+def seed_everything(seed: int) -> None:
+    """The reference's seeds: Python ``seed``, numpy ``seed + 1``, torch ``seed + 2`` (13, 14, 15 by default)."""
+    random.seed(seed)
+    np.random.seed(seed + 1)  # noqa: NPY002 (the reference seeds numpy's global RNG)
+    torch.manual_seed(seed + 2)
+
+
+def setup_logger(path: Path, main_process: bool = True) -> logging.Logger:
+    """Log to stdout and (main process) to ``path``."""
+    logger = logging.getLogger("cgslatt")
+    logger.handlers.clear()
+    logger.propagate = False
+    logger.setLevel(logging.INFO if main_process else logging.WARNING)
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(console)
+    if main_process:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+        logger.addHandler(handler)
+    return logger
+
+
+def build_geometry(args: argparse.Namespace) -> Geometry:
+    return Geometry(args.size, tuple(anchors_for_dataset(args.dataset)), args.anchor_imsize)
+
+
+def build_corpus(args: argparse.Namespace) -> Corpus:
+    """``--corpus``, or the dataset's ``<split_root>/<dataset>/corpus.pth``."""
+    return load_corpus(args.corpus or default_corpus_path(args.split_root, args.dataset))
+
+
+def build_video_dataset(args: argparse.Namespace, split: str, corpus: Corpus, num_frames: int,
+                        augment: bool) -> VIDDataset:
+    return VIDDataset(args.data_root, args.split_root, args.dataset, split, corpus, image_size=args.size,
+                      num_frames=num_frames, augment=augment, max_query_len=args.time)
+
+
+def build_image_dataset(args: argparse.Namespace, split: str, corpus: Corpus, augment: bool) -> ReferDataset:
+    return ReferDataset(args.data_root, args.split_root, args.dataset, split, corpus, image_size=args.size,
+                        augment=augment, max_query_len=args.time)
+
+
+def build_train_loader(args: argparse.Namespace, dataset: Dataset, dist: DistInfo
+                       ) -> tuple[DataLoader, DistributedSampler]:
+    """Shuffled, sharded over the processes, reshuffled per epoch from ``--seed`` (``sampler.set_epoch``)."""
+    if len(dataset) < args.batch_size * dist.world_size:
+        raise UserInputError(f"the training set has {len(dataset)} samples, fewer than one batch "
+                             f"(--batch_size {args.batch_size} x {dist.world_size} processes)")
+    sampler = DistributedSampler(dataset, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
+                                 seed=args.seed)
+    loader = DataLoader(dataset, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
+                        drop_last=True, pin_memory=torch.cuda.is_available(),
+                        persistent_workers=args.workers > 0)
+    return loader, sampler
+
+
+def build_eval_loader(args: argparse.Namespace, dataset: Dataset, indices: list[int] | None = None) -> DataLoader:
+    """In-order loader over ``dataset`` (or the ``indices`` this process evaluates)."""
+    subset = dataset if indices is None else Subset(dataset, indices)
+    return DataLoader(subset, batch_size=args.batch_size, shuffle=False, num_workers=args.workers,
+                      pin_memory=torch.cuda.is_available())
+
+
+def build_model(args: argparse.Namespace, vocab_size: int, kind: str) -> nn.Module:
+    """The image (SL-Att) or video (CG-SL-Att) model of ``--cfg``/``--size``/``--emb_size``/``--light``.
+
+    The Darknet detection heads, which grounding never runs, are frozen (they keep their checkpoint values
+    and need no gradient, also under DistributedDataParallel).
+    """
+    model = build_grounding_model(kind, vocab_size, cfg_path=args.cfg, image_size=args.size,
+                                  emb_size=args.emb_size, light=args.light)
+    for param in model.visumodel.detection_parameters():
+        param.requires_grad_(False)
+    return model
+
+
+def initialise_for_training(args: argparse.Namespace, model: nn.Module, logger: logging.Logger) -> None:
+    """``--pretrain`` (matching keys), else the Darknet ``--darknet_weights`` if that file exists."""
+    if args.pretrain:
+        missing = load_matching_state(model, read_checkpoint(args.pretrain)["state_dict"], args.pretrain)
+        logger.info("initialised from %s (%d tensors kept their initial values%s)", args.pretrain, len(missing),
+                    f", e.g. {missing[0]}" if missing else "")
+    elif args.darknet_weights and Path(args.darknet_weights).is_file():
+        model.visumodel.load_darknet_weights(args.darknet_weights)
+        logger.info("backbone initialised from %s", args.darknet_weights)
+    else:
+        logger.info("backbone initialised randomly (no --pretrain, and no Darknet weights at %r)",
+                    args.darknet_weights)
+
+
+def build_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.Optimizer:
+    """``--optimizer`` with weight decay 5e-4; group 0 = everything but the backbone, group 1 = the backbone.
+
+    The backbone's learning rate is set to lr/10 by :func:`adjust_learning_rate` (SPEC 6).
+    """
+    backbone = {id(p) for p in model.visumodel.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in backbone and p.requires_grad]
+    visual = [p for p in model.visumodel.parameters() if p.requires_grad]
+    groups = [{"params": rest, "lr": args.lr}, {"params": visual, "lr": args.lr / 10}]
+    if args.optimizer == "RMSprop":
+        return torch.optim.RMSprop(groups, lr=args.lr, weight_decay=WEIGHT_DECAY)
+    if args.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=args.lr, weight_decay=WEIGHT_DECAY)
+    return torch.optim.SGD(groups, lr=args.lr, momentum=SGD_MOMENTUM, weight_decay=WEIGHT_DECAY)
+
+
+def adjust_learning_rate(optimizer: torch.optim.Optimizer, base_lr: float, epoch: int, nb_epoch: int,
+                         power: float) -> float:
+    """Poly decay per epoch, ``lr (1 - epoch / nb_epoch) ** power``; the backbone gets a tenth (SPEC 6)."""
+    lr = base_lr * (1 - epoch / nb_epoch) ** power if power else base_lr
+    optimizer.param_groups[0]["lr"] = lr
+    optimizer.param_groups[1]["lr"] = lr / 10
+    return lr

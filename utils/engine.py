@@ -1,0 +1,384 @@
+"""Training and evaluation loops shared by the entry scripts (after DETR's ``engine.py``).
+
+Batches are the default-collated dicts of the loaders (see ``dataset/``): an image batch has ``image``
+(B, 3, S, S) and ``box`` (B, 4); a video batch has ``images`` (B, T, 3, S, S) and ``boxes`` (B, T, 4).
+Evaluation turns every sample into a record (``index``, ``image``, ``phrase``, ``pred``, ``gt``, ``iou``,
+``hit``, ``centre_hit``; boxes in original image pixels, SPEC 7) in dataset order.
+
+Video evaluation streams each video's frames once: :func:`evaluate_video` computes every frame's backbone
+features a single time and co-grounds the (up to 5) windows that contain it from those features, where the
+reference recomputes the backbone for every window; :func:`evaluate_video_windows` is the reference method,
+kept for comparison and benchmarks. Both give the same predictions.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from utils.box_ops import box_iou, boxes_to_original, decode_topk, gt_to_original
+from utils.distributed import all_reduce_sum
+from utils.losses import GroundingCriterion, build_targets
+from utils.postprocess import cache_file_path, save_cache_entry
+
+CACHE_TOPK = 5  # candidates per cache file (SPEC 8; the reference ties k to the window length)
+META_KEYS = ("boxes", "ratio", "dw", "dh", "orig_size")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What decoding and targets need to know about the network input."""
+
+    image_size: int
+    anchors: tuple[tuple[float, float], ...]
+    anchor_imsize: int
+
+
+def autocast(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` on ``device`` with ``amp_dtype``, or nothing when mixed precision is off."""
+    if amp_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+
+def _float32(outputs: dict) -> dict:
+    """Model outputs in float32 (losses and decoding run in full precision under autocast)."""
+    def cast(value: Any) -> Any:
+        if isinstance(value, Tensor):
+            return value.float()
+        if isinstance(value, list):
+            return [cast(v) for v in value]
+        return value
+    return {key: cast(value) for key, value in outputs.items()}
+
+
+def _progress(iterable: Iterable, enabled: bool, **kwargs: Any) -> tqdm:
+    return tqdm(iterable, disable=not enabled, dynamic_ncols=True, leave=False, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------- training
+
+def training_step_inputs(batch: dict, device: torch.device) -> tuple[tuple, Tensor]:
+    """Model inputs and letterboxed target boxes of a training batch.
+
+    Video samples use the training ('pairs') layout: 2 frames per sample, both grounded, so the targets are
+    the (B*2, 4) boxes in the model's [b0f0, b0f1, b1f0, ...] order.
+    """
+    word_id = batch["word_id"].to(device, non_blocking=True)
+    if "images" in batch:
+        images = batch["images"].to(device, non_blocking=True)  # (B, 2, 3, S, S)
+        return (images, word_id, "pairs"), batch["boxes"].flatten(0, 1).to(device)  # (2B, 4)
+    return (batch["image"].to(device, non_blocking=True), word_id), batch["box"].to(device)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: GroundingCriterion,
+    loader: Iterable[dict],
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    epoch: int,
+    geometry: Geometry,
+    scaler: torch.amp.GradScaler | None = None,
+    amp_dtype: torch.dtype | None = None,
+    print_freq: int = 50,
+    logger: logging.Logger | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """One pass over ``loader``; returns the epoch's mean weighted losses (averaged over all processes).
+
+    Raises ``FloatingPointError`` on a non-finite loss (the last checkpoint stays as it was).
+    """
+    model.train()
+    criterion.train()
+    sums: dict[str, float] = defaultdict(float)
+    steps = 0
+    bar = _progress(loader, progress, desc=f"epoch {epoch}", unit="batch")
+    for it, batch in enumerate(bar):
+        inputs, boxes = training_step_inputs(batch, device)
+        with autocast(device, amp_dtype):
+            outputs = model(*inputs)
+        targets = build_targets(boxes.float(), geometry.image_size, geometry.anchors, geometry.anchor_imsize)
+        loss_dict = criterion(_float32(outputs), targets)
+        weighted = {k: v * criterion.weight_dict[k] for k, v in loss_dict.items()}
+        loss = sum(weighted.values())
+        if not math.isfinite(loss.item()):
+            parts = ", ".join(f"{k}={v.item():.4g}" for k, v in loss_dict.items())
+            raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch}, iteration {it} ({parts}); "
+                                     "stopping (lower --lr, or train without --amp)")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        steps += 1
+        sums["loss"] += loss.item()
+        for k, v in weighted.items():
+            sums[k] += v.item()
+        bar.set_postfix(loss=f"{sums['loss'] / steps:.3f}")
+        if logger is not None and print_freq > 0 and (it + 1) % print_freq == 0:
+            logger.info("epoch %d iter %d/%s  %s  lr %.3g", epoch, it + 1, _len(loader),
+                        "  ".join(f"{k} {v / steps:.4f}" for k, v in sums.items()),
+                        optimizer.param_groups[0]["lr"])
+    totals = all_reduce_sum(torch.tensor([steps, *sums.values()], dtype=torch.float64, device=device))
+    return {k: (v / max(totals[0].item(), 1)) for k, v in zip(sums, totals[1:].tolist())}
+
+
+def _len(loader: Iterable) -> str:
+    try:
+        return str(len(loader))  # type: ignore[arg-type]
+    except TypeError:
+        return "?"
+
+
+# --------------------------------------------------------------------------------------------- evaluation
+
+def score_predictions(
+    pred_anchor: list[Tensor], meta: dict[str, Any], geometry: Geometry
+) -> list[dict[str, Any]]:
+    """Records of a batch of predictions (SPEC 7): arg-max box and ground truth in original pixels, IoU, hits.
+
+    ``meta`` holds the grounded frame's ``boxes`` (B, 4) letterboxed ground truth, ``ratio``/``dw``/``dh`` (B,),
+    ``orig_size`` (B, 2) as (h, w), and ``index``, ``image_path``, ``phrase`` (length B).
+    """
+    decoded = decode_topk(pred_anchor, geometry.image_size, geometry.anchors, geometry.anchor_imsize, k=1)
+    device = decoded.boxes.device
+    ratio, dw, dh = (meta[k].to(device) for k in ("ratio", "dw", "dh"))
+    orig_h, orig_w = meta["orig_size"].to(device).unbind(1)
+    pred = boxes_to_original(decoded.boxes[:, 0], ratio, dw, dh, orig_w, orig_h)  # (B, 4)
+    targets = build_targets(meta["boxes"].to(device), geometry.image_size, geometry.anchors, geometry.anchor_imsize)
+    centre_hit = (decoded.gi[:, 0] == targets.gi) & (decoded.gj[:, 0] == targets.gj)
+    return score_boxes(pred, meta, geometry.image_size, centre_hit)
+
+
+def score_boxes(pred: Tensor, meta: dict[str, Any], image_size: int, centre_hit: Tensor | None = None
+                ) -> list[dict[str, Any]]:
+    """Records of (B, 4) predicted boxes already in original pixels against the ground truth in ``meta``."""
+    device = pred.device
+    ratio, dw, dh = (meta[k].to(device) for k in ("ratio", "dw", "dh"))
+    orig_h, orig_w = meta["orig_size"].to(device).unbind(1)
+    gt = gt_to_original(meta["boxes"].to(device), image_size, ratio, dw, dh, orig_w, orig_h)  # (B, 4)
+    iou = box_iou(pred, gt)
+    extra = {k: meta[k] for k in ("video", "frame") if k in meta}
+    records = []
+    for b in range(pred.shape[0]):
+        record = {
+            "index": int(meta["index"][b]),
+            "image": meta["image_path"][b],
+            "phrase": meta["phrase"][b],
+            "pred": [round(float(v), 4) for v in pred[b]],
+            "gt": [round(float(v), 4) for v in gt[b]],
+            "iou": float(iou[b]),
+            "hit": bool(iou[b] > 0.5),
+        }
+        if centre_hit is not None:
+            # quirk: the reference compares gi and gj only, not the scale (SPEC 7 "centre accuracy")
+            record["centre_hit"] = bool(centre_hit[b])
+        record.update({k: int(v[b]) for k, v in extra.items()})
+        records.append(record)
+    return records
+
+
+def write_cache(
+    outputs: dict, meta: dict[str, Any], geometry: Geometry, cache_dir: Path, k: int = CACHE_TOPK
+) -> None:
+    """One SPEC 8 cache file per grounded frame: top-k boxes (original pixels), confidences, corr features."""
+    decoded = decode_topk(outputs["pred_anchor"], geometry.image_size, geometry.anchors, geometry.anchor_imsize, k=k)
+    device = decoded.boxes.device
+    ratio, dw, dh = (meta[key].to(device) for key in ("ratio", "dw", "dh"))
+    orig_h, orig_w = meta["orig_size"].to(device).unbind(1)
+    boxes = boxes_to_original(decoded.boxes, ratio, dw, dh, orig_w, orig_h)  # (B, K, 4)
+    feats = torch.cat([f.flatten(2) for f in outputs["corr_feat"]], dim=2).transpose(1, 2)  # (B, N, E)
+    feats = feats.gather(1, decoded.cell[..., None].expand(-1, -1, feats.shape[2]))  # (B, K, E)
+    for b in range(boxes.shape[0]):
+        path = cache_file_path(cache_dir, meta["image_path"][b], int(meta["index"][b]))
+        save_cache_entry(path, boxes[b], decoded.scores[b], feats[b])
+
+
+def _grounded_frame_meta(batch: dict) -> dict[str, Any]:
+    """The per-sample evaluation metadata of the grounded frame (the centre of a video window)."""
+    if "images" in batch:
+        centre = batch["images"].shape[1] // 2
+        meta = {k: batch[k][:, centre] for k in META_KEYS}
+    else:
+        meta = {"boxes": batch["box"], **{k: batch[k] for k in META_KEYS[1:]}}
+    meta.update({k: batch[k] for k in ("index", "image_path", "phrase", "video", "frame") if k in batch})
+    return meta
+
+
+@torch.no_grad()
+def evaluate_images(
+    model: nn.Module,
+    loader: Iterable[dict],
+    device: torch.device,
+    geometry: Geometry,
+    amp_dtype: torch.dtype | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Evaluate the image model (SL-Att) on ``loader``; one record per sample, in loader order."""
+    model.eval()
+    records: list[dict[str, Any]] = []
+    for batch in _progress(loader, progress, desc="evaluate", unit="batch"):
+        with autocast(device, amp_dtype):
+            outputs = model(batch["image"].to(device), batch["word_id"].to(device))
+        records += score_predictions(_float32(outputs)["pred_anchor"], _grounded_frame_meta(batch), geometry)
+    return records
+
+
+@torch.no_grad()
+def evaluate_video_windows(
+    model: nn.Module,
+    loader: Iterable[dict],
+    device: torch.device,
+    geometry: Geometry,
+    amp_dtype: torch.dtype | None = None,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Reference method: every window (B, T, 3, S, S) from images, the backbone run for each of its frames."""
+    model.eval()
+    records: list[dict[str, Any]] = []
+    for batch in _progress(loader, progress, desc="evaluate (windows)", unit="batch"):
+        with autocast(device, amp_dtype):
+            outputs = model(batch["images"].to(device), batch["word_id"].to(device), "window")
+        outputs = _float32(outputs)
+        meta = _grounded_frame_meta(batch)
+        records += score_predictions(outputs["pred_anchor"], meta, geometry)
+        if cache_dir is not None:
+            write_cache(outputs, meta, geometry, cache_dir)
+    return records
+
+
+@dataclass
+class _Frame:
+    """One decoded test frame: its per-scale features (E, h, w) and its evaluation metadata."""
+
+    feats: list[Tensor]
+    meta: dict[str, Any]
+
+
+class WindowStream:
+    """Turns frames arriving in video order into complete k-frame windows (SPEC 1 clipping).
+
+    ``push`` a frame of video ``v`` (local index ``t`` of ``n``); it returns the windows whose last frame
+    has now arrived, as (centre frame, window frames). Only the frames a future window can still use are
+    kept, so memory stays bounded by about ``k`` frames per stream.
+    """
+
+    def __init__(self, num_frames: int) -> None:
+        self.back = num_frames // 2
+        self.ahead = num_frames - num_frames // 2 - 1
+        self.video: int | None = None
+        self.frames: dict[int, _Frame] = {}
+        self.next_centre = 0
+        self.expected = 0
+
+    def push(self, video: int, t: int, n: int, frame: _Frame) -> list[tuple[_Frame, list[_Frame]]]:
+        if video != self.video:
+            self.video, self.frames, self.next_centre, self.expected = video, {}, 0, 0
+        if t != self.expected:
+            raise ValueError(f"frames of video {video} must arrive in order: got frame {t}, expected {self.expected}")
+        self.expected += 1
+        self.frames[t] = frame
+        last_ready = n - 1 if t == n - 1 else t - self.ahead
+        ready = []
+        while self.next_centre <= last_ready:
+            c = self.next_centre
+            window = [self.frames[min(max(j, 0), n - 1)] for j in range(c - self.back, c + self.ahead + 1)]
+            ready.append((self.frames[c], window))
+            self.next_centre += 1
+        for old in [j for j in self.frames if j < self.next_centre - self.back]:
+            del self.frames[old]
+        return ready
+
+
+def _collate_meta(frames: list[_Frame]) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for key, first in frames[0].meta.items():
+        values = [f.meta[key] for f in frames]
+        meta[key] = torch.stack(values) if isinstance(first, Tensor) else values
+    return meta
+
+
+def _split_frames(batch: dict, feats: list[Tensor]) -> Iterator[tuple[int, int, _Frame]]:
+    """Per-frame pieces of a batch of the per-frame dataset (items with T = 1)."""
+    for f in range(batch["images"].shape[0]):
+        meta = {k: batch[k][f, 0] for k in META_KEYS}
+        meta.update({k: batch[k][f] for k in ("index", "image_path", "phrase", "video", "frame", "word_id")})
+        yield int(batch["video"][f]), int(batch["frame"][f]), _Frame([x[f] for x in feats], meta)
+
+
+@torch.no_grad()
+def evaluate_video(
+    model: nn.Module,
+    frame_loader: Iterable[dict],
+    video_lengths: list[int],
+    device: torch.device,
+    geometry: Geometry,
+    num_frames: int = 5,
+    batch_size: int = 8,
+    amp_dtype: torch.dtype | None = None,
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    on_records: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Evaluate the video model with k-frame windows, computing each frame's features once.
+
+    ``frame_loader`` yields the per-frame dataset (``VIDDataset.frames()``) in order, so each video's frames
+    arrive consecutively; windows are grounded ``batch_size`` at a time as soon as their frames are in.
+    """
+    model.eval()
+    stream = WindowStream(num_frames)
+    pending: list[tuple[_Frame, list[_Frame]]] = []
+    records: list[dict[str, Any]] = []
+
+    def ground(windows: list[tuple[_Frame, list[_Frame]]]) -> None:
+        frame_feats = [torch.stack([torch.stack([f.feats[s] for f in frames]) for _, frames in windows])
+                       for s in range(len(windows[0][0].feats))]  # per scale (B, T, E, h, w)
+        meta = _collate_meta([centre for centre, _ in windows])
+        with autocast(device, amp_dtype):
+            outputs = model.ground_windows(frame_feats, meta["word_id"].to(device))
+        outputs = _float32(outputs)
+        new = score_predictions(outputs["pred_anchor"], meta, geometry)
+        if cache_dir is not None:
+            write_cache(outputs, meta, geometry, cache_dir)
+        if on_records is not None:
+            on_records(new)
+        records.extend(new)
+
+    for batch in _progress(frame_loader, progress, desc="evaluate (video)", unit="batch"):
+        with autocast(device, amp_dtype):
+            feats = model.frame_features(batch["images"].flatten(0, 1).to(device))  # per scale (F, E, h, w)
+        for video, t, frame in _split_frames(batch, feats):
+            pending += stream.push(video, t, video_lengths[video], frame)
+        while len(pending) >= batch_size:
+            ground(pending[:batch_size])
+            pending = pending[batch_size:]
+    if pending:
+        ground(pending)
+    return records
+
+
+# ---------------------------------------------------------------------------------------------- summaries
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Accuracy (IoU > 0.5), mean IoU, and centre accuracy where the records carry it, of evaluation records."""
+    n = len(records)
+    summary: dict[str, float] = {"count": n}
+    summary["accuracy"] = sum(r["hit"] for r in records) / n if n else float("nan")
+    summary["miou"] = sum(r["iou"] for r in records) / n if n else float("nan")
+    if n and all("centre_hit" in r for r in records):
+        summary["centre_accuracy"] = sum(r["centre_hit"] for r in records) / n
+    return summary

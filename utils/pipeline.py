@@ -1,0 +1,199 @@
+"""The wiring the entry scripts share: evaluation over all processes, reporting, and the epoch loop.
+
+Like :mod:`utils.builders`, this reads ``args``; the loops themselves are in :mod:`utils.engine`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from dataset.referit_loader import ReferDataset
+from dataset.vid_loader import VIDDataset
+from utils.builders import (
+    Runtime,
+    adjust_learning_rate,
+    build_eval_loader,
+    build_geometry,
+    build_image_dataset,
+    build_video_dataset,
+)
+from utils.checkpoint import load_model_state, read_checkpoint, resume_training, save_training_checkpoint
+from utils.distributed import all_gather_objects, barrier
+from utils.engine import Geometry, evaluate_images, evaluate_video, evaluate_video_windows, summarize, train_one_epoch
+from utils.io import UserInputError
+from utils.losses import GroundingCriterion
+from utils.predictions import check_writable, save_plots, write_predictions
+from utils.word_utils import Corpus
+
+Records = list[dict[str, Any]]
+
+
+def checkpoint_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """``<save_dir>/<savename>_checkpoint.pth.tar`` and ``..._model_best.pth.tar`` (the reference's names)."""
+    save_dir = Path(args.save_dir)
+    return save_dir / f"{args.savename}_checkpoint.pth.tar", save_dir / f"{args.savename}_model_best.pth.tar"
+
+
+def load_weights_for_test(args: argparse.Namespace, model: nn.Module) -> None:
+    if not args.resume:
+        raise UserInputError("evaluation needs the checkpoint to evaluate: pass --resume CKPT")
+    load_model_state(model, read_checkpoint(args.resume)["state_dict"], args.resume)
+
+
+def check_outputs(args: argparse.Namespace, cache_dir: Path | None = None) -> None:
+    """Fail before any work if an output would replace user files without ``--overwrite``."""
+    check_writable(args.save_pred, args.overwrite, "--save_pred")
+    check_writable(args.save_plot, args.overwrite, "--save_plot")
+    check_writable(cache_dir, args.overwrite, "--cache_dir")
+
+
+def _gather(records: Records) -> Records:
+    return sorted(all_gather_objects(records), key=lambda r: r["index"])
+
+
+def evaluate_image_split(args: argparse.Namespace, rt: Runtime, model: nn.Module, dataset: ReferDataset,
+                         geometry: Geometry) -> Records:
+    """All samples of ``dataset``, sharded over the processes; every process gets all records, in order."""
+    indices = list(range(rt.dist.rank, len(dataset), rt.dist.world_size))
+    loader = build_eval_loader(args, dataset, indices)
+    return _gather(evaluate_images(model, loader, rt.device, geometry, rt.amp_dtype, rt.progress))
+
+
+def evaluate_video_split(args: argparse.Namespace, rt: Runtime, model: nn.Module, dataset: VIDDataset,
+                         geometry: Geometry, cache_dir: Path | None = None, method: str = "stream") -> Records:
+    """Window evaluation of ``dataset`` (videos sharded over the processes), optionally writing the cache.
+
+    ``method='stream'`` computes each frame's features once; ``'windows'`` is the reference's recomputation.
+    """
+    videos = range(rt.dist.rank, len(dataset.videos), rt.dist.world_size)
+    wanted = set(videos)
+    indices = [i for i, (v, _) in enumerate(dataset.samples) if v in wanted]
+    if method == "windows":
+        loader = build_eval_loader(args, dataset, indices)
+        records = evaluate_video_windows(model, loader, rt.device, geometry, rt.amp_dtype, cache_dir, rt.progress)
+    else:
+        loader = build_eval_loader(args, dataset.frames(), indices)
+        records = evaluate_video(model, loader, [len(v) for v in dataset.videos], rt.device, geometry,
+                                 num_frames=dataset.num_frames, batch_size=args.batch_size,
+                                 amp_dtype=rt.amp_dtype, cache_dir=cache_dir, progress=rt.progress)
+    return _gather(records)
+
+
+def report(args: argparse.Namespace, logger: logging.Logger, records: Records, title: str,
+           resolve: Callable[[str], Path], is_main: bool = True) -> dict[str, float]:
+    """Log accuracy / mean IoU / centre accuracy and write ``--save_pred`` and ``--save_plot`` (main process)."""
+    summary = summarize(records)
+    line = f"{title}: accuracy {summary['accuracy']:.4f}  mean IoU {summary['miou']:.4f}"
+    if "centre_accuracy" in summary:
+        line += f"  centre accuracy {summary['centre_accuracy']:.4f}"
+    logger.info("%s  (%d samples)", line, summary["count"])
+    if is_main and args.save_pred:
+        logger.info("predictions written to %s", write_predictions(records, args.save_pred))
+    if is_main and args.save_plot:
+        count = save_plots(records, args.save_plot, resolve, args.max_plots)
+        logger.info("%d annotated images written to %s", count, args.save_plot)
+    return summary
+
+
+def wrap_ddp(model: nn.Module, rt: Runtime) -> nn.Module:
+    if not rt.dist.distributed:
+        return model
+    device_ids = [rt.device.index] if rt.device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
+
+
+def fit(
+    args: argparse.Namespace,
+    rt: Runtime,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_loader: DataLoader,
+    train_sampler: DistributedSampler,
+    geometry: Geometry,
+    validate: Callable[[nn.Module], dict[str, float]],
+) -> float:
+    """Train ``model`` for ``--nb_epoch`` epochs (resuming from ``--resume``), validating after each epoch.
+
+    Checkpoints (main process, atomic): ``<savename>_checkpoint.pth.tar`` after every epoch and
+    ``<savename>_model_best.pth.tar`` when the validation accuracy improves. Returns the best accuracy.
+    """
+    latest, best_path = checkpoint_paths(args)
+    scaler = torch.amp.GradScaler("cuda") if rt.amp_dtype == torch.float16 else None
+    start_epoch, best_accuracy = 0, float("-inf")
+    if args.resume:
+        start_epoch, best_accuracy, exact = resume_training(args.resume, model, optimizer, scaler)
+        rt.logger.info("resumed from %s at epoch %d (best accuracy %.4f)%s", args.resume, start_epoch,
+                       best_accuracy, "" if exact else "; it holds no RNG state, so the run is not bit-exact")
+    elif not args.overwrite and (latest.exists() or best_path.exists()):
+        raise UserInputError(f"{latest} already exists: choose another --savename, --resume it, or pass "
+                             "--overwrite to start over")
+    criterion = GroundingCriterion().to(rt.device)
+    trained = wrap_ddp(model, rt)
+    for epoch in range(start_epoch, args.nb_epoch):
+        train_sampler.set_epoch(epoch)
+        lr = adjust_learning_rate(optimizer, args.lr, epoch, args.nb_epoch, args.power)
+        start = time.perf_counter()
+        losses = train_one_epoch(trained, criterion, train_loader, optimizer, rt.device, epoch, geometry,
+                                 scaler=scaler, amp_dtype=rt.amp_dtype, print_freq=args.print_freq,
+                                 logger=rt.logger, progress=rt.progress)
+        train_time = time.perf_counter() - start
+        metrics = validate(model)
+        is_best = metrics["accuracy"] > best_accuracy
+        best_accuracy = max(best_accuracy, metrics["accuracy"])
+        rt.logger.info("epoch %d/%d  lr %.3g  %s  (%.0f s)  val accuracy %.4f  mean IoU %.4f  best %.4f",
+                       epoch + 1, args.nb_epoch, lr, "  ".join(f"{k} {v:.4f}" for k, v in losses.items()),
+                       train_time, metrics["accuracy"], metrics["miou"], best_accuracy)
+        if rt.is_main:
+            save_training_checkpoint(latest, model, optimizer, epoch + 1, best_accuracy, scaler)
+            if is_best:
+                save_training_checkpoint(best_path, model, optimizer, epoch + 1, best_accuracy, scaler)
+        barrier()
+    return best_accuracy
+
+
+def video_test_split(args: argparse.Namespace) -> str:
+    return args.test_split or "test"
+
+
+def image_test_split(args: argparse.Namespace) -> str:
+    """The reference evaluates testB; we default to it on unc/unc+ and to 'test' where there is no testB."""
+    if args.test_split:
+        return args.test_split
+    return "testB" if args.dataset in ("unc", "unc+") else "test"
+
+
+def default_cache_dir(args: argparse.Namespace) -> Path:
+    return Path(args.cache_dir) if args.cache_dir else Path("cache") / args.savename
+
+
+def run_video_test(args: argparse.Namespace, rt: Runtime, model: nn.Module, corpus: Corpus) -> dict[str, float]:
+    """``--test``: evaluate ``--resume`` on the test split with windows, with the cache if ``--cache``."""
+    load_weights_for_test(args, model)
+    cache_dir = default_cache_dir(args) if getattr(args, "cache", False) else None
+    check_outputs(args, cache_dir)
+    split = video_test_split(args)
+    dataset = build_video_dataset(args, split, corpus, args.num_frame_k or 5, augment=False)
+    records = evaluate_video_split(args, rt, model, dataset, build_geometry(args), cache_dir,
+                                   method=getattr(args, "eval_method", "stream"))
+    if cache_dir is not None:
+        rt.logger.info("cache written to %s", cache_dir)
+    return report(args, rt.logger, records, f"{args.dataset} {split}", lambda p: dataset.root / p, rt.is_main)
+
+
+def run_image_test(args: argparse.Namespace, rt: Runtime, model: nn.Module, corpus: Corpus) -> dict[str, float]:
+    """``--test``: evaluate ``--resume`` on ``--test_split``."""
+    load_weights_for_test(args, model)
+    check_outputs(args)
+    split = image_test_split(args)
+    dataset = build_image_dataset(args, split, corpus, augment=False)
+    records = evaluate_image_split(args, rt, model, dataset, build_geometry(args))
+    return report(args, rt.logger, records, f"{args.dataset} {split}", lambda p: dataset.root / p, rt.is_main)

@@ -1,0 +1,69 @@
+"""What evaluation leaves behind: the JSON Lines prediction file (``--save_pred``) and annotated images
+(``--save_plot``). Records are those of :mod:`utils.engine` (boxes in original image pixels)."""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from utils.io import UserInputError, atomic_write_text
+
+PRED_COLOUR = (0, 0, 255)  # BGR red
+GT_COLOUR = (0, 200, 0)  # BGR green
+PRED_FIELDS = ("image", "phrase", "pred", "gt", "iou")
+
+
+def check_writable(path: str | os.PathLike | None, overwrite: bool, flag: str) -> None:
+    """Refuse to replace an existing file or a non-empty folder unless ``--overwrite`` was given."""
+    if path is None or overwrite:
+        return
+    path = Path(path)
+    if path.is_file() or (path.is_dir() and any(path.iterdir())):
+        raise UserInputError(f"{flag} {path} already exists and is not empty; pass --overwrite to replace it")
+
+
+def write_predictions(records: Iterable[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """JSON Lines, one record per evaluated sample in dataset order: image, phrase, pred, gt, iou."""
+    lines = [json.dumps({k: r[k] for k in PRED_FIELDS}) for r in sorted(records, key=lambda r: r["index"])]
+    return atomic_write_text("\n".join(lines) + "\n" if lines else "", path)
+
+
+def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def draw_record(img: np.ndarray, record: dict[str, Any]) -> np.ndarray:
+    """``img`` (BGR) with the ground truth (green), the prediction (red), the phrase and the IoU drawn."""
+    img = img.copy()
+    for box, colour in ((record["gt"], GT_COLOUR), (record["pred"], PRED_COLOUR)):
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        cv2.rectangle(img, (x1, y1), (x2, y2), colour, 2)
+    scale = max(img.shape[1] / 640, 0.4)
+    text = f"{record['phrase']}  (IoU {record['iou']:.2f})"
+    (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.rectangle(img, (0, 0), (w + 6, h + base + 6), (0, 0, 0), -1)
+    cv2.putText(img, text, (3, h + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return img
+
+
+def save_plots(records: Iterable[dict[str, Any]], out_dir: str | os.PathLike,
+               resolve: Callable[[str], Path], limit: int) -> int:
+    """Write up to ``limit`` annotated images ``<out_dir>/<index>_<image stem>.jpg``; returns how many."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for record in sorted(records, key=lambda r: r["index"])[:limit]:
+        source = resolve(record["image"])
+        img = cv2.imread(str(source), cv2.IMREAD_COLOR)
+        if img is None:
+            raise UserInputError(f"--save_plot: cannot read {source}")
+        target = out_dir / f"{record['index']:06d}_{Path(record['image']).stem}.jpg"
+        cv2.imwrite(str(target), draw_record(img, record))
+        written += 1
+    return written
