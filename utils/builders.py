@@ -83,6 +83,8 @@ def seed_everything(seed: int) -> None:
 def setup_logger(path: Path, main_process: bool = True) -> logging.Logger:
     """Log to stdout and (main process) to ``path``."""
     logger = logging.getLogger("cgslatt")
+    for handler in logger.handlers:
+        handler.close()
     logger.handlers.clear()
     logger.propagate = False
     logger.setLevel(logging.INFO if main_process else logging.WARNING)

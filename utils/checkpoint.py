@@ -143,18 +143,20 @@ def save_training_checkpoint(
     epoch: int,
     best_accuracy: float,
     scaler: torch.amp.GradScaler | None = None,
+    rng_states: list[dict] | None = None,
 ) -> None:
     """Write a resumable checkpoint atomically, in the reference format plus our resume fields.
 
     ``epoch`` is the next epoch to run; ``best_loss`` keeps the reference's (misleading) name for the best
-    validation accuracy. ``rng_state`` and ``scaler`` are extra keys the reference code ignores.
+    validation accuracy. ``rng_state`` (one state per process, rank order; default: this process's) and
+    ``scaler`` are extra keys the reference code ignores.
     """
     checkpoint = {
         "epoch": epoch,
         "state_dict": state_dict_for_release(model),
         "best_loss": float(best_accuracy),
         "optimizer": optimizer.state_dict(),
-        "rng_state": capture_rng_state(),
+        "rng_state": rng_states if rng_states is not None else [capture_rng_state()],
     }
     if scaler is not None:
         checkpoint["scaler"] = scaler.state_dict()
@@ -166,11 +168,14 @@ def resume_training(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> tuple[int, float, bool]:
-    """Restore model, optimiser, epoch, best accuracy, RNG state (and AMP scaler) from ``path``.
+    """Restore model, optimiser, epoch, best accuracy, this process's RNG state (and AMP scaler) from ``path``.
 
-    Returns ``(start_epoch, best_accuracy, exact)``; ``exact`` is False for a checkpoint without our RNG state
-    (e.g. the authors'), which resumes with fresh random streams.
+    Returns ``(start_epoch, best_accuracy, exact)``; ``exact`` is False for a checkpoint without RNG states for
+    ``world_size`` processes (e.g. the authors', or one saved with another process count), which resumes with
+    fresh random streams.
     """
     checkpoint = read_checkpoint(path)
     load_model_state(model, checkpoint["state_dict"], str(path))
@@ -185,7 +190,8 @@ def resume_training(
                              f"(different --optimizer or model?): {err}") from err
     if scaler is not None and "scaler" in checkpoint:
         scaler.load_state_dict(checkpoint["scaler"])
-    exact = "rng_state" in checkpoint
+    states = checkpoint.get("rng_state")
+    exact = isinstance(states, list) and len(states) == world_size
     if exact:
-        restore_rng_state(checkpoint["rng_state"])
+        restore_rng_state(states[rank])
     return int(checkpoint["epoch"]), float(checkpoint.get("best_loss", 0.0)), exact

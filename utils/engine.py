@@ -281,13 +281,15 @@ class WindowStream:
         self.back = num_frames // 2
         self.ahead = num_frames - num_frames // 2 - 1
         self.video: int | None = None
+        self.length = 0
         self.frames: dict[int, _Frame] = {}
         self.next_centre = 0
         self.expected = 0
 
     def push(self, video: int, t: int, n: int, frame: _Frame) -> list[tuple[_Frame, list[_Frame]]]:
         if video != self.video:
-            self.video, self.frames, self.next_centre, self.expected = video, {}, 0, 0
+            self.close()
+            self.video, self.length, self.frames, self.next_centre, self.expected = video, n, {}, 0, 0
         if t != self.expected:
             raise ValueError(f"frames of video {video} must arrive in order: got frame {t}, expected {self.expected}")
         self.expected += 1
@@ -302,6 +304,11 @@ class WindowStream:
         for old in [j for j in self.frames if j < self.next_centre - self.back]:
             del self.frames[old]
         return ready
+
+    def close(self) -> None:
+        """Check that the current video got all its frames (else its last windows would be silently lost)."""
+        if self.video is not None and self.expected != self.length:
+            raise ValueError(f"video {self.video} ended after {self.expected} of its {self.length} frames")
 
 
 def _collate_meta(frames: list[_Frame]) -> dict[str, Any]:
@@ -366,6 +373,7 @@ def evaluate_video(
         while len(pending) >= batch_size:
             ground(pending[:batch_size])
             pending = pending[batch_size:]
+    stream.close()
     if pending:
         ground(pending)
     return records

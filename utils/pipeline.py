@@ -26,7 +26,13 @@ from utils.builders import (
     build_image_dataset,
     build_video_dataset,
 )
-from utils.checkpoint import load_model_state, read_checkpoint, resume_training, save_training_checkpoint
+from utils.checkpoint import (
+    capture_rng_state,
+    load_model_state,
+    read_checkpoint,
+    resume_training,
+    save_training_checkpoint,
+)
 from utils.distributed import all_gather_objects, barrier
 from utils.engine import Geometry, evaluate_images, evaluate_video, evaluate_video_windows, summarize, train_one_epoch
 from utils.io import UserInputError
@@ -130,9 +136,11 @@ def fit(
     scaler = torch.amp.GradScaler("cuda") if rt.amp_dtype == torch.float16 else None
     start_epoch, best_accuracy = 0, float("-inf")
     if args.resume:
-        start_epoch, best_accuracy, exact = resume_training(args.resume, model, optimizer, scaler)
+        start_epoch, best_accuracy, exact = resume_training(args.resume, model, optimizer, scaler,
+                                                            rt.dist.rank, rt.dist.world_size)
         rt.logger.info("resumed from %s at epoch %d (best accuracy %.4f)%s", args.resume, start_epoch,
-                       best_accuracy, "" if exact else "; it holds no RNG state, so the run is not bit-exact")
+                       best_accuracy, "" if exact else "; it holds no RNG state for this number of processes, "
+                       "so the run is not bit-exact")
     elif not args.overwrite and (latest.exists() or best_path.exists()):
         raise UserInputError(f"{latest} already exists: choose another --savename, --resume it, or pass "
                              "--overwrite to start over")
@@ -152,10 +160,11 @@ def fit(
         rt.logger.info("epoch %d/%d  lr %.3g  %s  (%.0f s)  val accuracy %.4f  mean IoU %.4f  best %.4f",
                        epoch + 1, args.nb_epoch, lr, "  ".join(f"{k} {v:.4f}" for k, v in losses.items()),
                        train_time, metrics["accuracy"], metrics["miou"], best_accuracy)
+        rng_states = all_gather_objects([capture_rng_state()])
         if rt.is_main:
-            save_training_checkpoint(latest, model, optimizer, epoch + 1, best_accuracy, scaler)
+            save_training_checkpoint(latest, model, optimizer, epoch + 1, best_accuracy, scaler, rng_states)
             if is_best:
-                save_training_checkpoint(best_path, model, optimizer, epoch + 1, best_accuracy, scaler)
+                save_training_checkpoint(best_path, model, optimizer, epoch + 1, best_accuracy, scaler, rng_states)
         barrier()
     return best_accuracy
 
