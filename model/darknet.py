@@ -13,10 +13,8 @@ Run as a detector::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +25,8 @@ import torchvision
 from torch import nn
 
 from utils import transforms
-from utils.io import UserInputError
+from utils.cli import run_main
+from utils.io import UserInputError, atomic_file
 
 LEAKY_SLOPE = 0.1
 CONV_TYPES = ("convolutional", "yoloconvolutional")
@@ -272,7 +271,9 @@ class Darknet(nn.Module):
         seen_dtype = "<i8" if major * 10 + minor >= 2 else "<i4"
         header = np.array(version, dtype="<i4").tobytes() + np.array([seen], dtype=seen_dtype).tobytes()
         values = torch.cat([t.detach().float().cpu().flatten() for t in self._darknet_tensors()])
-        return _atomic_write_bytes(header + values.numpy().astype("<f4").tobytes(), Path(path))
+        with atomic_file(path, "wb") as f:
+            f.write(header + values.numpy().astype("<f4").tobytes())
+        return Path(path)
 
 
 def _closure(sources: list[list[int]], targets: list[int]) -> set[int]:
@@ -285,20 +286,6 @@ def _closure(sources: list[list[int]], targets: list[int]) -> set[int]:
             needed.add(j)
             stack.extend(sources[j])
     return needed
-
-
-def _atomic_write_bytes(data: bytes, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 # ----------------------------------------------------------------------------- plain YOLO detector
@@ -377,8 +364,9 @@ def _read_names(path: Path | None) -> list[str] | None:
     return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run a Darknet cfg + .weights as a plain YOLO detector.")
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m model.darknet",
+                                     description="Run a Darknet cfg + .weights as a plain YOLO detector.")
     parser.add_argument("--cfg", required=True, type=Path, help="Darknet cfg file")
     parser.add_argument("--weights", required=True, type=Path, help="Darknet .weights file")
     parser.add_argument("--image", required=True, type=Path, help="image file")
@@ -386,23 +374,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--names", type=Path, help="class names, one per line (default: class indices)")
     parser.add_argument("--letterbox", action="store_true", help="letterbox like the grounding preprocessing")
     parser.add_argument("--top", type=int, default=5, help="number of detections to print")
-    args = parser.parse_args(argv)
-    try:
-        if args.size <= 0 or args.size % 32:
-            raise UserInputError(f"--size must be a positive multiple of 32, got {args.size}")
-        names = _read_names(args.names)
-        model = Darknet(args.cfg).eval()
-        model.load_darknet_weights(args.weights)
-        image = cv2.imread(str(args.image), cv2.IMREAD_COLOR) if args.image.is_file() else None
-        if image is None:
-            raise UserInputError(f"image not found or not readable: {args.image}")
-        for det in detect(model, image, args.size, args.letterbox, args.top):
-            name = names[det.label] if names and det.label < len(names) else str(det.label)
-            print(f"{name} {det.score:.4f} " + " ".join(f"{v:.1f}" for v in det.box))
-    except UserInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return parser
+
+
+def run_detector(args: argparse.Namespace) -> None:
+    """Print the top detections of ``--image``, best first: class, score, box x1 y1 x2 y2 in pixels."""
+    if args.size <= 0 or args.size % 32:
+        raise UserInputError(f"--size must be a positive multiple of 32, got {args.size}")
+    names = _read_names(args.names)
+    model = Darknet(args.cfg).eval()
+    model.load_darknet_weights(args.weights)
+    image = cv2.imread(str(args.image), cv2.IMREAD_COLOR) if args.image.is_file() else None
+    if image is None:
+        raise UserInputError(f"image not found or not readable: {args.image}")
+    for det in detect(model, image, args.size, args.letterbox, args.top):
+        name = names[det.label] if names and det.label < len(names) else str(det.label)
+        print(f"{name} {det.score:.4f} " + " ".join(f"{v:.1f}" for v in det.box))
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(run_detector, get_args_parser(), argv)
 
 
 if __name__ == "__main__":

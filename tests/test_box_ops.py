@@ -15,7 +15,6 @@ from utils.box_ops import (
     clamp_to_extent,
     decode_topk,
     first_argmax,
-    grounding_metrics,
     gt_to_original,
     original_extent,
     scaled_anchors,
@@ -217,13 +216,3 @@ def test_gt_round_trip_clamps_to_size_minus_one_first():
     gt = torch.tensor([[10.0, 30.0, 256.0, 228.0]])
     out = gt_to_original(gt, 256, ratio, dw, dh, torch.tensor([512]), torch.tensor([400]))
     assert out[0].tolist() == pytest.approx([20.0, 4.0, 510.0, 400.0])  # x2 from 255, not 256
-
-
-def test_grounding_metrics_threshold_is_strict_and_centre_hit_compares_gi_gj():
-    gt = torch.tensor([[0.0, 0.0, 10.0, 10.0]] * 3)
-    pred = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 5.0], [0.0, 0.0, 10.0, 5.01]])
-    m = grounding_metrics(pred, gt, torch.tensor([3, 3, 1]), torch.tensor([2, 2, 2]),
-                          torch.tensor([3, 4, 1]), torch.tensor([2, 2, 2]))
-    assert m.iou.tolist() == pytest.approx([1.0, 0.5, 0.501])
-    assert m.hit.tolist() == [True, False, True]
-    assert m.centre_hit.tolist() == [True, False, True]

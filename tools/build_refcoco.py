@@ -20,6 +20,7 @@ from typing import Any
 
 from tools.build_vid_sentence import resolve_corpus, write_outputs
 from tools.restricted_pickle import load_plain_pickle
+from utils.cli import run_main
 from utils.io import UserInputError
 
 # dataset -> (refer folder, default splitBy)
@@ -148,7 +149,7 @@ def build(
     write_outputs(outputs, force)
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tools.build_refcoco",
         description="Build data/<dataset>/<dataset>_<split>.pth and corpus.pth from the refer annotations.",
@@ -163,18 +164,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--corpus", default=None,
                         help="reuse this corpus.pth (e.g. the authors', to evaluate their checkpoints)")
     parser.add_argument("--force", action="store_true", help="overwrite outputs that hold other content")
-    return parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    build(args.refer_root, args.dataset, args.out or f"data/{args.dataset}", args.split_by, args.corpus,
+          args.force)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        build(args.refer_root, args.dataset, args.out or f"data/{args.dataset}", args.split_by, args.corpus,
-              args.force)
-    except UserInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(run, get_args_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from utils.cli import run_main
 from utils.io import UserInputError, atomic_save, safe_load
 from utils.word_utils import Corpus, Dictionary, build_corpus, load_corpus, split_words
 
@@ -245,7 +246,7 @@ def build(
     write_outputs(outputs, force)
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tools.build_vid_sentence",
         description="Build data/VID/VID_video_level_{train,test}.pth and corpus.pth from VID-Sentence.",
@@ -259,18 +260,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="reuse this corpus.pth (e.g. the authors', to evaluate their checkpoints)")
     parser.add_argument("--allow_missing", action="store_true", help="write indexes despite missing frames")
     parser.add_argument("--force", action="store_true", help="overwrite outputs that hold other content")
-    return parser.parse_args(argv)
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    build(args.vid_sentence_root, args.vid_frames_root, args.out,
+          corpus_path=args.corpus, allow_missing=args.allow_missing, force=args.force)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        build(args.vid_sentence_root, args.vid_frames_root, args.out,
-              corpus_path=args.corpus, allow_missing=args.allow_missing, force=args.force)
-    except UserInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(run, get_args_parser(), argv)
 
 
 if __name__ == "__main__":

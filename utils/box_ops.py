@@ -228,21 +228,3 @@ def gt_to_original(
 ) -> Tensor:
     """Ground-truth round trip of SPEC 7: letterboxed (B, 4) clamped to [0, S-1], then as the predictions."""
     return boxes_to_original(gt.clamp(0, image_size - 1), ratio, dw, dh, orig_w, orig_h)
-
-
-class GroundingMetrics(NamedTuple):
-    """Per-sample evaluation numbers, each (B,)."""
-
-    iou: Tensor
-    hit: Tensor  # IoU > 0.5
-    centre_hit: Tensor  # predicted (gi, gj) == target (gi, gj)
-
-
-def grounding_metrics(
-    pred: Tensor, gt: Tensor, pred_gi: Tensor, pred_gj: Tensor, target_gi: Tensor, target_gj: Tensor
-) -> GroundingMetrics:
-    """IoU, accuracy and centre accuracy of (B, 4) boxes in original pixels (SPEC 7)."""
-    iou = box_iou(pred, gt)
-    # quirk: the reference compares gi and gj only, not the scale, so a hit can be at another scale's cell.
-    centre_hit = (pred_gi == target_gi) & (pred_gj == target_gj)
-    return GroundingMetrics(iou=iou, hit=iou > 0.5, centre_hit=centre_hit)

@@ -145,6 +145,12 @@ def _len(loader: Iterable) -> str:
 
 # --------------------------------------------------------------------------------------------- evaluation
 
+def _letterbox_meta(meta: dict[str, Any], device: torch.device) -> tuple[Tensor, ...]:
+    """``(ratio, dw, dh, orig_w, orig_h)`` of a batch, each (B,), as :mod:`utils.box_ops` takes them."""
+    orig_h, orig_w = meta["orig_size"].to(device).unbind(1)
+    return meta["ratio"].to(device), meta["dw"].to(device), meta["dh"].to(device), orig_w, orig_h
+
+
 def score_predictions(
     pred_anchor: list[Tensor], meta: dict[str, Any], geometry: Geometry
 ) -> list[dict[str, Any]]:
@@ -155,9 +161,7 @@ def score_predictions(
     """
     decoded = decode_topk(pred_anchor, geometry.image_size, geometry.anchors, geometry.anchor_imsize, k=1)
     device = decoded.boxes.device
-    ratio, dw, dh = (meta[k].to(device) for k in ("ratio", "dw", "dh"))
-    orig_h, orig_w = meta["orig_size"].to(device).unbind(1)
-    pred = boxes_to_original(decoded.boxes[:, 0], ratio, dw, dh, orig_w, orig_h)  # (B, 4)
+    pred = boxes_to_original(decoded.boxes[:, 0], *_letterbox_meta(meta, device))  # (B, 4)
     targets = build_targets(meta["boxes"].to(device), geometry.image_size, geometry.anchors, geometry.anchor_imsize)
     centre_hit = (decoded.gi[:, 0] == targets.gi) & (decoded.gj[:, 0] == targets.gj)
     return score_boxes(pred, meta, geometry.image_size, centre_hit)
@@ -166,10 +170,7 @@ def score_predictions(
 def score_boxes(pred: Tensor, meta: dict[str, Any], image_size: int, centre_hit: Tensor | None = None
                 ) -> list[dict[str, Any]]:
     """Records of (B, 4) predicted boxes already in original pixels against the ground truth in ``meta``."""
-    device = pred.device
-    ratio, dw, dh = (meta[k].to(device) for k in ("ratio", "dw", "dh"))
-    orig_h, orig_w = meta["orig_size"].to(device).unbind(1)
-    gt = gt_to_original(meta["boxes"].to(device), image_size, ratio, dw, dh, orig_w, orig_h)  # (B, 4)
+    gt = gt_to_original(meta["boxes"].to(pred.device), image_size, *_letterbox_meta(meta, pred.device))  # (B, 4)
     iou = box_iou(pred, gt)
     extra = {k: meta[k] for k in ("video", "frame") if k in meta}
     records = []
@@ -196,10 +197,7 @@ def write_cache(
 ) -> None:
     """One SPEC 8 cache file per grounded frame: top-k boxes (original pixels), confidences, corr features."""
     decoded = decode_topk(outputs["pred_anchor"], geometry.image_size, geometry.anchors, geometry.anchor_imsize, k=k)
-    device = decoded.boxes.device
-    ratio, dw, dh = (meta[key].to(device) for key in ("ratio", "dw", "dh"))
-    orig_h, orig_w = meta["orig_size"].to(device).unbind(1)
-    boxes = boxes_to_original(decoded.boxes, ratio, dw, dh, orig_w, orig_h)  # (B, K, 4)
+    boxes = boxes_to_original(decoded.boxes, *_letterbox_meta(meta, decoded.boxes.device))  # (B, K, 4)
     feats = torch.cat([f.flatten(2) for f in outputs["corr_feat"]], dim=2).transpose(1, 2)  # (B, N, E)
     feats = feats.gather(1, decoded.cell[..., None].expand(-1, -1, feats.shape[2]))  # (B, K, E)
     for b in range(boxes.shape[0]):
