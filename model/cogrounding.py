@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from model.grounding import DEFAULT_CFG, NUM_SCALES, GroundingModel
-from model.layers import ConvBatchNormReLU, l2_normalize
+from model.layers import ConvBatchNormReLU, l2_normalize, split_conv1x1
 
 ATTENTION_SCALE = 10.0  # softmax temperature of the co-attention (SPEC 5)
 LAYOUTS = ("pairs", "window")
@@ -51,12 +52,20 @@ class CoGroundingModel(GroundingModel):
         self.fcn_out = self._modules.pop("fcn_out")
 
     def co_attend(self, x: torch.Tensor, y: torch.Tensor, scale: int) -> torch.Tensor:
-        """Co-grounded map of frames ``x`` attending to frames ``y``, both (M, E, h, w) -> (M, E, h, w)."""
-        m, e, h, w = x.shape
-        xf, yf = x.flatten(2), y.flatten(2)  # (M, E, hw)
-        weights = (ATTENTION_SCALE * torch.bmm(xf.transpose(1, 2), yf)).softmax(dim=2)  # (M, hw_x, hw_y)
-        attended = torch.bmm(yf, weights.transpose(1, 2)).view(m, e, h, w)  # (M, E, h, w)
-        return l2_normalize(self.corr_conv[scale](torch.cat([x, attended], dim=1)), dim=1)
+        """Co-grounded maps of frames ``x`` (M, E, h, w), each attending to its P frames ``y`` (M, P, E, h, w).
+
+        Every cell of x receives the average of the cells of y weighted by ``softmax_j(10 <x_i, y_j>)``; then
+        ``corr_conv(cat(x, attended))`` + L2 norm. The 1x1 conv is split over the two halves of the
+        concatenation, so the x half is computed once for all P partners. Returns (M, P, E, h, w).
+        """
+        m, p, e, h, w = y.shape
+        xf, yf = x.flatten(2), y.flatten(3)  # (M, E, hw), (M, P, E, hw)
+        weights = (ATTENTION_SCALE * torch.matmul(xf.transpose(1, 2)[:, None], yf)).softmax(dim=3)  # (M, P, hw, hw)
+        attended = torch.matmul(yf, weights.transpose(2, 3)).view(m * p, e, h, w)  # (M*P, E, h, w)
+        block = self.corr_conv[scale][0]
+        w_x, w_att = split_conv1x1(block.conv, [e, e])
+        fused = F.conv2d(x, w_x)[:, None] + F.conv2d(attended, w_att).view(m, p, -1, h, w)  # (M, P, E, h, w)
+        return l2_normalize(block.relu(block.bn(fused.flatten(0, 1))), dim=1).view(m, p, -1, h, w)
 
     def ground_windows(self, frame_feats: list[torch.Tensor], word_id: torch.Tensor) -> dict:
         """Window layout from precomputed :meth:`frame_features`, per scale (B, T, E, h, w), T odd, centre T // 2.
@@ -68,12 +77,8 @@ class CoGroundingModel(GroundingModel):
             raise ValueError(f"a window needs an odd number of frames >= 3, got {t}")
         centre = t // 2
         others = [j for j in range(t) if j != centre]
-        corr = []
-        for s, f in enumerate(frame_feats):
-            b, _, e, h, w = f.shape
-            x = f[:, centre : centre + 1].expand(-1, t - 1, -1, -1, -1).reshape(b * (t - 1), e, h, w)
-            y = f[:, others].reshape(b * (t - 1), e, h, w)  # (B*(T-1), E, h, w)
-            corr.append(self.co_attend(x, y, s).view(b, t - 1, e, h, w).mean(1))  # (B, E, h, w)
+        corr = [self.co_attend(f[:, centre], f[:, others], s).mean(1)
+                for s, f in enumerate(frame_feats)]  # per scale (B, E, h, w)
         out = self.ground(corr, word_id)
         out["corr_feat"] = corr
         return out
@@ -88,6 +93,6 @@ class CoGroundingModel(GroundingModel):
         feats = self.frame_features(images.flatten(0, 1))  # per scale (B*T, E, h, w)
         if layout == "window":
             return self.ground_windows([f.unflatten(0, (b, t)) for f in feats], word_id)
-        partners = [f.unflatten(0, (b, 2)).flip(1).flatten(0, 1) for f in feats]  # [b0f1, b0f0, b1f1, ...]
-        corr = [self.co_attend(f, p, s) for s, (f, p) in enumerate(zip(feats, partners))]
+        partners = [f.unflatten(0, (b, 2)).flip(1).flatten(0, 1)[:, None] for f in feats]  # [b0f1, b0f0, ...]
+        corr = [self.co_attend(f, p, s)[:, 0] for s, (f, p) in enumerate(zip(feats, partners))]  # (2B, E, h, w)
         return self.ground(corr, word_id.repeat_interleave(2, dim=0))

@@ -144,10 +144,12 @@ class GroundingModel(nn.Module):
         raw, sim, only_obj = [], [], []
         for s, v in enumerate(visual):
             b, _, h, w = v.shape
-            x = torch.cat(
-                [v, flang[:, :, None, None].expand(-1, -1, h, w), coord_map(b, h, w, v.device, v.dtype)], dim=1
-            )  # (B, 2E + 8, h, w)
-            out = self.fcn_out[s](self.fcn_emb[s](x)).view(b, NUM_ANCHORS, 5, h, w)  # (B, 3, 5, h, w)
+            # the reference convolves cat(v, flang tiled over the grid, coord) (B, 2E + 8, h, w); the first 1x1
+            # conv is applied to the parts instead, the language vector once per sample and the coord map once
+            emb = self.fcn_emb[s][0].forward_concat(
+                [v, flang[:, :, None, None], coord_map(1, h, w, v.device, v.dtype)]
+            )  # (B, E, h, w)
+            out = self.fcn_out[s](self.fcn_emb[s][1:](emb)).view(b, NUM_ANCHORS, 5, h, w)  # (B, 3, 5, h, w)
             raw.append(out)
             sim.append((subject[:, :, None, None] * v).sum(1))  # (B, h, w)
             only_obj.append(out[:, :, 4].mean(1))  # (B, h, w)

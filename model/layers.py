@@ -1,6 +1,8 @@
 """Small building blocks shared by the grounding heads (SPEC 4)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,6 +20,27 @@ class ConvBatchNormReLU(nn.Sequential):
         self.conv = nn.Conv2d(in_ch, out_ch, kernel_size, stride=stride, padding=padding, bias=False)
         self.bn = nn.BatchNorm2d(out_ch, momentum=0.999)
         self.relu = nn.ReLU()
+
+    def forward_concat(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``self(torch.cat(parts, dim=1))`` for a 1x1 conv, without building the concatenation.
+
+        A 1x1 convolution of a concatenation is the sum of its parts' convolutions (:func:`split_conv1x1`), so
+        a part may broadcast: (B, C, 1, 1) for a vector shared by every cell, (1, C, h, w) for a map shared by
+        the batch. Same function as the reference's ``cat`` + conv, up to float rounding.
+        """
+        weights = split_conv1x1(self.conv, [p.shape[1] for p in parts])
+        out = sum(F.conv2d(p, wt) for p, wt in zip(parts, weights))
+        return self.relu(self.bn(out))
+
+
+def split_conv1x1(conv: nn.Conv2d, in_channels: Sequence[int]) -> tuple[torch.Tensor, ...]:
+    """The weight slices (out, c_i, 1, 1) of a bias-free 1x1 ``conv`` over inputs of ``in_channels`` channels.
+
+    ``conv(cat(parts)) == sum_i F.conv2d(parts[i], slices[i])``.
+    """
+    if conv.kernel_size != (1, 1) or conv.bias is not None or sum(in_channels) != conv.in_channels:
+        raise ValueError(f"cannot split {conv} over inputs of {list(in_channels)} channels")
+    return conv.weight.split(list(in_channels), dim=1)
 
 
 def l2_normalize(x: torch.Tensor, dim: int) -> torch.Tensor:
