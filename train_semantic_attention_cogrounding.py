@@ -46,7 +46,7 @@ def main(args: argparse.Namespace) -> None:
     if (args.num_frame_k or TRAIN_FRAMES) != TRAIN_FRAMES:
         raise UserInputError(f"--num_frame_k {args.num_frame_k}: training uses frame pairs (2)")
     geometry = build_geometry(args)
-    train_set = build_video_dataset(args, "train", corpus, TRAIN_FRAMES, augment=True)
+    train_set = build_video_dataset(args, "train", corpus, TRAIN_FRAMES, augment=not args.no_augment)
     val_set = build_video_dataset(args, args.val_split or "test", corpus, EVAL_FRAMES, augment=False)
     if not args.resume:
         initialise_for_training(args, model, rt.logger)

@@ -41,7 +41,7 @@ def main(args: argparse.Namespace) -> None:
         run_image_test(args, rt, model, corpus)
         return
     geometry = build_geometry(args)
-    train_set = build_image_dataset(args, "train", corpus, augment=True)
+    train_set = build_image_dataset(args, "train", corpus, augment=not args.no_augment)
     val_set = build_image_dataset(args, args.val_split or "val", corpus, augment=False)
     if not args.resume:
         initialise_for_training(args, model, rt.logger)

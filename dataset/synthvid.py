@@ -112,6 +112,7 @@ class SynthConfig:
     image_stride: int = 4
     type_mix: tuple[float, float, float] = (0.4, 0.3, 0.3)
     jpeg_quality: int = 90
+    eval_frames: tuple[int, int] | None = None  # (MIN, MAX) frames of val/test clips; None: as training
 
     def validate(self) -> None:
         """Raise :class:`UserInputError` naming the flag of the first bad value."""
@@ -121,6 +122,8 @@ class SynthConfig:
                 raise UserInputError(f"{flag} must be >= 0, got {n}")
         if not 2 <= self.min_frames <= self.max_frames:
             raise UserInputError(f"--frames needs 2 <= MIN <= MAX, got {self.min_frames} {self.max_frames}")
+        if self.eval_frames is not None and not 2 <= self.eval_frames[0] <= self.eval_frames[1]:
+            raise UserInputError(f"--eval_frames needs 2 <= MIN <= MAX, got {list(self.eval_frames)}")
         if not 1 <= self.expressions_per_video <= 3:
             raise UserInputError(f"--expressions must be 1, 2 or 3, got {self.expressions_per_video}")
         if self.image_stride < 1:
@@ -133,6 +136,12 @@ class SynthConfig:
 
     def videos(self, split: str) -> int:
         return {"train": self.train_videos, "val": self.val_videos, "test": self.test_videos}[split]
+
+    def frame_range(self, split: str) -> tuple[int, int]:
+        """(MIN, MAX) frames per clip of ``split``."""
+        if split != "train" and self.eval_frames is not None:
+            return self.eval_frames
+        return self.min_frames, self.max_frames
 
     def as_json(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self)))
@@ -686,8 +695,8 @@ def _split_tasks(out: Path, config: SynthConfig, split_index: int) -> list[_Clip
     split, n, per = SPLITS[split_index], config.videos(SPLITS[split_index]), config.expressions_per_video
     seeds = np.random.SeedSequence([config.seed, split_index]).spawn(n + 1)
     kinds = _kind_schedule(n * per, config.type_mix, np.random.default_rng(seeds[0]))
-    return [_ClipTask(out, split, i, tuple(kinds[i * per:(i + 1) * per]), seeds[i + 1], config.min_frames,
-                      config.max_frames, config.jpeg_quality) for i in range(n)]
+    return [_ClipTask(out, split, i, tuple(kinds[i * per:(i + 1) * per]), seeds[i + 1], *config.frame_range(split),
+                      config.jpeg_quality) for i in range(n)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -822,6 +831,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, nargs="+", metavar="N",
                         default=[defaults.min_frames, defaults.max_frames],
                         help="frames per clip: MIN MAX, or one fixed N (default: %(default)s)")
+    parser.add_argument("--eval_frames", type=int, nargs=2, metavar=("MIN", "MAX"), default=None,
+                        help="frames per val/test clip (default: as --frames)")
     parser.add_argument("--expressions", type=int, default=defaults.expressions_per_video,
                         help="expressions (= video entries) per clip, each for a different target")
     parser.add_argument("--image_stride", type=int, default=defaults.image_stride,
@@ -839,7 +850,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserInputError(f"--frames takes MIN MAX or one N, got {args.frames}")
         config = SynthConfig(args.seed, args.train_videos, args.val_videos, args.test_videos, args.frames[0],
                              args.frames[-1], args.expressions, args.image_stride, tuple(args.type_mix),
-                             args.jpeg_quality)
+                             args.jpeg_quality, tuple(args.eval_frames) if args.eval_frames else None)
         written = generate(args.out, config, force=args.force, workers=max(1, args.workers))
     except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)

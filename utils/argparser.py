@@ -57,10 +57,19 @@ def training_parser() -> argparse.ArgumentParser:
     parser, group = _parent("training")
     group.add_argument("--batch_size", type=int, default=8,
                        help="samples per process and step (at test time: windows or images per forward)")
-    group.add_argument("--lr", type=float, default=1e-4, help="learning rate (the backbone uses lr/10)")
+    group.add_argument("--lr", type=float, default=1e-4, help="learning rate (the backbone's is scaled, below)")
+    group.add_argument("--backbone_lr_scale", type=float, default=0.1,
+                       help="the Darknet backbone's learning rate is lr x this (0.1 in the reference)")
     group.add_argument("--power", type=float, default=0.9, help="poly learning-rate decay power (0: constant)")
     group.add_argument("--nb_epoch", type=int, default=100, help="number of training epochs")
-    group.add_argument("--optimizer", default="RMSprop", choices=("RMSprop", "adam", "sgd"), help="optimiser")
+    group.add_argument("--lr_per_iter", action="store_true",
+                       help="apply the poly decay every iteration (the reference steps it once per epoch)")
+    group.add_argument("--warmup_iters", type=int, default=0, help="linear learning-rate warm-up iterations")
+    group.add_argument("--optimizer", default="RMSprop", choices=("RMSprop", "adam", "adamw", "sgd"),
+                       help="optimiser (RMSprop in the reference)")
+    group.add_argument("--weight_decay", type=float, default=5e-4, help="weight decay (5e-4 in the reference)")
+    group.add_argument("--no_augment", action="store_true",
+                       help="train without the flip / colour / affine augmentation of the reference")
     group.add_argument("--pretrain", default="",
                        help="initialise from a grounding checkpoint's matching keys (e.g. SL-Att for CG-SL-Att)")
     group.add_argument("--darknet_weights", default="saved_models/yolov3.weights",

@@ -28,7 +28,6 @@ from utils.engine import Geometry
 from utils.io import UserInputError
 from utils.word_utils import Corpus, load_corpus
 
-WEIGHT_DECAY = 5e-4
 SGD_MOMENTUM = 0.99  # the reference's value
 
 
@@ -168,25 +167,33 @@ def initialise_for_training(args: argparse.Namespace, model: nn.Module, logger: 
 
 
 def build_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.Optimizer:
-    """``--optimizer`` with weight decay 5e-4; group 0 = everything but the backbone, group 1 = the backbone.
+    """``--optimizer`` with ``--weight_decay``; group 0 = everything but the backbone, group 1 = the backbone.
 
-    The backbone's learning rate is set to lr/10 by :func:`adjust_learning_rate` (SPEC 6).
+    The groups' learning rates are set by :func:`set_learning_rate` (backbone: ``lr x --backbone_lr_scale``, a
+    tenth in the reference, SPEC 6).
     """
     backbone = {id(p) for p in model.visumodel.parameters()}
     rest = [p for p in model.parameters() if id(p) not in backbone and p.requires_grad]
     visual = [p for p in model.visumodel.parameters() if p.requires_grad]
-    groups = [{"params": rest, "lr": args.lr}, {"params": visual, "lr": args.lr / 10}]
+    groups = [{"params": rest, "lr": args.lr}, {"params": visual, "lr": args.lr * args.backbone_lr_scale}]
     if args.optimizer == "RMSprop":
-        return torch.optim.RMSprop(groups, lr=args.lr, weight_decay=WEIGHT_DECAY)
+        return torch.optim.RMSprop(groups, lr=args.lr, weight_decay=args.weight_decay)
     if args.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=args.lr, weight_decay=WEIGHT_DECAY)
-    return torch.optim.SGD(groups, lr=args.lr, momentum=SGD_MOMENTUM, weight_decay=WEIGHT_DECAY)
+        return torch.optim.Adam(groups, lr=args.lr, weight_decay=args.weight_decay)
+    if args.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay)
+    return torch.optim.SGD(groups, lr=args.lr, momentum=SGD_MOMENTUM, weight_decay=args.weight_decay)
 
 
-def adjust_learning_rate(optimizer: torch.optim.Optimizer, base_lr: float, epoch: int, nb_epoch: int,
-                         power: float) -> float:
-    """Poly decay per epoch, ``lr (1 - epoch / nb_epoch) ** power``; the backbone gets a tenth (SPEC 6)."""
-    lr = base_lr * (1 - epoch / nb_epoch) ** power if power else base_lr
+def learning_rate(base_lr: float, progress: float, nb_epoch: int, power: float, iteration: int,
+                  warmup_iters: int) -> float:
+    """Poly decay ``lr (1 - progress / nb_epoch) ** power`` (SPEC 6; ``progress`` in epochs), times a linear
+    warm-up over the first ``warmup_iters`` iterations (none in the reference)."""
+    lr = base_lr * (1 - progress / nb_epoch) ** power if power else base_lr
+    return lr * min(1.0, (iteration + 1) / warmup_iters) if warmup_iters > 0 else lr
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, backbone_scale: float) -> None:
+    """Group 0 (all but the backbone) gets ``lr``, group 1 (the backbone) ``lr x backbone_scale``."""
     optimizer.param_groups[0]["lr"] = lr
-    optimizer.param_groups[1]["lr"] = lr / 10
-    return lr
+    optimizer.param_groups[1]["lr"] = lr * backbone_scale

@@ -93,10 +93,12 @@ def train_one_epoch(
     print_freq: int = 50,
     logger: logging.Logger | None = None,
     progress: bool = True,
+    lr_schedule: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns the epoch's mean weighted losses (averaged over all processes).
 
-    Raises ``FloatingPointError`` on a non-finite loss (the last checkpoint stays as it was).
+    ``lr_schedule(iteration)``, if given, sets the learning rates before each step. Raises
+    ``FloatingPointError`` on a non-finite loss (the last checkpoint stays as it was).
     """
     model.train()
     criterion.train()
@@ -104,6 +106,8 @@ def train_one_epoch(
     steps = 0
     bar = _progress(loader, progress, desc=f"epoch {epoch}", unit="batch")
     for it, batch in enumerate(bar):
+        if lr_schedule is not None:
+            lr_schedule(it)
         inputs, boxes = training_step_inputs(batch, device)
         with autocast(device, amp_dtype):
             outputs = model(*inputs)

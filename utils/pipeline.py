@@ -20,11 +20,12 @@ from dataset.referit_loader import ReferDataset
 from dataset.vid_loader import VIDDataset
 from utils.builders import (
     Runtime,
-    adjust_learning_rate,
     build_eval_loader,
     build_geometry,
     build_image_dataset,
     build_video_dataset,
+    learning_rate,
+    set_learning_rate,
 )
 from utils.checkpoint import (
     capture_rng_state,
@@ -146,20 +147,28 @@ def fit(
                              "--overwrite to start over")
     criterion = GroundingCriterion().to(rt.device)
     trained = wrap_ddp(model, rt)
+    steps = len(train_loader)
+
+    def schedule(epoch: int, it: int) -> None:
+        progress = epoch + it / steps if args.lr_per_iter else epoch
+        lr = learning_rate(args.lr, progress, args.nb_epoch, args.power, epoch * steps + it, args.warmup_iters)
+        set_learning_rate(optimizer, lr, args.backbone_lr_scale)
+
     for epoch in range(start_epoch, args.nb_epoch):
         train_sampler.set_epoch(epoch)
-        lr = adjust_learning_rate(optimizer, args.lr, epoch, args.nb_epoch, args.power)
         start = time.perf_counter()
         losses = train_one_epoch(trained, criterion, train_loader, optimizer, rt.device, epoch, geometry,
                                  scaler=scaler, amp_dtype=rt.amp_dtype, print_freq=args.print_freq,
-                                 logger=rt.logger, progress=rt.progress)
+                                 logger=rt.logger, progress=rt.progress,
+                                 lr_schedule=lambda it, epoch=epoch: schedule(epoch, it))
         train_time = time.perf_counter() - start
         metrics = validate(model)
         is_best = metrics["accuracy"] > best_accuracy
         best_accuracy = max(best_accuracy, metrics["accuracy"])
         rt.logger.info("epoch %d/%d  lr %.3g  %s  (%.0f s)  val accuracy %.4f  mean IoU %.4f  best %.4f",
-                       epoch + 1, args.nb_epoch, lr, "  ".join(f"{k} {v:.4f}" for k, v in losses.items()),
-                       train_time, metrics["accuracy"], metrics["miou"], best_accuracy)
+                       epoch + 1, args.nb_epoch, optimizer.param_groups[0]["lr"],
+                       "  ".join(f"{k} {v:.4f}" for k, v in losses.items()), train_time, metrics["accuracy"],
+                       metrics["miou"], best_accuracy)
         rng_states = all_gather_objects([capture_rng_state()])
         if rt.is_main:
             save_training_checkpoint(latest, model, optimizer, epoch + 1, best_accuracy, scaler, rng_states)
