@@ -19,6 +19,7 @@ from utils.transforms import (
     random_affine,
     swap_left_right,
     to_tensor,
+    train_frame,
     unletterbox_boxes,
 )
 
@@ -154,3 +155,20 @@ def test_warped_box_follows_the_content(seed):
     np.testing.assert_allclose([(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], [xs.mean() + 0.5, ys.mean() + 0.5],
                                atol=1.5)
     np.testing.assert_allclose(box, [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], atol=3.0)
+
+
+def test_affine_that_pushes_the_target_out_keeps_the_unwarped_frame():
+    img = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    box = np.array([60.0, 10.0, 64.0, 30.0])  # a 4-px sliver at the right edge
+    # hsv (0.5, 0.5) neutral; affine: 0 deg, scale 1, x shift +0.1 * 64 = 6.4 px pushes the box out, no shear
+    out, out_box, *_ = train_frame(img, box, 64, flip=False, rng=FixedRng(0.5, 0.5, 0.5, 0.5, 1.0, 0.5, 0.5, 0.5))
+    np.testing.assert_array_equal(out, hsv_jitter(img, FixedRng(0.5)))
+    np.testing.assert_allclose(out_box, box)
+
+
+def test_affine_that_keeps_the_target_visible_is_applied():
+    img = np.random.default_rng(2).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    box = np.array([20.0, 10.0, 40.0, 30.0])
+    out, out_box, *_ = train_frame(img, box, 64, flip=False, rng=FixedRng(0.5, 0.5, 0.5, 0.5, 1.0, 0.5, 0.5, 0.5))
+    np.testing.assert_allclose(out_box, [26.4, 10, 46.4, 30])
+    assert not np.array_equal(out, hsv_jitter(img, FixedRng(0.5)))
