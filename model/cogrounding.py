@@ -5,6 +5,10 @@ average of another frame Y's cells weighted by ``softmax_j(10 <x_i, y_j>)``, and
 ``corr_conv(cat(x, attended))`` + L2 norm fuses the two. Evaluation runs :meth:`frame_features` once per
 frame and :meth:`ground_windows` on any number of windows built from those features;
 ``forward(..., 'window')`` is exactly that, so both paths share one code path.
+
+The fusion is linear in the attended map, and the attended map is a weighted average of Y's cells, so the
+attended half of ``corr_conv`` is applied to Y's cells before the average (associativity): once per frame in
+:meth:`frame_features` instead of once per (frame, partner) pair, and a frame is a partner in 4 windows.
 """
 from __future__ import annotations
 
@@ -51,24 +55,34 @@ class CoGroundingModel(GroundingModel):
         self.fcn_emb = self._modules.pop("fcn_emb")
         self.fcn_out = self._modules.pop("fcn_out")
 
-    def co_attend(self, x: torch.Tensor, y: torch.Tensor, scale: int) -> torch.Tensor:
-        """Co-grounded maps of frames ``x`` (M, E, h, w), each attending to its P frames ``y`` (M, P, E, h, w).
+    def frame_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Per scale (F, 2E, h, w): ``fvisu`` (SPEC 4.1), then its projection by the attended half of ``corr_conv``."""
+        feats = []
+        for scale, visual in enumerate(super().frame_features(images)):
+            e = visual.shape[1]
+            _, w_attended = split_conv1x1(self.corr_conv[scale][0].conv, [e, e])
+            feats.append(torch.cat([visual, F.conv2d(visual, w_attended)], dim=1))  # (F, 2E, h, w)
+        return feats
 
-        Every cell of x receives the average of the cells of y weighted by ``softmax_j(10 <x_i, y_j>)``; then
-        ``corr_conv(cat(x, attended))`` + L2 norm. The 1x1 conv is split over the two halves of the
-        concatenation, so the x half is computed once for all P partners. Returns (M, P, E, h, w).
+    def co_attend(self, x: torch.Tensor, y: torch.Tensor, scale: int) -> torch.Tensor:
+        """Co-grounded maps of frames ``x`` (M, 2E, h, w), each attending to its P frames ``y`` (M, P, 2E, h, w).
+
+        Both are :meth:`frame_features`. Every cell of x receives the average of the cells of y weighted by
+        ``softmax_j(10 <x_i, y_j>)``; then ``corr_conv(cat(x, attended))`` + L2 norm, where the attended half of
+        the 1x1 conv was already applied to y's cells. Returns (M, P, E, h, w).
         """
-        m, p, e, h, w = y.shape
-        xf, yf = x.flatten(2), y.flatten(3)  # (M, E, hw), (M, P, E, hw)
-        weights = (ATTENTION_SCALE * torch.matmul(xf.transpose(1, 2)[:, None], yf)).softmax(dim=3)  # (M, P, hw, hw)
-        attended = torch.matmul(yf, weights.transpose(2, 3)).view(m * p, e, h, w)  # (M*P, E, h, w)
+        m, p, _, h, w = y.shape
+        e = y.shape[2] // 2
+        query = x[:, :e].flatten(2).transpose(1, 2).contiguous()[:, None].expand(m, p, h * w, e)  # (M, P, hw, E)
+        key, value = y.flatten(3).transpose(2, 3).contiguous().split(e, dim=3)  # each (M, P, hw, E)
+        attended = F.scaled_dot_product_attention(query, key, value, scale=ATTENTION_SCALE)  # (M, P, hw, E)
         block = self.corr_conv[scale][0]
-        w_x, w_att = split_conv1x1(block.conv, [e, e])
-        fused = F.conv2d(x, w_x)[:, None] + F.conv2d(attended, w_att).view(m, p, -1, h, w)  # (M, P, E, h, w)
-        return l2_normalize(block.relu(block.bn(fused.flatten(0, 1))), dim=1).view(m, p, -1, h, w)
+        w_x, _ = split_conv1x1(block.conv, [e, e])
+        fused = F.conv2d(x[:, :e], w_x)[:, None] + attended.transpose(2, 3).view(m, p, e, h, w)  # (M, P, E, h, w)
+        return l2_normalize(block.relu(block.bn(fused.flatten(0, 1))), dim=1).view(m, p, e, h, w)
 
     def ground_windows(self, frame_feats: list[torch.Tensor], word_id: torch.Tensor) -> dict:
-        """Window layout from precomputed :meth:`frame_features`, per scale (B, T, E, h, w), T odd, centre T // 2.
+        """Window layout from precomputed :meth:`frame_features`, per scale (B, T, 2E, h, w), T odd, centre T // 2.
 
         quirk (SPEC 5): the T - 1 co-grounded maps of the centre are averaged without renormalisation.
         """
@@ -90,7 +104,7 @@ class CoGroundingModel(GroundingModel):
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         if layout == "pairs" and t != 2:
             raise ValueError(f"the 'pairs' layout needs 2 frames per sample, got {t}")
-        feats = self.frame_features(images.flatten(0, 1))  # per scale (B*T, E, h, w)
+        feats = self.frame_features(images.flatten(0, 1))  # per scale (B*T, 2E, h, w)
         if layout == "window":
             return self.ground_windows([f.unflatten(0, (b, t)) for f in feats], word_id)
         partners = [f.unflatten(0, (b, 2)).flip(1).flatten(0, 1)[:, None] for f in feats]  # [b0f1, b0f0, ...]

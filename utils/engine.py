@@ -355,7 +355,7 @@ def evaluate_video(
 
     def ground(windows: list[tuple[_Frame, list[_Frame]]]) -> None:
         frame_feats = [torch.stack([torch.stack([f.feats[s] for f in frames]) for _, frames in windows])
-                       for s in range(len(windows[0][0].feats))]  # per scale (B, T, E, h, w)
+                       for s in range(len(windows[0][0].feats))]  # per scale (B, T, C, h, w)
         meta = _collate_meta([centre for centre, _ in windows])
         with autocast(device, amp_dtype):
             outputs = model.ground_windows(frame_feats, meta["word_id"].to(device))
@@ -369,7 +369,7 @@ def evaluate_video(
 
     for batch in _progress(frame_loader, progress, desc="evaluate (video)", unit="batch"):
         with autocast(device, amp_dtype):
-            feats = model.frame_features(batch["images"].flatten(0, 1).to(device))  # per scale (F, E, h, w)
+            feats = model.frame_features(batch["images"].flatten(0, 1).to(device))  # per scale (F, C, h, w)
         for video, t, frame in _split_frames(batch, feats):
             pending += stream.push(video, t, video_lengths[video], frame)
         while len(pending) >= batch_size:
