@@ -25,6 +25,7 @@ import torchvision
 from torch import nn
 
 from utils import transforms
+from utils.box_ops import xywh2xyxy
 from utils.cli import run_main
 from utils.io import UserInputError, atomic_file
 
@@ -243,7 +244,7 @@ class Darknet(nn.Module):
         if len(data) < 12:
             raise UserInputError(f"Darknet weights {path}: {len(data)} bytes, too short for the header")
         major, minor, revision = np.frombuffer(data, dtype="<i4", count=3).tolist()
-        seen_dtype = "<i8" if major * 10 + minor >= 2 else "<i4"
+        seen_dtype = _seen_dtype(major, minor)
         offset = 12 + np.dtype(seen_dtype).itemsize
         if len(data) < offset:
             raise UserInputError(f"Darknet weights {path}: {len(data)} bytes, too short for the header")
@@ -268,12 +269,16 @@ class Darknet(nn.Module):
     ) -> Path:
         """Write the convolution weights as a Darknet ``.weights`` file with header ``version`` and ``seen``."""
         major, minor, _ = version
-        seen_dtype = "<i8" if major * 10 + minor >= 2 else "<i4"
-        header = np.array(version, dtype="<i4").tobytes() + np.array([seen], dtype=seen_dtype).tobytes()
+        header = np.array(version, dtype="<i4").tobytes() + np.array([seen], dtype=_seen_dtype(major, minor)).tobytes()
         values = torch.cat([t.detach().float().cpu().flatten() for t in self._darknet_tensors()])
         with atomic_file(path, "wb") as f:
             f.write(header + values.numpy().astype("<f4").tobytes())
         return Path(path)
+
+
+def _seen_dtype(major: int, minor: int) -> str:
+    """The header's ``seen`` counter is int64 from format version 0.2 on, int32 before."""
+    return "<i8" if major * 10 + minor >= 2 else "<i4"
 
 
 def _closure(sources: list[list[int]], targets: list[int]) -> set[int]:
@@ -345,7 +350,7 @@ def detect(
     objectness = torch.cat([d[1][0] for d in decoded])  # (M,)
     probs, labels = torch.cat([d[2][0] for d in decoded]).max(dim=1)  # (M,)
     scores = objectness * probs
-    xyxy = torchvision.ops.box_convert(boxes, "cxcywh", "xyxy") * size  # (M, 4) input pixels
+    xyxy = xywh2xyxy(boxes) * size  # (M, 4) input pixels
     if letterbox:
         xyxy = (xyxy - torch.tensor([dw, dh, dw, dh])) / ratio
     else:

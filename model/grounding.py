@@ -16,6 +16,7 @@ from model import DEFAULT_CFG
 from model.darknet import Darknet
 from model.language import PhraseAttention, RNNEncoder, trim_padding
 from model.layers import ConvBatchNormReLU, coord_map, l2_normalize
+from utils.box_ops import flatten_cell_maps
 from utils.io import UserInputError
 
 NUM_SCALES = 3
@@ -72,8 +73,7 @@ class GroundingModel(nn.Module):
                 f"image size {image_size} must be a positive multiple of {max(strides)} for {cfg_path}"
             )
         self.image_size = image_size
-        self.grid_sizes = [image_size // s for s in strides]
-        self.num_cells = sum(g * g for g in self.grid_sizes)  # N (1344 at 256 px; the reference hard-codes it)
+        self.num_cells = sum((image_size // s) ** 2 for s in strides)  # N (1344 at 256 px; the reference hard-codes it)
 
         self.textmodel = RNNEncoder(vocab_size, emb_size)
         self.sub_attn = PhraseAttention(2 * emb_size)
@@ -125,7 +125,7 @@ class GroundingModel(nn.Module):
             [coord_map(b, h, w, location.device, location.dtype).flatten(2) for h, w in shapes], dim=2
         ).transpose(1, 2)  # (B, N, 8)
         emb = l2_normalize(self.loc_embedding(coord.reshape(b * n, -1)).view(b, n, -1), dim=2)  # (B, N, 8)
-        obj_n = l2_normalize(torch.cat([o.flatten(1) for o in obj], dim=1), dim=1)  # (B, N)
+        obj_n = l2_normalize(flatten_cell_maps(obj), dim=1)  # (B, N)
         # The reference applies Linear(N, E) to the relation R = (emb emb^T) * obj_n (B, N, N); by associativity
         # R W^T = emb (emb^T diag(obj_n) W^T), which never builds the N x N matrix (same function, ~N/16 fewer
         # multiply-adds and no O(N^2) memory).

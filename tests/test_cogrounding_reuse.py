@@ -47,7 +47,7 @@ def test_windows_from_precomputed_frame_features_equal_forward_window_by_window(
     n = frames.shape[0]
     windows = torch.tensor([window_indices(t, n, WINDOW) for t in range(n)])  # (n, T)
     with torch.no_grad():
-        feats = video_model.frame_features(frames)  # once per frame: per scale (n, E, h, w)
+        feats = video_model.frame_features(frames)  # once per frame: per scale (n, 2E, h, w)
         batched = video_model.ground_windows([f[windows] for f in feats], word_id.expand(n, -1))
         for t in range(n):
             single = video_model(frames[windows[t]].unsqueeze(0), word_id, "window")

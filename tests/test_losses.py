@@ -12,6 +12,7 @@ from utils.losses import (
     GroundingCriterion,
     box_loss,
     build_targets,
+    dense_targets,
     loc_loss,
     negative_similarity,
     rank_loss,
@@ -97,9 +98,10 @@ def test_targets_equal_the_reference_fixture(parity, targets):
     assert targets.gi.tolist() == parity["gi"].tolist()
     assert targets.gj.tolist() == parity["gj"].tolist()
     assert targets.best_n.tolist() == parity["best_n"].tolist()
-    for ours, ref in zip(targets.gt_param, parity["gt_param"]):
+    gt_param, gt_center_param = dense_targets(targets, parity["size"])
+    for ours, ref in zip(gt_param, parity["gt_param"]):
         assert torch.equal(ours, ref)
-    for ours, ref in zip(targets.gt_center_param, parity["gt_center_param"]):
+    for ours, ref in zip(gt_center_param, parity["gt_center_param"]):
         assert torch.equal(ours, ref)
 
 
@@ -122,14 +124,15 @@ def test_targets_equal_the_reference_loop_on_random_boxes():
     ref_param, ref_gi, ref_gj, ref_n = reference_build_target(boxes)
     ours = build_targets(boxes, 256, DEFAULT_ANCHORS, 416)
     assert (ours.gi.tolist(), ours.gj.tolist(), ours.best_n.tolist()) == (ref_gi, ref_gj, ref_n)
-    for a, b in zip(ours.gt_param, ref_param):
+    for a, b in zip(dense_targets(ours, 256)[0], ref_param):
         assert torch.equal(a, b)
 
 
-def test_flat_indices_point_at_the_written_target(targets):
-    conf = torch.cat([g[:, :, 4].flatten(1) for g in targets.gt_param], 1)  # (B, 3N)
+def test_flat_indices_point_at_the_written_target(parity, targets):
+    gt_param, gt_center_param = dense_targets(targets, parity["size"])
+    conf = torch.cat([g[:, :, 4].flatten(1) for g in gt_param], 1)  # (B, 3N)
     assert conf.argmax(1).tolist() == targets.anchor_cell.tolist()
-    centre = torch.cat([g[:, 4].flatten(1) for g in targets.gt_center_param], 1)  # (B, N)
+    centre = torch.cat([g[:, 4].flatten(1) for g in gt_center_param], 1)  # (B, N)
     assert centre.argmax(1).tolist() == targets.cell.tolist()
 
 
@@ -139,8 +142,9 @@ def test_centre_on_a_cell_boundary_goes_to_the_cell_on_its_right_and_below():
     assert (t.best_n.item(), t.gi.item(), t.gj.item()) == (8, 2, 3)
     a_w, a_h = 10 * 32 / 416, 13 * 32 / 416  # anchor in fine-grid units (grid 32)
     expected = [0.0, 0.0, math.log(6 / 8 / a_w), math.log(8 / 8 / a_h), 1.0]
-    assert t.gt_param[2][0, 2, :, 3, 2].tolist() == pytest.approx(expected, abs=1e-6)
-    assert t.gt_center_param[2][0, :, 3, 2].tolist() == pytest.approx(expected, abs=1e-6)
+    gt_param, gt_center_param = dense_targets(t, 256)
+    assert gt_param[2][0, 2, :, 3, 2].tolist() == pytest.approx(expected, abs=1e-6)
+    assert gt_center_param[2][0, :, 3, 2].tolist() == pytest.approx(expected, abs=1e-6)
     assert t.cell.item() == 64 + 256 + 3 * 32 + 2
     assert t.anchor_cell.item() == 3 * (64 + 256) + 2 * 32 * 32 + 3 * 32 + 2
 

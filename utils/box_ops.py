@@ -73,6 +73,16 @@ def xyxy2xywh(boxes: Tensor) -> Tensor:
     return torchvision.ops.box_convert(boxes, "xyxy", "cxcywh")
 
 
+def flatten_anchor_maps(pred_anchor: list[Tensor]) -> Tensor:
+    """list of (B, 3, 5, h, w) -> (B, 3N, 5), anchor-cells ordered scale, anchor, row, column."""
+    return torch.cat([p.permute(0, 1, 3, 4, 2).flatten(1, 3) for p in pred_anchor], 1)
+
+
+def flatten_cell_maps(maps: list[Tensor]) -> Tensor:
+    """list of (B, h, w) -> (B, N), cells ordered scale, row, column."""
+    return torch.cat([m.flatten(1) for m in maps], 1)
+
+
 def box_iou(a: Tensor, b: Tensor) -> Tensor:
     """Element-wise IoU of (..., 4) corner boxes (broadcast), as the reference ``bbox_iou`` (SPEC 7).
 
@@ -154,8 +164,7 @@ def decode_topk(
         raise ValueError(f"pred_anchor grids {[tuple(p.shape[-2:]) for p in pred_anchor]} do not match "
                          f"image size {image_size} (expected {grids})")
     ref = pred_anchor[0]
-    batch = ref.shape[0]
-    flat = torch.cat([p.permute(0, 1, 3, 4, 2).reshape(batch, -1, 5) for p in pred_anchor], 1)  # (B, 3N, 5)
+    flat = flatten_anchor_maps(pred_anchor)  # (B, 3N, 5)
     if not 1 <= k <= flat.shape[1]:
         raise ValueError(f"k must be in [1, {flat.shape[1]}], got {k}")
     grid_anchors = scaled_anchors(anchors, image_size, anchor_imsize, device=ref.device, dtype=ref.dtype)

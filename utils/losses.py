@@ -11,15 +11,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from utils.box_ops import NUM_ANCHORS_PER_SCALE, box_iou, first_argmax, grid_sizes, scaled_anchors
+from utils.box_ops import (
+    NUM_ANCHORS_PER_SCALE,
+    box_iou,
+    first_argmax,
+    flatten_anchor_maps,
+    flatten_cell_maps,
+    grid_sizes,
+    scaled_anchors,
+    xyxy2xywh,
+)
 
 
 @dataclass
 class Targets:
     """Training targets of a batch; index tensors are (B,) long, on the device of the boxes."""
 
-    gt_param: list[Tensor]  # per scale (B, 3, 5, h, w): t at [b, anchor, :, gj, gi] of the best scale
-    gt_center_param: list[Tensor]  # per scale (B, 5, h, w): t at [b, :, gj, gi] of the best scale
     param: Tensor  # (B, 5) t = (tx, ty, tw, th, 1)
     best_n: Tensor  # best of the 9 anchors, 0..8 (scale = best_n // 3)
     scale: Tensor
@@ -45,12 +52,7 @@ def build_targets(
     grids = grid_sizes(image_size)
     batch = boxes.shape[0]
     boxes = boxes.clamp(0, image_size - 1)
-    norm = torch.stack([
-        (boxes[:, 0] + boxes[:, 2]) / (2 * image_size),
-        (boxes[:, 1] + boxes[:, 3]) / (2 * image_size),
-        (boxes[:, 2] - boxes[:, 0]) / image_size,
-        (boxes[:, 3] - boxes[:, 1]) / image_size,
-    ], 1)  # (B, 4) cx, cy, w, h in image units
+    norm = xyxy2xywh(boxes) / image_size  # (B, 4) cx, cy, w, h in image units
     coords = torch.stack([norm * grid for grid in grids])  # (3, B, 4) in grid units of each scale
     grid_anchors = torch.stack(
         scaled_anchors(anchors, image_size, anchor_imsize, device=boxes.device, dtype=boxes.dtype)
@@ -82,23 +84,7 @@ def build_targets(
     in_scale = gj * sides[scale] + gi  # (B,) cell within the best scale
     anchor_cell = NUM_ANCHORS_PER_SCALE * cell_offset[scale] + anchor * cells[scale] + in_scale
     cell = cell_offset[scale] + in_scale
-
-    scale_cells = [g * g for g in grids]
-    per_anchor = boxes.new_zeros(batch, NUM_ANCHORS_PER_SCALE * sum(scale_cells), 5)  # (B, 3N, 5)
-    per_anchor[rows, anchor_cell] = param
-    per_cell = boxes.new_zeros(batch, sum(scale_cells), 5)  # (B, N, 5)
-    per_cell[rows, cell] = param
-    gt_param = [
-        m.view(batch, NUM_ANCHORS_PER_SCALE, g, g, 5).permute(0, 1, 4, 2, 3).contiguous()  # (B, 3, 5, h, w)
-        for m, g in zip(per_anchor.split([NUM_ANCHORS_PER_SCALE * c for c in scale_cells], 1), grids)
-    ]
-    gt_center_param = [
-        m.view(batch, g, g, 5).permute(0, 3, 1, 2).contiguous()  # (B, 5, h, w)
-        for m, g in zip(per_cell.split(scale_cells, 1), grids)
-    ]
     return Targets(
-        gt_param=gt_param,
-        gt_center_param=gt_center_param,
         param=param,
         best_n=best_n,
         scale=scale,
@@ -110,14 +96,29 @@ def build_targets(
     )
 
 
-def flatten_anchor_maps(pred_anchor: list[Tensor]) -> Tensor:
-    """list of (B, 3, 5, h, w) -> (B, 3N, 5), anchor-cells ordered scale, anchor, row, column."""
-    return torch.cat([p.permute(0, 1, 3, 4, 2).flatten(1, 3) for p in pred_anchor], 1)
+def dense_targets(targets: Targets, image_size: int) -> tuple[list[Tensor], list[Tensor]]:
+    """The reference ``build_target`` maps, for comparison with it (the losses index the flat targets instead).
 
-
-def flatten_cell_maps(maps: list[Tensor]) -> Tensor:
-    """list of (B, h, w) -> (B, N), cells ordered scale, row, column."""
-    return torch.cat([m.flatten(1) for m in maps], 1)
+    Per scale ``gt_param`` (B, 3, 5, h, w) with t at [b, anchor, :, gj, gi] of the best scale, zero elsewhere,
+    and ``gt_center_param`` (B, 5, h, w) with t at [b, :, gj, gi].
+    """
+    grids = grid_sizes(image_size)
+    batch = targets.param.shape[0]
+    scale_cells = [g * g for g in grids]
+    rows = torch.arange(batch, device=targets.param.device)
+    per_anchor = targets.param.new_zeros(batch, NUM_ANCHORS_PER_SCALE * sum(scale_cells), 5)  # (B, 3N, 5)
+    per_anchor[rows, targets.anchor_cell] = targets.param
+    per_cell = targets.param.new_zeros(batch, sum(scale_cells), 5)  # (B, N, 5)
+    per_cell[rows, targets.cell] = targets.param
+    gt_param = [
+        m.view(batch, NUM_ANCHORS_PER_SCALE, g, g, 5).permute(0, 1, 4, 2, 3)  # (B, 3, 5, h, w)
+        for m, g in zip(per_anchor.split([NUM_ANCHORS_PER_SCALE * c for c in scale_cells], 1), grids)
+    ]
+    gt_center_param = [
+        m.view(batch, g, g, 5).permute(0, 3, 1, 2)  # (B, 5, h, w)
+        for m, g in zip(per_cell.split(scale_cells, 1), grids)
+    ]
+    return gt_param, gt_center_param
 
 
 def box_loss(pred_anchor: list[Tensor], targets: Targets, w_coord: float = 5.0) -> Tensor:
