@@ -17,7 +17,7 @@ from dataset.vid_loader import VIDDataset
 from utils.argparser import SPLITS, add_output_flags, data_parser, script_parser
 from utils.builders import setup_logger
 from utils.cli import run_main
-from utils.engine import score_boxes
+from utils.engine import collate_meta, score_boxes
 from utils.pipeline import check_outputs, report
 from utils.postprocess import post_process
 
@@ -47,9 +47,7 @@ def main(args: argparse.Namespace) -> None:
     videos = [[path for path, _, _ in video] for video in dataset.videos]
     chosen = post_process(videos, args.cache_dir, num_frames=args.num_frame_k, progress=not args.no_progress)
     metas = [dataset.frame_meta(i) for i in range(len(dataset))]
-    meta = {key: (torch.stack([m[key] for m in metas]) if isinstance(metas[0][key], torch.Tensor)
-                  else [m[key] for m in metas]) for key in metas[0]}
-    records = score_boxes(torch.stack([c["box"] for c in chosen]), meta, args.size)
+    records = score_boxes(torch.stack([c["box"] for c in chosen]), collate_meta(metas), args.size)
     report(args, logger, records, f"{args.dataset} {args.test_split} after post-processing",
            lambda p: dataset.root / p)
 

@@ -28,7 +28,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from dataset.common import load_index
 from dataset.synthvid import SynthConfig, generate
+from dataset.vid_loader import video_index_path
 from utils.box_ops import box_iou
 from utils.io import UserInputError, atomic_write_text
 from utils.predictions import draw_record, read_predictions
@@ -61,11 +63,11 @@ def run(step: str, script: str, args: list[str], timings: dict[str, float]) -> N
     timings[step] = time.perf_counter() - start
 
 
-def stability(records: list[dict[str, Any]], key: str) -> float:
+def stability(records: list[dict[str, Any]]) -> float:
     """Fraction of consecutive frames (same video entry) whose predicted boxes overlap with IoU > 0.5."""
     by_video = defaultdict(list)
     for r in records:
-        by_video[r[key]].append(r)
+        by_video[r["video"]].append(r)
     pairs = [(a["pred"], b["pred"]) for frames in by_video.values() for a, b in zip(frames, frames[1:])]
     if not pairs:
         return float("nan")
@@ -73,10 +75,10 @@ def stability(records: list[dict[str, Any]], key: str) -> float:
     return float((box_iou(first, second) > 0.5).float().mean())
 
 
-def row(name: str, records: list[dict[str, Any]], types: list[list[str]], key: str) -> dict[str, Any]:
+def row(name: str, records: list[dict[str, Any]], types: list[list[str]]) -> dict[str, Any]:
     hits = [r["iou"] > 0.5 for r in records]
     out = {"method": name, "accuracy": float(np.mean(hits)), "miou": float(np.mean([r["iou"] for r in records])),
-           "stability": stability(records, key), "count": len(records)}
+           "stability": stability(records), "count": len(records)}
     for t in TYPES:
         chosen = [h for h, ts in zip(hits, types) if t in ts]
         out[t] = float(np.mean(chosen)) if chosen else float("nan")
@@ -170,7 +172,7 @@ def main() -> None:
 
     expressions = json.loads((data / "VID" / "expressions_test.json").read_text())
     video_of = {}  # (frame image, phrase) -> video entry index, to put the image model's records on the videos
-    videos = torch.load(data / "VID" / "VID_video_level_test.pth", weights_only=True)
+    videos = load_index(video_index_path(data, "VID", "test"), "test")
     for v, video in enumerate(videos):
         for path, _, phrase in video:
             video_of[(path, phrase.lower())] = v
@@ -181,7 +183,7 @@ def main() -> None:
         for r in recs:
             r["video"] = video_of[(r["image"], r["phrase"])]
     types = {m: [expressions[r["video"]]["types"] for r in recs] for m, recs in records.items()}
-    rows = [row(m, records[m], types[m], "video")
+    rows = [row(m, records[m], types[m])
             for m in ("SL-Att (per frame)", "CG-SL-Att", "CG-SL-Att + post-processing")]
     text = table(rows, timings, total)
     atomic_write_text(text + "\n", out / "results.md")

@@ -4,7 +4,7 @@
     python -m bench.video_eval [--videos 2] [--cfgs full small] [--batch_size 5]
 
 Prints frames/s of both methods per configuration, the speed-up, and checks that both give the same
-predictions (same arg-max cells, boxes within float noise). Weights are random (speed does not depend on
+predictions (same hits and centre hits, and the largest box difference). Weights are random (speed does not depend on
 them); the model runs in eval mode on the CPU (or CUDA if available).
 """
 from __future__ import annotations

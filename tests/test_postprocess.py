@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import utils.postprocess as postprocess
-from utils.io import UserInputError
+from utils.io import UserInputError, numpy_scalar_globals
 from utils.postprocess import (
     cache_file_path,
     load_cache_entry,
@@ -19,7 +19,7 @@ from utils.postprocess import (
     window_sources,
 )
 
-SCALAR = postprocess.numpy_float32_globals()[0][0]  # numpy's scalar reconstructor
+SCALAR = numpy_scalar_globals(np.float32)[0][0]  # numpy's scalar reconstructor
 
 
 def write_video(cache_dir, video_dir, feats, scores, start, boxes=None):

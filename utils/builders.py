@@ -189,7 +189,7 @@ def learning_rate(base_lr: float, progress: float, nb_epoch: int, power: float, 
                   warmup_iters: int) -> float:
     """Poly decay ``lr (1 - progress / nb_epoch) ** power`` (SPEC 6; ``progress`` in epochs), times a linear
     warm-up over the first ``warmup_iters`` iterations (none in the reference)."""
-    lr = base_lr * (1 - progress / nb_epoch) ** power if power else base_lr
+    lr = base_lr * (1 - progress / nb_epoch) ** power
     return lr * min(1.0, (iteration + 1) / warmup_iters) if warmup_iters > 0 else lr
 
 

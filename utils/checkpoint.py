@@ -14,21 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils.io import UserInputError, atomic_save, safe_load
+from utils.io import UserInputError, atomic_save, numpy_scalar_globals, safe_load
 
 MODULE_PREFIX = "module."
-try:
-    from numpy._core.multiarray import scalar as _np_scalar  # numpy >= 2
-except ImportError:
-    from numpy.core.multiarray import scalar as _np_scalar  # numpy 1.x
-# numpy 1 pickles scalars as numpy.core.multiarray.scalar, numpy 2 as numpy._core.multiarray.scalar
-NUMPY_SCALAR_GLOBALS = [
-    (_np_scalar, "numpy.core.multiarray.scalar"),
-    (_np_scalar, "numpy._core.multiarray.scalar"),
-    np.dtype,
-    np.dtypes.Float64DType,
-    np.dtypes.Float32DType,
-]
+NUMPY_SCALAR_GLOBALS = numpy_scalar_globals(np.float64, np.float32)  # best_loss is a numpy scalar (above)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
@@ -57,6 +46,12 @@ def _listed(keys: list[str], limit: int = 20) -> str:
     return ", ".join(keys[:limit]) + more
 
 
+def _shape_mismatches(state_dict: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> list[str]:
+    """'key: checkpoint (shape) vs model (shape)' for each key of both whose shapes differ."""
+    return [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+            for k, v in state_dict.items() if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+
+
 def load_model_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
     """Load ``state_dict`` (a leading ``module.`` stripped) into ``model``; every key must match in name and shape.
 
@@ -67,11 +62,7 @@ def load_model_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
-    mismatched = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-        for k, v in state_dict.items()
-        if k in expected and tuple(v.shape) != tuple(expected[k].shape)
-    ]
+    mismatched = _shape_mismatches(state_dict, expected)
     problems = []
     if missing:
         problems.append(f"missing keys: {_listed(missing)}")
@@ -101,8 +92,7 @@ def load_matching_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor]
     state_dict = _strip_prefix(state_dict)
     expected = model.state_dict()
     shared = {k: v for k, v in state_dict.items() if k in expected}
-    mismatched = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-                  for k, v in shared.items() if tuple(v.shape) != tuple(expected[k].shape)]
+    mismatched = _shape_mismatches(shared, expected)
     if not shared or mismatched:
         reason = f"shape mismatches: {_listed(mismatched)}" if mismatched else "no parameter name in common"
         raise UserInputError(f"cannot initialise {type(model).__name__} from {source}: {reason}")

@@ -19,7 +19,6 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    backend: str = ""
 
 
 def init_distributed_mode(device_type: str) -> DistInfo:
@@ -34,23 +33,15 @@ def init_distributed_mode(device_type: str) -> DistInfo:
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
     dist.barrier()
-    return DistInfo(True, rank, world_size, local_rank, backend)
+    return DistInfo(True, rank, world_size, local_rank)
 
 
 def is_dist() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def get_rank() -> int:
-    return dist.get_rank() if is_dist() else 0
-
-
 def get_world_size() -> int:
     return dist.get_world_size() if is_dist() else 1
-
-
-def is_main_process() -> bool:
-    return get_rank() == 0
 
 
 def barrier() -> None:

@@ -115,9 +115,10 @@ def train_one_epoch(
         loss_dict = criterion(_float32(outputs), targets)
         weighted = {k: v * criterion.weight_dict[k] for k, v in loss_dict.items()}
         loss = sum(weighted.values())
-        if not math.isfinite(loss.item()):
+        values = torch.stack([loss, *weighted.values()]).detach().tolist()  # one device sync per step
+        if not math.isfinite(values[0]):
             parts = ", ".join(f"{k}={v.item():.4g}" for k, v in loss_dict.items())
-            raise FloatingPointError(f"non-finite loss {loss.item()} at epoch {epoch}, iteration {it} ({parts}); "
+            raise FloatingPointError(f"non-finite loss {values[0]} at epoch {epoch}, iteration {it} ({parts}); "
                                      "stopping (lower --lr, or train without --amp)")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -128,9 +129,8 @@ def train_one_epoch(
             loss.backward()
             optimizer.step()
         steps += 1
-        sums["loss"] += loss.item()
-        for k, v in weighted.items():
-            sums[k] += v.item()
+        for k, v in zip(["loss", *weighted], values):
+            sums[k] += v
         bar.set_postfix(loss=f"{sums['loss'] / steps:.3f}")
         if logger is not None and print_freq > 0 and (it + 1) % print_freq == 0:
             logger.info("epoch %d iter %d/%s  %s  lr %.3g", epoch, it + 1, _len(loader),
@@ -175,22 +175,24 @@ def score_boxes(pred: Tensor, meta: dict[str, Any], image_size: int, centre_hit:
                 ) -> list[dict[str, Any]]:
     """Records of (B, 4) predicted boxes already in original pixels against the ground truth in ``meta``."""
     gt = gt_to_original(meta["boxes"].to(pred.device), image_size, *_letterbox_meta(meta, pred.device))  # (B, 4)
-    iou = box_iou(pred, gt)
+    iou = box_iou(pred, gt).tolist()
+    pred, gt = pred.tolist(), gt.tolist()  # one device sync per batch, not per value
+    hits_centre = None if centre_hit is None else centre_hit.tolist()
     extra = {k: meta[k] for k in ("video", "frame") if k in meta}
     records = []
-    for b in range(pred.shape[0]):
+    for b in range(len(pred)):
         record = {
             "index": int(meta["index"][b]),
             "image": meta["image_path"][b],
             "phrase": meta["phrase"][b],
-            "pred": [round(float(v), 4) for v in pred[b]],
-            "gt": [round(float(v), 4) for v in gt[b]],
-            "iou": float(iou[b]),
-            "hit": bool(iou[b] > 0.5),
+            "pred": [round(v, 4) for v in pred[b]],
+            "gt": [round(v, 4) for v in gt[b]],
+            "iou": iou[b],
+            "hit": iou[b] > 0.5,
         }
-        if centre_hit is not None:
+        if hits_centre is not None:
             # quirk: the reference compares gi and gj only, not the scale (SPEC 7 "centre accuracy")
-            record["centre_hit"] = bool(centre_hit[b])
+            record["centre_hit"] = hits_centre[b]
         record.update({k: int(v[b]) for k, v in extra.items()})
         records.append(record)
     return records
@@ -204,9 +206,10 @@ def write_cache(
     boxes = boxes_to_original(decoded.boxes, *_letterbox_meta(meta, decoded.boxes.device))  # (B, K, 4)
     feats = torch.cat([f.flatten(2) for f in outputs["corr_feat"]], dim=2).transpose(1, 2)  # (B, N, E)
     feats = feats.gather(1, decoded.cell[..., None].expand(-1, -1, feats.shape[2]))  # (B, K, E)
+    boxes, scores, feats = boxes.cpu(), decoded.scores.cpu(), feats.cpu()  # one copy per batch
     for b in range(boxes.shape[0]):
         path = cache_file_path(cache_dir, meta["image_path"][b], int(meta["index"][b]))
-        save_cache_entry(path, boxes[b], decoded.scores[b], feats[b])
+        save_cache_entry(path, boxes[b], scores[b], feats[b])
 
 
 def _grounded_frame_meta(batch: dict) -> dict[str, Any]:
@@ -265,7 +268,7 @@ def evaluate_video_windows(
 
 @dataclass
 class _Frame:
-    """One decoded test frame: its per-scale features (E, h, w) and its evaluation metadata."""
+    """One decoded test frame: its per-scale :meth:`frame_features` (2E, h, w) and its evaluation metadata."""
 
     feats: list[Tensor]
     meta: dict[str, Any]
@@ -313,12 +316,10 @@ class WindowStream:
             raise ValueError(f"video {self.video} ended after {self.expected} of its {self.length} frames")
 
 
-def _collate_meta(frames: list[_Frame]) -> dict[str, Any]:
-    meta: dict[str, Any] = {}
-    for key, first in frames[0].meta.items():
-        values = [f.meta[key] for f in frames]
-        meta[key] = torch.stack(values) if isinstance(first, Tensor) else values
-    return meta
+def collate_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-sample metadata dicts -> one dict: tensors stacked along a new first dim, other values listed."""
+    return {key: torch.stack([m[key] for m in metas]) if isinstance(first, Tensor) else [m[key] for m in metas]
+            for key, first in metas[0].items()}
 
 
 def _split_frames(batch: dict, feats: list[Tensor]) -> Iterator[tuple[int, int, _Frame]]:
@@ -341,7 +342,6 @@ def evaluate_video(
     amp_dtype: torch.dtype | None = None,
     cache_dir: Path | None = None,
     progress: bool = True,
-    on_records: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate the video model with k-frame windows, computing each frame's features once.
 
@@ -356,15 +356,13 @@ def evaluate_video(
     def ground(windows: list[tuple[_Frame, list[_Frame]]]) -> None:
         frame_feats = [torch.stack([torch.stack([f.feats[s] for f in frames]) for _, frames in windows])
                        for s in range(len(windows[0][0].feats))]  # per scale (B, T, C, h, w)
-        meta = _collate_meta([centre for centre, _ in windows])
+        meta = collate_meta([centre.meta for centre, _ in windows])
         with autocast(device, amp_dtype):
             outputs = model.ground_windows(frame_feats, meta["word_id"].to(device))
         outputs = _float32(outputs)
         new = score_predictions(outputs["pred_anchor"], meta, geometry)
         if cache_dir is not None:
             write_cache(outputs, meta, geometry, cache_dir)
-        if on_records is not None:
-            on_records(new)
         records.extend(new)
 
     for batch in _progress(frame_loader, progress, desc="evaluate (video)", unit="batch"):

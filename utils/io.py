@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import torch
 
 
@@ -94,6 +95,23 @@ def safe_load(
         raise UserInputError(
             f"{what} {path} is truncated or not a file written by torch.save ({_first_line(err)})"
         ) from err
+
+
+def numpy_scalar_globals(*dtypes: type) -> list[Any]:
+    """The globals that pickled numpy scalars of ``dtypes`` name, for ``safe_load``'s allow-list, and no more.
+
+    numpy 1.x pickles name ``numpy.core.multiarray.scalar``, numpy 2 ``numpy._core.multiarray.scalar``; both are
+    allow-listed under their pickled names. Unpickling a dtype builds its class (``numpy.dtypes.Float32DType``
+    and so on, numpy >= 1.25).
+    """
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core (the old name still pickles)
+    scalar = core.multiarray.scalar
+    return [
+        (scalar, "numpy.core.multiarray.scalar"),
+        (scalar, "numpy._core.multiarray.scalar"),
+        np.dtype,
+        *(type(np.dtype(d)) for d in dtypes),
+    ]
 
 
 def _first_line(err: BaseException) -> str:

@@ -22,7 +22,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from utils.box_ops import first_argmax
-from utils.io import UserInputError, atomic_save, safe_load
+from utils.io import UserInputError, atomic_save, numpy_scalar_globals, safe_load
 
 CACHE_LAYOUT = "<cache_dir>/<video_dir>/<frame_stem>_<global frame index>.pth"
 CACHE_KEYS = ("pred_bbox_topk", "pred_score_topk", "visu_feat")
@@ -58,23 +58,6 @@ def save_cache_entry(path: str | os.PathLike, boxes: Tensor, scores: Tensor, fea
     return atomic_save(entry, path)
 
 
-def numpy_float32_globals() -> list[Any]:
-    """The globals a pickled ``numpy.float32`` scalar names, and nothing else.
-
-    The authors' cache stores the scores as numpy float32 scalars. numpy 1.x pickles name
-    ``numpy.core.multiarray.scalar``, numpy 2 ``numpy._core.multiarray.scalar``; both are allow-listed under
-    their pickled names. Unpickling the dtype builds a ``numpy.dtypes.Float32DType`` on numpy >= 1.25.
-    """
-    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core (the old name still pickles)
-    scalar = core.multiarray.scalar
-    return [
-        (scalar, "numpy.core.multiarray.scalar"),
-        (scalar, "numpy._core.multiarray.scalar"),
-        np.dtype,
-        type(np.dtype(np.float32)),
-    ]
-
-
 def _bad_entry(path: Path, key: str, expected: str, got: str) -> UserInputError:
     return UserInputError(f"cache file {path}: '{key}' should be {expected}, got {got}")
 
@@ -82,7 +65,7 @@ def _bad_entry(path: Path, key: str, expected: str, got: str) -> UserInputError:
 def load_cache_entry(path: str | os.PathLike) -> CacheEntry:
     """Read and validate one cache file (weights-only unpickling; numpy float32 scalars allowed)."""
     path = Path(path)
-    entry = safe_load(path, what="cache file", allowed_globals=numpy_float32_globals())
+    entry = safe_load(path, what="cache file", allowed_globals=numpy_scalar_globals(np.float32))
     if not isinstance(entry, dict):
         raise UserInputError(f"cache file {path}: expected a dict with keys {list(CACHE_KEYS)}, "
                              f"got {type(entry).__name__}")
