@@ -70,6 +70,10 @@ from typing import Any
 import cv2
 import numpy as np
 
+from dataset.common import default_corpus_path
+from dataset.referit_loader import refer_index_path
+from dataset.vid_loader import video_index_path
+from utils.cli import run_main
 from utils.io import UserInputError, atomic_save, atomic_write_text
 from utils.word_utils import Corpus, build_corpus, save_corpus
 
@@ -727,8 +731,8 @@ def _write_split(out: Path, split: str, records: list[dict], entries: list[dict]
                for t in range(e["num_frames"])] for e in entries]
     images = [(path, "", _xyxy_to_xywh(box), phrase, entries[k]["types"])
               for k, video in enumerate(videos) for path, box, phrase in video[::image_stride]]
-    atomic_save(videos, out / "VID" / f"VID_video_level_{split}.pth")
-    atomic_save(images, out / "synthvid" / f"synthvid_{split}.pth")
+    atomic_save(videos, video_index_path(out, "VID", split))
+    atomic_save(images, refer_index_path(out, "synthvid", split))
     return {"videos": len(records), "entries": len(entries), "image_items": len(images),
             "frames": [r["num_frames"] for r in records],
             "kinds": {k: sum(e["kind"] == k for e in entries) for k in KINDS}}
@@ -740,10 +744,11 @@ def build_synthvid_corpus(train_phrases: Sequence[str]) -> Corpus:
 
 
 def _expected_files(manifest: dict[str, Any]) -> list[str]:
-    files = [f"{d}/{name}" for d, name in (("VID", "corpus.pth"), ("synthvid", "corpus.pth"))]
+    """The set's files, relative to its root."""
+    files = [default_corpus_path("", "VID").as_posix(), default_corpus_path("", "synthvid").as_posix()]
     for split in SPLITS:
-        files += [f"VID/VID_video_level_{split}.pth", f"VID/expressions_{split}.json",
-                  f"VID/objects_{split}.json", f"synthvid/synthvid_{split}.pth"]
+        files += [video_index_path("", "VID", split).as_posix(), f"VID/expressions_{split}.json",
+                  f"VID/objects_{split}.json", refer_index_path("", "synthvid", split).as_posix()]
         for i, frames in enumerate(manifest["counts"][split]["frames"]):
             files += [_frame_path(split, f"vid_{i:05d}", t) for t in range(frames)]
     return files
@@ -800,8 +805,8 @@ def generate(out: str | os.PathLike, config: SynthConfig, force: bool = False, w
         else:
             results[split] = [_make_clip(task) for task in tasks]
     corpus = build_synthvid_corpus([e["phrase"] for _, entries in results["train"] for e in entries])
-    save_corpus(corpus, out / "VID" / "corpus.pth")
-    save_corpus(corpus, out / "synthvid" / "corpus.pth")
+    save_corpus(corpus, default_corpus_path(out, "VID"))
+    save_corpus(corpus, default_corpus_path(out, "synthvid"))
     counts = {split: _write_split(out, split, [r for r, _ in results[split]],
                                   [e for _, entries in results[split] for e in entries], config.image_stride)
               for split in SPLITS}
@@ -820,7 +825,18 @@ def load_clips(root: str | os.PathLike, split: str) -> dict[str, ClipObjects]:
     return {r["video"]: ClipObjects.from_record(r) for r in json.loads(path.read_text(encoding="utf-8"))}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def run(args: argparse.Namespace) -> None:
+    """Generate the set the parsed command line describes."""
+    if len(args.frames) not in (1, 2):
+        raise UserInputError(f"--frames takes MIN MAX or one N, got {args.frames}")
+    config = SynthConfig(args.seed, args.train_videos, args.val_videos, args.test_videos, args.frames[0],
+                         args.frames[-1], args.expressions, args.image_stride, tuple(args.type_mix),
+                         args.jpeg_quality, tuple(args.eval_frames) if args.eval_frames else None)
+    written = generate(args.out, config, force=args.force, workers=max(1, args.workers))
+    print(f"synthvid: {'wrote' if written else 'already complete, nothing to do:'} {args.out}")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dataset.synthvid", description=__doc__.split("\n")[0])
     defaults = SynthConfig()
     parser.add_argument("--out", default="data/synthvid", help="output root R (default: %(default)s)")
@@ -844,19 +860,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="processes (the output does not depend on it)")
     parser.add_argument("--force", action="store_true",
                         help="write over a non-empty --out that is not this very set (other files are kept)")
-    args = parser.parse_args(argv)
-    try:
-        if len(args.frames) not in (1, 2):
-            raise UserInputError(f"--frames takes MIN MAX or one N, got {args.frames}")
-        config = SynthConfig(args.seed, args.train_videos, args.val_videos, args.test_videos, args.frames[0],
-                             args.frames[-1], args.expressions, args.image_stride, tuple(args.type_mix),
-                             args.jpeg_quality, tuple(args.eval_frames) if args.eval_frames else None)
-        written = generate(args.out, config, force=args.force, workers=max(1, args.workers))
-    except UserInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"synthvid: {'wrote' if written else 'already complete, nothing to do:'} {args.out}")
-    return 0
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(run, get_args_parser(), argv)
 
 
 if __name__ == "__main__":

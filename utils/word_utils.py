@@ -48,7 +48,7 @@ class Dictionary:
 
 
 def split_words(line: str) -> list[str]:
-    """Lower-cased tokens of ``line`` as the reference splits them (delimiters kept, spaces dropped).
+    """Lower-cased tokens of ``line`` as the reference splits them (delimiters kept, single-space pieces dropped).
 
     Quirk (SPEC 2): a multi-character delimiter such as ``", "`` stays one token.
     """
