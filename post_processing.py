@@ -1,4 +1,4 @@
-"""Post-processing (SPEC 8): re-score each test frame's cached top-5 candidates by how well they match the
+"""Post-processing (docs/behaviour.md §8): re-score each test frame's cached top-5 candidates by how well they match the
 candidates of the other frames of its 5-frame window, then report accuracy against the ground truth.
 
     python post_processing.py --data_root ./data/ --dataset VID --lstm --test --cache_dir ./cache/cgslatt
@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
+from app.argparser import SPLITS, add_output_flags, data_parser, script_parser
+from app.builders import setup_logger
+from app.engine import collate_meta, score_boxes
+from app.pipeline import check_outputs, report
 from dataset.vid_loader import VIDDataset
-from utils.argparser import SPLITS, add_output_flags, data_parser, script_parser
-from utils.builders import setup_logger
 from utils.cli import run_main
-from utils.engine import collate_meta, score_boxes
-from utils.pipeline import check_outputs, report
 from utils.postprocess import post_process
 
 WINDOW_FRAMES = 5

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from app.predictions import draw_record, read_predictions
 from dataset.common import load_index
 from dataset.synthvid import SynthConfig, generate
 from dataset.vid_loader import video_index_path
 from utils.box_ops import box_iou
 from utils.io import UserInputError, atomic_write_text
-from utils.predictions import draw_record, read_predictions
 
 ROOT = Path(__file__).resolve().parent
 TYPES = ("attribute", "location", "motion")

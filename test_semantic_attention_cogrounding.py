@@ -1,4 +1,4 @@
-"""Evaluate CG-SL-Att with 5-frame windows (SPEC 7) and optionally write the SPEC 8 cache.
+"""Evaluate CG-SL-Att with 5-frame windows (docs/behaviour.md §7) and optionally write the §8 cache.
 
     python test_semantic_attention_cogrounding.py --data_root ./data --dataset VID --gpu 0 \\
         --lstm --test --resume saved_models/VID_cogrounding_semantic_attn.pth.tar --cache
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 
-from utils.argparser import cache_flags, grounding_parsers, script_parser
-from utils.builders import build_corpus, build_model, setup_runtime
+from app.argparser import cache_flags, grounding_parsers, script_parser
+from app.builders import build_corpus, build_model, setup_runtime
+from app.pipeline import run_video_test
 from utils.cli import run_main
-from utils.pipeline import run_video_test
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -3,7 +3,7 @@
     python train_semantic_attention_cogrounding.py --data_root ./data --dataset VID --gpu 0 \\
         --savename cgslatt --batch_size 8 --lstm
 
-Training pairs (frames t-1, t; SPEC 6) with validation by 5-frame windows after each epoch; checkpoints
+Training pairs (frames t-1, t; docs/behaviour.md §6) with validation by 5-frame windows after each epoch; checkpoints
 <save_dir>/<savename>_checkpoint.pth.tar and <savename>_model_best.pth.tar in the reference format.
 Multi-GPU: torchrun --nproc_per_node N train_semantic_attention_cogrounding.py <same flags>.
 With --test --resume CKPT it evaluates instead (as test_semantic_attention_cogrounding.py).
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from utils.argparser import grounding_parsers, script_parser
-from utils.builders import (
+from app.argparser import grounding_parsers, script_parser
+from app.builders import (
     build_corpus,
     build_geometry,
     build_model,
@@ -23,12 +23,12 @@ from utils.builders import (
     initialise_for_training,
     setup_runtime,
 )
+from app.engine import summarize
+from app.pipeline import evaluate_video_split, fit, run_video_test
 from utils.cli import run_main
-from utils.engine import summarize
 from utils.io import UserInputError
-from utils.pipeline import evaluate_video_split, fit, run_video_test
 
-TRAIN_FRAMES = 2  # training pairs (SPEC 5, 6)
+TRAIN_FRAMES = 2  # training pairs (docs/behaviour.md §5, 6)
 EVAL_FRAMES = 5  # evaluation windows
 
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 
-from utils.argparser import grounding_parsers, script_parser
-from utils.builders import (
+from app.argparser import grounding_parsers, script_parser
+from app.builders import (
     build_corpus,
     build_geometry,
     build_image_dataset,
@@ -24,9 +24,9 @@ from utils.builders import (
     initialise_for_training,
     setup_runtime,
 )
+from app.engine import summarize
+from app.pipeline import evaluate_image_split, fit, run_image_test
 from utils.cli import run_main
-from utils.engine import summarize
-from utils.pipeline import evaluate_image_split, fit, run_image_test
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -83,7 +83,8 @@ def int_box(box: Any) -> np.ndarray:
 
 def load_frame(path: Path, box: np.ndarray, index_path: Path, size: int, augment: bool, flip: bool, rng: Rng
                ) -> tuple[tuple[np.ndarray, np.ndarray, float, float, float], tuple[int, int]]:
-    """Read one image and prepare it and its (int xyxy, see :func:`int_box`) box: SPEC 6 augmentation or SPEC 7.
+    """Read one image and prepare it and its (int xyxy, see :func:`int_box`) box: docs/behaviour.md §6 augmentation or
+    §7.
 
     Returns ``((img, box, ratio, dw, dh), (h, w))`` with the original size of the decoded image.
     """

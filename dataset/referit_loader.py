@@ -1,4 +1,5 @@
-"""Image grounding datasets (SPEC 1): RefCOCO (unc), RefCOCO+ (unc+), RefCOCOg (gref, umd splits), ReferItGame
+"""Image grounding datasets (docs/behaviour.md §1): RefCOCO (unc), RefCOCO+ (unc+), RefCOCOg (gref, umd splits),
+ReferItGame
 (referit), Flickr30k Entities (flickr), and ``synthvid`` (the synthetic video set exported image by image).
 
 Index ``<split_root>/<dataset>/<dataset>_<split>.pth`` is a list of ``(image_file, mask_file, box, phrase,
@@ -40,7 +41,8 @@ def refer_index_path(split_root: str | os.PathLike, dataset: str, split: str) ->
 
 
 def corner_box(box: Any, xywh: bool) -> np.ndarray:
-    """Annotation box -> int ``[x1, y1, x2, y2]``; quirk: cast to int first, then ``x2 = x + w`` (SPEC 1)."""
+    """Annotation box -> int ``[x1, y1, x2, y2]``; quirk: cast to int first, then ``x2 = x + w`` (docs/behaviour.md
+    §1)."""
     box = int_box(box)
     if xywh:
         box[2:] += box[:2]

@@ -2,7 +2,7 @@
 
 It lets the project train and test with no download (CI, the demo). Every clip shows 3-5 coloured
 shapes moving over a textured background; each (clip, expression) pair is one video entry in the
-VID-Sentence format of SPEC 1, plus an image-level export in the RefCOCO 'unc' item format.
+VID-Sentence format of docs/behaviour.md §1, plus an image-level export in the RefCOCO 'unc' item format.
 
 Layout under the output root ``R`` (all paths inside the indexes are relative to ``R``)::
 

@@ -1,4 +1,4 @@
-"""Video grounding datasets in the VID-Sentence format (SPEC 1): VID-Sentence and LiOTB.
+"""Video grounding datasets in the VID-Sentence format (docs/behaviour.md §1): VID-Sentence and LiOTB.
 
 The index ``<split_root>/<dataset>/<dataset>_video_level_<split>.pth`` is ``list[video]``, ``video =
 list[(image_path, [x1, y1, x2, y2], phrase)]``. Every frame of every video is one sample, in order; sample
@@ -112,7 +112,8 @@ class VIDDataset(Dataset):
         return image_size(self.root / self.videos[video_idx][frame_idx][0])
 
     def frame_meta(self, index: int) -> dict[str, Any]:
-        """Evaluation metadata of sample ``index``'s own frame without decoding it (SPEC 7 geometry from the
+        """Evaluation metadata of sample ``index``'s own frame without decoding it (docs/behaviour.md §7 geometry from
+        the
         file header): ``boxes`` (4,) letterboxed ground truth, ``ratio``/``dw``/``dh``, ``orig_size`` (h, w),
         ``index``, ``image_path``, ``phrase``, ``video``, ``frame`` (used to score cached predictions)."""
         v, t = self.samples[index]
@@ -129,7 +130,8 @@ class VIDDataset(Dataset):
         }
 
     def frames(self) -> VIDFrames:
-        """The same samples one frame at a time (SPEC 7 preprocessing, never augmented), for streaming evaluation."""
+        """The same samples one frame at a time (docs/behaviour.md §7 preprocessing, never augmented), for streaming
+        evaluation."""
         return VIDFrames(self)
 
 

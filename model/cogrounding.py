@@ -1,4 +1,4 @@
-"""CG-SL-Att: the image model with co-grounding between the frames of a video (SPEC 5).
+"""CG-SL-Att: the image model with co-grounding between the frames of a video (docs/behaviour.md §5).
 
 Each grounded frame X replaces its ``fvisu`` by a co-grounded map: every cell of X receives the
 average of another frame Y's cells weighted by ``softmax_j(10 <x_i, y_j>)``, and
@@ -21,7 +21,7 @@ from torch import nn
 from model.grounding import DEFAULT_CFG, NUM_SCALES, GroundingModel
 from model.layers import ConvBatchNormReLU, l2_normalize, split_conv1x1
 
-ATTENTION_SCALE = 10.0  # softmax temperature of the co-attention (SPEC 5)
+ATTENTION_SCALE = 10.0  # softmax temperature of the co-attention (docs/behaviour.md §5)
 LAYOUTS = ("pairs", "window")
 
 
@@ -56,7 +56,8 @@ class CoGroundingModel(GroundingModel):
         self.fcn_out = self._modules.pop("fcn_out")
 
     def frame_features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Per scale (F, 2E, h, w): ``fvisu`` (SPEC 4.1), then its projection by the attended half of ``corr_conv``."""
+        """Per scale (F, 2E, h, w): ``fvisu`` (docs/behaviour.md §4.1), then its projection by the attended half of
+        ``corr_conv``."""
         feats = []
         for scale, visual in enumerate(super().frame_features(images)):
             e = visual.shape[1]
@@ -84,7 +85,7 @@ class CoGroundingModel(GroundingModel):
     def ground_windows(self, frame_feats: list[torch.Tensor], word_id: torch.Tensor) -> dict:
         """Window layout from precomputed :meth:`frame_features`, per scale (B, T, 2E, h, w), T odd, centre T // 2.
 
-        quirk (SPEC 5): the T - 1 co-grounded maps of the centre are averaged without renormalisation.
+        quirk (docs/behaviour.md §5): the T - 1 co-grounded maps of the centre are averaged without renormalisation.
         """
         t = frame_feats[0].shape[1]
         if t < 3 or t % 2 == 0:

@@ -1,4 +1,5 @@
-"""Darknet (YOLOv3) built from a Darknet cfg file, its ``.weights`` format and a plain YOLO detector (SPEC 3).
+"""Darknet (YOLOv3) built from a Darknet cfg file, its ``.weights`` format and a plain YOLO detector
+(docs/behaviour.md §3).
 
 The grounding models use :meth:`Darknet.forward`, which returns the three feature taps: the *inputs* of
 the ``[yoloconvolutional]`` blocks (normal convolutions marked in the cfg), coarse to fine. Layer ``i``
@@ -101,7 +102,7 @@ class YoloHead:
 
 
 class Darknet(nn.Module):
-    """A Darknet network built from ``cfg_path`` (block semantics of SPEC 3)."""
+    """A Darknet network built from ``cfg_path`` (block semantics of docs/behaviour.md §3)."""
 
     def __init__(self, cfg_path: str | os.PathLike) -> None:
         super().__init__()
@@ -145,7 +146,7 @@ class Darknet(nn.Module):
             return module, [i - 1], filters, in_stride * stride
         if kind == "maxpool":
             size, stride = rd.int("size"), rd.int("stride", 1)
-            if size == 2 and stride == 1:  # keeps the size: pad right/bottom with zeros first (SPEC 3)
+            if size == 2 and stride == 1:  # keeps the size: pad right/bottom with zeros first (docs/behaviour.md §3)
                 module.add_module(f"pad_{i}", nn.ZeroPad2d((0, 1, 0, 1)))
             module.add_module(f"maxpool_{i}", nn.MaxPool2d(size, stride, padding=(size - 1) // 2))
             return module, [i - 1], in_ch, in_stride * stride
@@ -219,7 +220,8 @@ class Darknet(nn.Module):
         return [outputs[head.layer] for head in self.yolo_heads]
 
     def _darknet_tensors(self) -> list[torch.Tensor]:
-        """Parameters/buffers in ``.weights`` order (SPEC 3): per conv, bn bias, weight, mean, var, conv weight."""
+        """Parameters/buffers in ``.weights`` order (docs/behaviour.md §3): per conv, bn bias, weight, mean, var, conv
+        weight."""
         tensors = []
         for i, block in enumerate(self.blocks):
             if block["type"] not in CONV_TYPES:
@@ -340,7 +342,7 @@ def detect(
     h, w = image_bgr.shape[:2]
     rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
     if letterbox:
-        rgb, ratio, dw, dh = transforms.letterbox(rgb, size)  # grounding letterbox (SPEC 7), no ImageNet normalisation
+        rgb, ratio, dw, dh = transforms.letterbox(rgb, size)  # letterbox of docs/behaviour.md §7, no normalisation
     else:
         rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LINEAR)
     param = next(model.parameters())

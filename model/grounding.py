@@ -1,4 +1,4 @@
-"""SL-Att: one-stage visual grounding with subject and location attention (image model, SPEC 4).
+"""SL-Att: one-stage visual grounding with subject and location attention (image model, docs/behaviour.md §4).
 
 Darknet features -> 1x1 ConvBNReLU + L2 norm (``fvisu``), phrase -> LSTM sentence vector (``flang``) and two
 attended phrase vectors (subject ``q``, location), then per scale a YOLO-style head on
@@ -22,11 +22,11 @@ from utils.io import UserInputError
 NUM_SCALES = 3
 NUM_ANCHORS = 3  # per scale
 COORD_CHANNELS = 8
-LOC_EPS = 1e-6  # min-max normalisation of the location score (SPEC 4.7)
+LOC_EPS = 1e-6  # min-max normalisation of the location score (docs/behaviour.md §4.7)
 
 
 def _head(in_ch: int, emb_size: int, light: bool) -> tuple[nn.Sequential, nn.Sequential]:
-    """``fcn_emb`` and ``fcn_out`` of one scale (SPEC 4.4); output (B, 3 anchors x 5, h, w)."""
+    """``fcn_emb`` and ``fcn_out`` of one scale (docs/behaviour.md §4.4); output (B, 3 anchors x 5, h, w)."""
     out_ch = NUM_ANCHORS * 5
     if light:
         return (
@@ -99,7 +99,8 @@ class GroundingModel(nn.Module):
         self.fcn_out = nn.ModuleList(out for _, out in heads)
 
     def frame_features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """``fvisu``: backbone -> ``mapping_visu`` -> L2 norm over channels, per scale (F, E, h, w) (SPEC 4.1)."""
+        """``fvisu``: backbone -> ``mapping_visu`` -> L2 norm over channels, per scale (F, E, h, w) (docs/behaviour.md
+        §4.1)."""
         return [l2_normalize(m(f), dim=1) for m, f in zip(self.mapping_visu, self.visumodel(images))]
 
     def encode_phrase(self, word_id: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -112,7 +113,8 @@ class GroundingModel(nn.Module):
         return flang, subject, location
 
     def location_score(self, obj: list[torch.Tensor], location: torch.Tensor) -> list[torch.Tensor]:
-        """Location score over all N cells (SPEC 4.7), min-max normalised per sample; per scale (B, h, w)."""
+        """Location score over all N cells (docs/behaviour.md §4.7), min-max normalised per sample; per scale (B, h,
+        w)."""
         b = location.shape[0]
         shapes = [o.shape[1:] for o in obj]
         n = sum(h * w for h, w in shapes)
@@ -157,7 +159,7 @@ class GroundingModel(nn.Module):
         pred_anchor = [
             torch.cat([p[:, :, :4], (p[:, :, 4] * s[:, None] * lc[:, None]).unsqueeze(2)], dim=2)
             for p, s, lc in zip(raw, sim, loc)
-        ]  # (B, 3, 5, h, w) each, conf <- conf * sim * loc (SPEC 4.8)
+        ]  # (B, 3, 5, h, w) each, conf <- conf * sim * loc (docs/behaviour.md §4.8)
         return {"pred_anchor": pred_anchor, "sim": sim, "loc": loc, "only_obj": only_obj, "visual": visual,
                 "subject": subject}
 

@@ -1,4 +1,4 @@
-"""Phrase encoder (SPEC 2): embedding -> MLP -> bidirectional LSTM, and phrase attention (MAttNet)."""
+"""Phrase encoder (docs/behaviour.md §2): embedding -> MLP -> bidirectional LSTM, and phrase attention (MAttNet)."""
 from __future__ import annotations
 
 import torch
@@ -7,7 +7,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
 def trim_padding(word_id: torch.Tensor) -> torch.Tensor:
-    """Cut ``word_id`` (B, L_max) to ``L = max over the batch of count(id != 0)`` columns (SPEC 2)."""
+    """Cut ``word_id`` (B, L_max) to ``L = max over the batch of count(id != 0)`` columns (docs/behaviour.md §2)."""
     return word_id[:, : int((word_id != 0).sum(1).max())]  # (B, L)
 
 
@@ -29,7 +29,7 @@ class RNNEncoder(nn.Module):
 
         Returns ``context`` (B, L, 2E) and ``embedded`` (B, L, E) (zero at padded positions) and the
         sentence vector (B, 2E) = ``context`` at position ``length - 1``.
-        quirk (SPEC 2): the backward half of the sentence vector has seen only the last token.
+        quirk (docs/behaviour.md §2): the backward half of the sentence vector has seen only the last token.
         """
         lengths = (word_id != 0).sum(1)  # (B,)
         if bool((lengths == 0).any()):

@@ -1,4 +1,4 @@
-"""Small building blocks shared by the grounding heads (SPEC 4)."""
+"""Small building blocks shared by the grounding heads (docs/behaviour.md §4)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -11,7 +11,7 @@ from torch import nn
 class ConvBatchNormReLU(nn.Sequential):
     """Conv2d (no bias) -> BatchNorm2d -> ReLU, with the child names ``conv``/``bn``/``relu`` of the reference.
 
-    quirk (SPEC 4.4): BatchNorm momentum is 0.999, so the running statistics follow the last batch almost
+    quirk (docs/behaviour.md §4.4): BatchNorm momentum is 0.999, so the running statistics follow the last batch almost
     entirely; released checkpoints were trained with it.
     """
 
@@ -49,9 +49,9 @@ def l2_normalize(x: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 def coord_map(batch: int, h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """The 8-channel coordinate map of an ``h x w`` grid, (B, 8, h, w) (SPEC 4.3).
+    """The 8-channel coordinate map of an ``h x w`` grid, (B, 8, h, w) (docs/behaviour.md §4.3).
 
-    quirk (SPEC 4.3): the first index runs over rows but is normalised by the width, the second runs
+    quirk (docs/behaviour.md §4.3): the first index runs over rows but is normalised by the width, the second runs
     over columns but is normalised by the height (the same thing on the square grids used here).
     """
     a, b = torch.meshgrid(

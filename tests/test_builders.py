@@ -1,12 +1,12 @@
-"""The optimiser and learning-rate schedule built from the command line (SPEC 6)."""
+"""The optimiser and learning-rate schedule built from the command line (docs/behaviour.md §6)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
+from app.builders import build_model, build_optimizer, learning_rate, set_learning_rate
 from model import SMALL_CFG, build_grounding_model
 from train_semantic_attention_cogrounding import get_args_parser
-from utils.builders import build_model, build_optimizer, learning_rate, set_learning_rate
 
 
 def test_poly_decay_per_epoch_is_the_reference_schedule():

@@ -1,4 +1,5 @@
-"""Reading checkpoints in the reference format and loading them strictly (SPEC 4: released checkpoints)."""
+"""Reading checkpoints in the reference format and loading them strictly (docs/behaviour.md §4: released
+checkpoints)."""
 from __future__ import annotations
 
 import zipfile

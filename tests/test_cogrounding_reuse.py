@@ -1,7 +1,7 @@
 """Small grounding models (small cfg, tiny images, random init): reuse of per-frame features, shapes, training.
 
 Evaluation computes ``frame_features`` once per frame and grounds every window from them; this must give
-what ``forward(..., 'window')`` gives window by window (SPEC 5, windows clipped as in SPEC 1).
+what ``forward(..., 'window')`` gives window by window (docs/behaviour.md §5, windows clipped as in §1).
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ WINDOW = 5
 
 
 def window_indices(t: int, n: int, k: int) -> list[int]:
-    """Frames ``t - k//2 ... t + ceil(k/2) - 1`` of a video of ``n`` frames, clipped into [0, n-1] (SPEC 1)."""
+    """Frames ``t - k//2 ... t + ceil(k/2) - 1`` of a video of ``n`` frames, clipped into [0, n-1] (docs/behaviour.md
+    §1)."""
     return [min(max(j, 0), n - 1) for j in range(t - k // 2, t + (k + 1) // 2)]
 
 

@@ -1,4 +1,4 @@
-"""Darknet cfg parsing, block semantics, the ``.weights`` format and the plain YOLO detector (SPEC 3)."""
+"""Darknet cfg parsing, block semantics, the ``.weights`` format and the plain YOLO detector (docs/behaviour.md §3)."""
 from __future__ import annotations
 
 import os

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Subset
 
-import utils.engine
+import app.engine
+from app.engine import Geometry, WindowStream, evaluate_video, evaluate_video_windows, score_boxes, summarize
 from dataset.vid_loader import VIDDataset, window_indices
 from model import SMALL_CFG, build_grounding_model
 from utils.box_ops import anchors_for_dataset
-from utils.engine import Geometry, WindowStream, evaluate_video, evaluate_video_windows, score_boxes, summarize
 from utils.postprocess import load_cache_entry
 from utils.word_utils import load_corpus
 
@@ -117,7 +117,7 @@ def model(test_set: VIDDataset) -> torch.nn.Module:
 def cells(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
     """The arg-max cell (flat over the 3 scales) of every scored sample, in scoring order."""
     seen: list[torch.Tensor] = []
-    decode = utils.engine.decode_topk
+    decode = app.engine.decode_topk
 
     def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         decoded = decode(*args, **kwargs)
@@ -125,7 +125,7 @@ def cells(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
             seen.append(decoded.cell[:, 0])
         return decoded
 
-    monkeypatch.setattr(utils.engine, "decode_topk", spy)
+    monkeypatch.setattr(app.engine, "decode_topk", spy)
     return seen
 
 
@@ -206,7 +206,7 @@ def test_streaming_writes_the_same_cache_as_window_by_window(model, test_set, tm
 def hand_made_meta() -> dict:
     """Two 200 x 100 (w x h) images letterboxed to 64: ratio 0.32, content 64 x 32, dw 0, dh 16."""
     return {
-        # sample 0: x2 = 70 lies past the letterbox edge and is clamped to S - 1 = 63 (SPEC 7)
+        # sample 0: x2 = 70 lies past the letterbox edge and is clamped to S - 1 = 63 (docs/behaviour.md §7)
         "boxes": torch.tensor([[40.0, 24.0, 70.0, 40.0], [16.0, 24.0, 32.0, 40.0]]),
         "ratio": torch.tensor([0.32, 0.32]),
         "dw": torch.tensor([0.0, 0.0]),

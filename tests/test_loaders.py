@@ -1,4 +1,4 @@
-"""VIDDataset and ReferDataset on tiny index files written in tmp_path (SPEC 1, 2, 6, 7)."""
+"""VIDDataset and ReferDataset on tiny index files written in tmp_path (docs/behaviour.md §1, 2, 6, 7)."""
 import copy
 import random
 import shutil

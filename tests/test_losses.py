@@ -1,4 +1,4 @@
-"""Targets and losses (SPEC 6), pinned to the reference numbers in tests/fixtures/loss_parity.pt."""
+"""Targets and losses (docs/behaviour.md §6), pinned to the reference numbers in tests/fixtures/loss_parity.pt."""
 import math
 from pathlib import Path
 
@@ -7,8 +7,7 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from utils.box_ops import DEFAULT_ANCHORS, box_iou
-from utils.losses import (
+from model.losses import (
     GroundingCriterion,
     box_loss,
     build_targets,
@@ -17,6 +16,7 @@ from utils.losses import (
     negative_similarity,
     rank_loss,
 )
+from utils.box_ops import DEFAULT_ANCHORS, box_iou
 
 FIXTURE = Path(__file__).parent / "fixtures" / "loss_parity.pt"
 GRIDS = (8, 16, 32)  # at image size 256

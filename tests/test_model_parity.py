@@ -1,4 +1,4 @@
-"""The image and video models reproduce the reference outputs (tests/fixtures, SPEC 3-5).
+"""The image and video models reproduce the reference outputs (tests/fixtures, docs/behaviour.md §3-5).
 
 Both models use the reference cfg and every state-dict tensor set by the fill rule. Criterion for each
 tensor: same shape and ``max|ours - ref| <= 1e-4 * max|ref|`` (the fixtures' README: float32 on CPU

@@ -1,4 +1,4 @@
-"""Cache files and the temporal re-scoring (SPEC 8), on hand-made caches."""
+"""Cache files and the temporal re-scoring (docs/behaviour.md §8), on hand-made caches."""
 import math
 import os
 import pickle

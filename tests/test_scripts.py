@@ -24,16 +24,16 @@ import pytest
 import torch
 import torch.distributed as dist
 
+import app.engine
+import app.pipeline
 import post_processing
 import test_semantic_attention_cogrounding as test_video
 import train_semantic_attention_cogrounding as train_video
-import utils.engine
-import utils.pipeline
+from app.predictions import read_predictions
 from model import SMALL_CFG, build_grounding_model
 from utils.checkpoint import load_model_state, read_checkpoint
 from utils.cli import run_main
 from utils.io import safe_load
-from utils.predictions import read_predictions
 from utils.word_utils import load_corpus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -231,11 +231,11 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_root: Path,
     flags = [*model_flags(tiny_root), "--nb_epoch", "2"]
     train_video.main(parser.parse_args([*flags, "--savename", "full"]))
 
-    def interrupt() -> None:  # utils.pipeline.barrier runs once per epoch, after the checkpoint is saved
+    def interrupt() -> None:  # app.pipeline.barrier runs once per epoch, after the checkpoint is saved
         raise KeyboardInterrupt
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(utils.pipeline, "barrier", interrupt)
+        patch.setattr(app.pipeline, "barrier", interrupt)
         with pytest.raises(KeyboardInterrupt):
             train_video.main(parser.parse_args([*flags, "--savename", "cut"]))
     interrupted = workdir / "saved_models" / "cut_checkpoint.pth.tar"
@@ -251,13 +251,13 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_root: Path,
 def test_amp_bf16_training_gives_finite_losses(tiny_root: Path, workdir: Path, capsys: pytest.CaptureFixture,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     dtypes = []
-    autocast = utils.engine.autocast
+    autocast = app.engine.autocast
 
     def recording_autocast(device: torch.device, amp_dtype: torch.dtype | None):  # noqa: ANN202
         dtypes.append(amp_dtype)
         return autocast(device, amp_dtype)
 
-    monkeypatch.setattr(utils.engine, "autocast", recording_autocast)
+    monkeypatch.setattr(app.engine, "autocast", recording_autocast)
     code, out, err = run_in_process(train_video, [*model_flags(tiny_root), "--amp", "--nb_epoch", "1",
                                                   "--print_freq", "1", "--savename", "amp"], capsys)
     assert code == 0, err
@@ -276,17 +276,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# Runs the training script with utils.pipeline.barrier (called once per epoch, after the checkpoint is saved)
+# Runs the training script with app.pipeline.barrier (called once per epoch, after the checkpoint is saved)
 # interrupting the run after its first epoch, on every rank.
 INTERRUPT_AFTER_FIRST_EPOCH = """
 import runpy, sys
 sys.path.insert(0, {repo!r})
-import utils.pipeline
-barrier = utils.pipeline.barrier
+import app.pipeline
+barrier = app.pipeline.barrier
 def interrupt():
     barrier()
     raise KeyboardInterrupt
-utils.pipeline.barrier = interrupt
+app.pipeline.barrier = interrupt
 runpy.run_path({script!r}, run_name="__main__")
 """
 

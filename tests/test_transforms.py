@@ -1,4 +1,4 @@
-"""Transforms of the data pipeline: SPEC 6 augmentation and SPEC 7 evaluation preprocessing."""
+"""Transforms of the data pipeline: docs/behaviour.md §6 augmentation and §7 evaluation preprocessing."""
 import random
 from pathlib import Path
 

@@ -1,8 +1,8 @@
-"""Build the RefCOCO / RefCOCO+ / RefCOCOg index files (SPEC 1) from the ``refer`` annotations.
+"""Build the RefCOCO / RefCOCO+ / RefCOCOg index files (docs/behaviour.md §1) from the ``refer`` annotations.
 
 One item per sentence, in the order of the refs pickle and of each ref's sentences:
 ``(image_file, mask_file, [x, y, w, h], sentence, attributes)`` for unc / unc+ and
-``(image_file, [x, y, w, h], sentence)`` for gref (SPEC 1 item layouts). ``image_file`` is
+``(image_file, [x, y, w, h], sentence)`` for gref (docs/behaviour.md §1 item layouts). ``image_file`` is
 ``COCO_train2014_%012d.jpg`` of the ref's ``image_id``; the box is the COCO bbox of the ref's ``ann_id``;
 the sentence is ``sent`` (``raw`` when a sentence has no ``sent``); ``mask_file`` is ``<ref_id>.npy``
 (a name only: no mask is written and the loaders ignore it); ``attributes`` are the ref's ``att_wds``

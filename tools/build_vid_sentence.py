@@ -1,4 +1,4 @@
-"""Build the VID-Sentence index files (SPEC 1) from the public annotations.
+"""Build the VID-Sentence index files (docs/behaviour.md §1) from the public annotations.
 
 One index "video" per (tube, sentence) pair: the annotated frames of the tube in frame order, each
 ``(image_path, [x1, y1, x2, y2], sentence)``. A tube with several sentences gives several videos; a

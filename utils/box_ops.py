@@ -1,4 +1,4 @@
-"""Anchors, box conversions, arg-max decoding and the evaluation geometry (SPEC sections 6 and 7).
+"""Anchors, box conversions, arg-max decoding and the evaluation geometry (docs/behaviour.md §6 and §7).
 
 All functions are vectorised over the batch and work on the device and dtype of their inputs.
 Boxes are ``(x1, y1, x2, y2)`` in pixels unless a name says otherwise; "letterboxed" means in the
@@ -12,7 +12,7 @@ import torch
 import torchvision.ops
 from torch import Tensor
 
-# (w, h) in 416-px units, coarse -> fine: scale s uses anchors 3s .. 3s+2 (SPEC 6). The reference writes
+# (w, h) in 416-px units, coarse -> fine: scale s uses anchors 3s .. 3s+2 (docs/behaviour.md §6). The reference writes
 # them fine -> coarse as a string and reverses the list.
 DEFAULT_ANCHORS: tuple[tuple[float, float], ...] = (
     (373.0, 326.0), (156.0, 198.0), (116.0, 90.0),
@@ -30,7 +30,7 @@ NUM_ANCHORS_PER_SCALE = 3
 
 def anchors_for_dataset(name: str) -> list[tuple[float, float]]:
     """The anchor set used for ``name``: the Flickr set for 'flickr', the default set for every other."""
-    # quirk: the reference tests for 'refeit' (typo), so referit never gets its own anchors (SPEC 6).
+    # quirk: the reference tests for 'refeit' (typo), so referit never gets its own anchors (docs/behaviour.md §6).
     return list(FLICKR_ANCHORS if name == "flickr" else DEFAULT_ANCHORS)
 
 
@@ -84,7 +84,7 @@ def flatten_cell_maps(maps: list[Tensor]) -> Tensor:
 
 
 def box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """Element-wise IoU of (..., 4) corner boxes (broadcast), as the reference ``bbox_iou`` (SPEC 7).
+    """Element-wise IoU of (..., 4) corner boxes (broadcast), as the reference ``bbox_iou`` (docs/behaviour.md §7).
 
     ``inter / (area_a + area_b - inter + 1e-16)`` with areas ``(x2-x1)*(y2-y1)`` (no +1 pixel).
     torchvision's ``box_iou`` is pairwise and has no epsilon, so it is not used here.
@@ -152,7 +152,7 @@ def decode_topk(
     anchor_imsize: int,
     k: int = 1,
 ) -> Decoded:
-    """Decode the ``k`` most confident anchor-cells of each sample (SPEC 7, SPEC 8 for k = 5).
+    """Decode the ``k`` most confident anchor-cells of each sample (docs/behaviour.md §7, §8 for k = 5).
 
     ``pred_anchor``: list over scales (coarse -> fine) of (B, 3, 5, h, w) = (tx, ty, tw, th, conf).
     The ranking is over all 3N anchor-cells in the order scale, anchor, row, column, descending, first on
@@ -202,7 +202,7 @@ def unletterbox_boxes(boxes: Tensor, ratio: Tensor, dw: Tensor, dh: Tensor) -> T
 
 
 def original_extent(orig_w: Tensor, orig_h: Tensor, ratio: Tensor) -> tuple[Tensor, Tensor]:
-    """``(W', H') = (round(round(w*r)/r), round(round(h*r)/r))``, each (B,) long (SPEC 7).
+    """``(W', H') = (round(round(w*r)/r), round(round(h*r)/r))``, each (B,) long (docs/behaviour.md §7).
 
     quirk: the reference recovers the size from the letterboxed image, so W', H' can differ from w, h by a
     pixel. Computed in float64 with round-half-even (= Python ``round``). The result depends on the dtype
@@ -227,7 +227,7 @@ def clamp_to_extent(boxes: Tensor, extent_w: Tensor, extent_h: Tensor) -> Tensor
 def boxes_to_original(
     boxes: Tensor, ratio: Tensor, dw: Tensor, dh: Tensor, orig_w: Tensor, orig_h: Tensor
 ) -> Tensor:
-    """Predicted letterboxed boxes (B, ..., 4) -> original pixels, un-letterboxed and clamped (SPEC 7)."""
+    """Predicted letterboxed boxes (B, ..., 4) -> original pixels, un-letterboxed and clamped (docs/behaviour.md §7)."""
     extent_w, extent_h = original_extent(orig_w, orig_h, ratio)
     return clamp_to_extent(unletterbox_boxes(boxes, ratio, dw, dh), extent_w, extent_h)
 
@@ -235,5 +235,6 @@ def boxes_to_original(
 def gt_to_original(
     gt: Tensor, image_size: int, ratio: Tensor, dw: Tensor, dh: Tensor, orig_w: Tensor, orig_h: Tensor
 ) -> Tensor:
-    """Ground-truth round trip of SPEC 7: letterboxed (B, 4) clamped to [0, S-1], then as the predictions."""
+    """Ground-truth round trip of docs/behaviour.md §7: letterboxed (B, 4) clamped to [0, S-1], then as the
+    predictions."""
     return boxes_to_original(gt.clamp(0, image_size - 1), ratio, dw, dh, orig_w, orig_h)

@@ -1,7 +1,7 @@
 """Reading checkpoints (ours and the authors' released ones) and loading them into a model.
 
 Released checkpoints are ``{'epoch', 'state_dict', 'best_loss', 'optimizer'}`` with every key prefixed
-``module.`` (saved from ``nn.DataParallel``, SPEC 4). ``best_loss`` there is a numpy float64 scalar
+``module.`` (saved from ``nn.DataParallel``, docs/behaviour.md §4). ``best_loss`` there is a numpy float64 scalar
 (the reference's accuracy), so the loader allow-lists numpy scalars and their dtypes, nothing else.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Cache files of the top-k predictions and the temporal re-scoring that reads them (SPEC section 8).
+"""Cache files of the top-k predictions and the temporal re-scoring that reads them (docs/behaviour.md §8).
 
 A cache file holds, for one test frame, its ``K`` most confident boxes (original pixels), their
 confidences and the ``E``-d co-grounded feature at each box's cell, in the reference layout::
@@ -104,7 +104,7 @@ def _describe(value: Any) -> str:
 def rescore_window(
     centre_feats: Tensor, window_feats: Tensor, window_scores: Tensor, valid: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Fused scores of the centre candidates and the best one (SPEC 8); any leading batch dims ``...``.
+    """Fused scores of the centre candidates and the best one (docs/behaviour.md §8); any leading batch dims ``...``.
 
     centre_feats (..., K, E); window_feats (..., T, K, E); window_scores (..., T, K); valid (..., T) bool.
     For candidate m and frame j: n* = first argmax_n <f_m, g_jn>, s_j = window_scores[j, n*];
@@ -115,7 +115,7 @@ def rescore_window(
     best_n = first_argmax(sim, dim=-1)  # (..., K, T)
     scores = window_scores.unsqueeze(-3).expand(sim.shape)  # (..., K, T, K)
     matched = scores.gather(-1, best_n.unsqueeze(-1)).squeeze(-1)  # (..., K, T)
-    # quirk: invalid (clipped) frames are zeroed after the softmax, without renormalising (SPEC 8).
+    # quirk: invalid (clipped) frames are zeroed after the softmax, without renormalising (docs/behaviour.md §8).
     weights = sim.amax(dim=-1).softmax(dim=-1) * valid.unsqueeze(-2).to(sim.dtype)  # (..., K, T)
     fused = (weights * matched).sum(-1)  # (..., K)
     return first_argmax(fused, dim=-1), fused
@@ -124,7 +124,7 @@ def rescore_window(
 def window_sources(num_video_frames: int, num_frames: int) -> tuple[Tensor, Tensor]:
     """Which frame of the video fills each window position, and whether the position is valid.
 
-    Window of frame t: t - floor(k/2) .. t + ceil(k/2) - 1 (SPEC 1). A position whose index falls outside
+    Window of frame t: t - floor(k/2) .. t + ceil(k/2) - 1 (docs/behaviour.md §1). A position whose index falls outside
     the video is invalid and filled with the centre frame itself (the reference loads the centre's file
     when the neighbour's file does not exist). Returns (source (n, k) long, valid (n, k) bool).
     """
@@ -170,7 +170,7 @@ def _load_video(paths: list[Path]) -> CacheEntry:
 def post_process(
     videos: list[list[str]], cache_dir: str | os.PathLike, num_frames: int = 5, progress: bool = True
 ) -> list[dict[str, Any]]:
-    """Re-score every test frame from the cache (SPEC 8), streaming video by video.
+    """Re-score every test frame from the cache (docs/behaviour.md §8), streaming video by video.
 
     ``videos``: image paths per video, in order (the same order as when the cache was written).
     Returns one dict per frame in global order: ``index`` (global frame index), ``box`` (4,) original

@@ -1,4 +1,5 @@
-"""Image and box transforms of the reference data pipeline (SPEC 6 training augmentation, SPEC 7 preprocessing).
+"""Image and box transforms of the reference data pipeline (docs/behaviour.md §6 training augmentation, §7
+preprocessing).
 
 Images are HxWx3 uint8 RGB numpy arrays; boxes are float ``[x1, y1, x2, y2]`` numpy arrays in pixels. Random
 choices come from an explicit ``rng`` (anything with ``.random() -> float in [0, 1)``, e.g. ``random.Random``);
@@ -32,7 +33,7 @@ class Rng(Protocol):
 
 
 def letterbox_geometry(h: int, w: int, size: int) -> tuple[float, int, int, float, float]:
-    """Letterbox parameters of an ``h x w`` image: ``(ratio, new_w, new_h, dw, dh)`` (SPEC 7).
+    """Letterbox parameters of an ``h x w`` image: ``(ratio, new_w, new_h, dw, dh)`` (docs/behaviour.md §7).
 
     ``dw``/``dh`` are the (possibly half-pixel) paddings left/top, so a point maps as ``x * ratio + dw``.
     Python ``round`` (half to even) is part of the reference arithmetic.
@@ -44,7 +45,7 @@ def letterbox_geometry(h: int, w: int, size: int) -> tuple[float, int, int, floa
 
 def letterbox(img: np.ndarray, size: int, color: tuple[float, float, float] = PAD_COLOR
               ) -> tuple[np.ndarray, float, float, float]:
-    """Resize the long side to ``size`` (INTER_AREA) and pad to ``size x size`` (SPEC 7).
+    """Resize the long side to ``size`` (INTER_AREA) and pad to ``size x size`` (docs/behaviour.md §7).
 
     Returns ``(image, ratio, dw, dh)`` (see :func:`letterbox_geometry`).
     """
@@ -62,7 +63,7 @@ def letterbox_boxes(boxes: np.ndarray, ratio: float, dw: float, dh: float) -> np
 
 
 def unletterbox_boxes(boxes: np.ndarray, ratio: float, dw: float, dh: float) -> np.ndarray:
-    """Inverse of :func:`letterbox_boxes` (no clamping; SPEC 7 clamping is the evaluator's)."""
+    """Inverse of :func:`letterbox_boxes` (no clamping; docs/behaviour.md §7 clamping is the evaluator's)."""
     return (np.asarray(boxes, dtype=np.float64) - np.array([dw, dh, dw, dh])) / ratio
 
 
@@ -83,7 +84,7 @@ def hflip(img: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def hsv_jitter(img: np.ndarray, rng: Rng, fraction: float = HSV_FRACTION) -> np.ndarray:
-    """Scale saturation and value by independent factors in ``1 +- fraction`` (SPEC 6).
+    """Scale saturation and value by independent factors in ``1 +- fraction`` (docs/behaviour.md §6).
 
     The reference draws the saturation factor but never applies it; we apply it. Values are clipped to 255 and
     truncated back to uint8 in HSV space, as the reference does.
@@ -138,14 +139,15 @@ def eval_box(box: np.ndarray, ratio: float, dw: float, dh: float) -> np.ndarray:
 
 
 def eval_frame(img: np.ndarray, box: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, float, float, float]:
-    """SPEC 7 preprocessing of one frame: letterbox the image and the box. Returns ``(img, box, ratio, dw, dh)``."""
+    """docs/behaviour.md §7 preprocessing of one frame: letterbox the image and the box. Returns ``(img, box, ratio,
+    dw, dh)``."""
     img, ratio, dw, dh = letterbox(img, size)
     return img, eval_box(box, ratio, dw, dh), ratio, dw, dh
 
 
 def train_frame(img: np.ndarray, box: np.ndarray, size: int, flip: bool, rng: Rng
                 ) -> tuple[np.ndarray, np.ndarray, float, float, float]:
-    """SPEC 6 augmentation of one frame: [flip] -> HSV jitter -> letterbox -> random affine.
+    """docs/behaviour.md §6 augmentation of one frame: [flip] -> HSV jitter -> letterbox -> random affine.
 
     ``flip`` is decided once per sample by the caller (same for every frame); HSV and affine draw per frame.
     Deviation from the reference: when the affine pushes the target (almost) out of the frame, so that a side of

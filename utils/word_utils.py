@@ -1,4 +1,4 @@
-"""Vocabulary and tokeniser (SPEC section 2).
+"""Vocabulary and tokeniser (docs/behaviour.md §2).
 
 ``Corpus`` and ``Dictionary`` must keep these names at this module path: the authors' released
 ``corpus.pth`` files are pickles of exactly these classes. They are loaded with
@@ -50,7 +50,7 @@ class Dictionary:
 def split_words(line: str) -> list[str]:
     """Lower-cased tokens of ``line`` as the reference splits them (delimiters kept, single-space pieces dropped).
 
-    Quirk (SPEC 2): a multi-character delimiter such as ``", "`` stays one token.
+    Quirk (docs/behaviour.md §2): a multi-character delimiter such as ``", "`` stays one token.
     """
     pieces = SENTENCE_SPLIT_REGEX.split(line.strip())
     return [piece.lower() for piece in pieces if piece and piece != " "]
@@ -66,7 +66,8 @@ class Corpus:
         return len(self.dictionary)
 
     def tokenize(self, line: str, max_len: int = 20) -> torch.Tensor:
-        """Word ids of ``line`` (SPEC 2): truncated to ``max_len``, or ``<eos>`` then ``<pad>`` (= 0) appended.
+        """Word ids of ``line`` (docs/behaviour.md §2): truncated to ``max_len``, or ``<eos>`` then ``<pad>`` (= 0)
+        appended.
 
         A trailing ``.`` is dropped; unknown words (and ``<eos>`` if the vocabulary lacks it) become ``<unk>``.
         """

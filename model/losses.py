@@ -1,4 +1,4 @@
-"""Training targets and the grounding objective (SPEC section 6).
+"""Training targets and the grounding objective (docs/behaviour.md §6).
 
 Everything is vectorised over the batch (the reference loops over samples); the parity test pins targets
 and losses to numbers produced by the reference code (tests/fixtures/loss_parity.pt).
@@ -43,7 +43,7 @@ def build_targets(
     anchors: list[tuple[float, float]] | tuple[tuple[float, float], ...],
     anchor_imsize: int,
 ) -> Targets:
-    """Targets of (B, 4) letterboxed xyxy pixel boxes (SPEC 6, reference ``build_target``).
+    """Targets of (B, 4) letterboxed xyxy pixel boxes (docs/behaviour.md §6, reference ``build_target``).
 
     The box is clamped to [0, S-1]; the best anchor is the first maximum of the IoU between the
     (0, 0, w, h) shapes of the box and of the 9 anchors (each in grid units of its scale); the cell is
@@ -122,7 +122,7 @@ def dense_targets(targets: Targets, image_size: int) -> tuple[list[Tensor], list
 
 
 def box_loss(pred_anchor: list[Tensor], targets: Targets, w_coord: float = 5.0) -> Tensor:
-    """L_box = reference ``yolo_loss`` (SPEC 6).
+    """L_box = reference ``yolo_loss`` (docs/behaviour.md §6).
 
     ``w_coord`` x the sum over (x, y, w, h) of the batch-mean squared error of (sigmoid tx, sigmoid ty,
     tw, th) at the target anchor-cell, plus the cross-entropy of the conf logits of all 3N anchor-cells.
@@ -135,13 +135,14 @@ def box_loss(pred_anchor: list[Tensor], targets: Targets, w_coord: float = 5.0) 
 
 
 def negative_similarity(subject: Tensor, visual: list[Tensor]) -> list[Tensor]:
-    """Similarity of the reversed-batch phrase vector with each sample's map: list of (B, h, w) (SPEC 6)."""
+    """Similarity of the reversed-batch phrase vector with each sample's map: list of (B, h, w) (docs/behaviour.md
+    §6)."""
     negative = subject.flip(0)  # (B, E): sample b gets the phrase of sample B-1-b
     return [torch.einsum("be,behw->bhw", negative, v) for v in visual]
 
 
 def rank_loss(sim: list[Tensor], neg_sim: list[Tensor], targets: Targets, margin: float = 0.1) -> Tensor:
-    """L_rank, hinge over 2B pairs (SPEC 6).
+    """L_rank, hinge over 2B pairs (docs/behaviour.md §6).
 
     pos = sim at the sample's target cell; neg1 = ``neg_sim`` (reversed-batch phrase, this sample's map) at
     the sample's target cell; neg2 = this sample's sim at the target cell (scale, row, col) of the
@@ -158,12 +159,12 @@ def rank_loss(sim: list[Tensor], neg_sim: list[Tensor], targets: Targets, margin
 
 
 def loc_loss(loc: list[Tensor], targets: Targets) -> Tensor:
-    """L_loc = cross-entropy of the location scores over the N cells against the target cell (SPEC 6)."""
+    """L_loc = cross-entropy of the location scores over the N cells against the target cell (docs/behaviour.md §6)."""
     return F.cross_entropy(flatten_cell_maps(loc), targets.cell)
 
 
 class GroundingCriterion(nn.Module):
-    """The three training losses, unweighted; the engine sums ``weight_dict[k] * losses[k]`` (SPEC 6)."""
+    """The three training losses, unweighted; the engine sums ``weight_dict[k] * losses[k]`` (docs/behaviour.md §6)."""
 
     def __init__(self, w_coord: float = 5.0, margin: float = 0.1) -> None:
         super().__init__()

@@ -132,8 +132,8 @@ def grounding_parsers(video: bool) -> list[argparse.ArgumentParser]:
 
 
 def cache_flags(parser: argparse.ArgumentParser) -> None:
-    """``--cache`` and ``--cache_dir`` (SPEC 8 cache files)."""
+    """``--cache`` and ``--cache_dir`` (docs/behaviour.md §8 cache files)."""
     group = parser.add_argument_group("cache")
     group.add_argument("--cache", action="store_true",
-                       help="write the top-5 candidates of every test frame (SPEC 8) under --cache_dir")
+                       help="write the top-5 candidates of every test frame (docs/behaviour.md §8) under --cache_dir")
     group.add_argument("--cache_dir", default=None, help="cache folder (default ./cache/<savename>)")

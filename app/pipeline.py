@@ -1,6 +1,6 @@
 """The wiring the entry scripts share: evaluation over all processes, reporting, and the epoch loop.
 
-Like :mod:`utils.builders`, this reads ``args``; the loops themselves are in :mod:`utils.engine`.
+Like :mod:`app.builders`, this reads ``args``; the loops themselves are in :mod:`app.engine`.
 """
 from __future__ import annotations
 
@@ -16,9 +16,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from dataset.referit_loader import ReferDataset
-from dataset.vid_loader import VIDDataset
-from utils.builders import (
+from app.builders import (
     Runtime,
     build_eval_loader,
     build_geometry,
@@ -27,6 +25,11 @@ from utils.builders import (
     learning_rate,
     set_learning_rate,
 )
+from app.engine import Geometry, evaluate_images, evaluate_video, evaluate_video_windows, summarize, train_one_epoch
+from app.predictions import check_writable, save_plots, write_predictions
+from dataset.referit_loader import ReferDataset
+from dataset.vid_loader import VIDDataset
+from model.losses import GroundingCriterion
 from utils.checkpoint import (
     capture_rng_state,
     load_model_state,
@@ -35,10 +38,7 @@ from utils.checkpoint import (
     save_training_checkpoint,
 )
 from utils.distributed import all_gather_objects, barrier
-from utils.engine import Geometry, evaluate_images, evaluate_video, evaluate_video_windows, summarize, train_one_epoch
 from utils.io import UserInputError
-from utils.losses import GroundingCriterion
-from utils.predictions import check_writable, save_plots, write_predictions
 from utils.word_utils import Corpus
 
 Records = list[dict[str, Any]]

@@ -3,7 +3,7 @@
 Batches are the default-collated dicts of the loaders (see ``dataset/``): an image batch has ``image``
 (B, 3, S, S) and ``box`` (B, 4); a video batch has ``images`` (B, T, 3, S, S) and ``boxes`` (B, T, 4).
 Evaluation turns every sample into a record (``index``, ``image``, ``phrase``, ``pred``, ``gt``, ``iou``,
-``hit``, ``centre_hit``; boxes in original image pixels, SPEC 7) in dataset order.
+``hit``, ``centre_hit``; boxes in original image pixels, docs/behaviour.md §7) in dataset order.
 
 Video evaluation streams each video's frames once: :func:`evaluate_video` computes every frame's backbone
 features a single time and co-grounds the (up to 5) windows that contain it from those features, where the
@@ -25,12 +25,12 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from model.losses import GroundingCriterion, build_targets
 from utils.box_ops import box_iou, boxes_to_original, decode_topk, gt_to_original
 from utils.distributed import all_reduce_sum
-from utils.losses import GroundingCriterion, build_targets
 from utils.postprocess import cache_file_path, save_cache_entry
 
-CACHE_TOPK = 5  # candidates per cache file (SPEC 8; the reference ties k to the window length)
+CACHE_TOPK = 5  # candidates per cache file (docs/behaviour.md §8; the reference ties k to the window length)
 META_KEYS = ("boxes", "ratio", "dw", "dh", "orig_size")
 
 
@@ -158,7 +158,8 @@ def _letterbox_meta(meta: dict[str, Any], device: torch.device) -> tuple[Tensor,
 def score_predictions(
     pred_anchor: list[Tensor], meta: dict[str, Any], geometry: Geometry
 ) -> list[dict[str, Any]]:
-    """Records of a batch of predictions (SPEC 7): arg-max box and ground truth in original pixels, IoU, hits.
+    """Records of a batch of predictions (docs/behaviour.md §7): arg-max box and ground truth in original pixels, IoU,
+    hits.
 
     ``meta`` holds the grounded frame's ``boxes`` (B, 4) letterboxed ground truth, ``ratio``/``dw``/``dh`` (B,),
     ``orig_size`` (B, 2) as (h, w), and ``index``, ``image_path``, ``phrase`` (length B).
@@ -191,7 +192,7 @@ def score_boxes(pred: Tensor, meta: dict[str, Any], image_size: int, centre_hit:
             "hit": iou[b] > 0.5,
         }
         if hits_centre is not None:
-            # quirk: the reference compares gi and gj only, not the scale (SPEC 7 "centre accuracy")
+            # quirk: the reference compares gi and gj only, not the scale (docs/behaviour.md §7 "centre accuracy")
             record["centre_hit"] = hits_centre[b]
         record.update({k: int(v[b]) for k, v in extra.items()})
         records.append(record)
@@ -201,7 +202,8 @@ def score_boxes(pred: Tensor, meta: dict[str, Any], image_size: int, centre_hit:
 def write_cache(
     outputs: dict, meta: dict[str, Any], geometry: Geometry, cache_dir: Path, k: int = CACHE_TOPK
 ) -> None:
-    """One SPEC 8 cache file per grounded frame: top-k boxes (original pixels), confidences, corr features."""
+    """One docs/behaviour.md §8 cache file per grounded frame: top-k boxes (original pixels), confidences, corr
+    features."""
     decoded = decode_topk(outputs["pred_anchor"], geometry.image_size, geometry.anchors, geometry.anchor_imsize, k=k)
     boxes = boxes_to_original(decoded.boxes, *_letterbox_meta(meta, decoded.boxes.device))  # (B, K, 4)
     feats = torch.cat([f.flatten(2) for f in outputs["corr_feat"]], dim=2).transpose(1, 2)  # (B, N, E)
@@ -275,7 +277,7 @@ class _Frame:
 
 
 class WindowStream:
-    """Turns frames arriving in video order into complete k-frame windows (SPEC 1 clipping).
+    """Turns frames arriving in video order into complete k-frame windows (docs/behaviour.md §1 clipping).
 
     ``push`` a frame of video ``v`` (local index ``t`` of ``n``); it returns the windows whose last frame
     has now arrived, as (centre frame, window frames). Only the frames a future window can still use are

@@ -1,5 +1,5 @@
 """What evaluation leaves behind: the JSON Lines prediction file (``--save_pred``) and annotated images
-(``--save_plot``). Records are those of :mod:`utils.engine` (boxes in original image pixels)."""
+(``--save_plot``). Records are those of :mod:`app.engine` (boxes in original image pixels)."""
 from __future__ import annotations
 
 import json

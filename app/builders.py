@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from app.engine import Geometry
 from dataset.common import default_corpus_path
 from dataset.referit_loader import ReferDataset
 from dataset.vid_loader import VIDDataset
@@ -24,7 +25,6 @@ from model import build_grounding_model
 from utils.box_ops import anchors_for_dataset
 from utils.checkpoint import load_matching_state, read_checkpoint
 from utils.distributed import DistInfo, init_distributed_mode
-from utils.engine import Geometry
 from utils.io import UserInputError
 from utils.word_utils import Corpus, load_corpus
 
@@ -170,7 +170,7 @@ def build_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.O
     """``--optimizer`` with ``--weight_decay``; group 0 = everything but the backbone, group 1 = the backbone.
 
     The groups' learning rates are set by :func:`set_learning_rate` (backbone: ``lr x --backbone_lr_scale``, a
-    tenth in the reference, SPEC 6).
+    tenth in the reference, docs/behaviour.md §6).
     """
     backbone = {id(p) for p in model.visumodel.parameters()}
     rest = [p for p in model.parameters() if id(p) not in backbone and p.requires_grad]
@@ -187,7 +187,8 @@ def build_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.O
 
 def learning_rate(base_lr: float, progress: float, nb_epoch: int, power: float, iteration: int,
                   warmup_iters: int) -> float:
-    """Poly decay ``lr (1 - progress / nb_epoch) ** power`` (SPEC 6; ``progress`` in epochs), times a linear
+    """Poly decay ``lr (1 - progress / nb_epoch) ** power`` (docs/behaviour.md §6; ``progress`` in epochs), times a
+    linear
     warm-up over the first ``warmup_iters`` iterations (none in the reference)."""
     lr = base_lr * (1 - progress / nb_epoch) ** power
     return lr * min(1.0, (iteration + 1) / warmup_iters) if warmup_iters > 0 else lr
