@@ -225,7 +225,7 @@ def _grounded_frame_meta(batch: dict) -> dict[str, Any]:
     return meta
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_images(
     model: nn.Module,
     loader: Iterable[dict],
@@ -244,7 +244,7 @@ def evaluate_images(
     return records
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_video_windows(
     model: nn.Module,
     loader: Iterable[dict],
@@ -254,23 +254,30 @@ def evaluate_video_windows(
     cache_dir: Path | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Reference method: every window (B, T, 3, S, S) from images, the backbone run for each of its frames."""
+    """Reference method: every window (B, T, 3, S, S) from images, the backbone run for each of its frames.
+
+    As the reference's test loop (batch size 1, docs/behaviour.md §7), one window goes through the model at a
+    time whatever the loader's batch size, so memory is that of one window's T frames.
+    """
     model.eval()
     records: list[dict[str, Any]] = []
     for batch in _progress(loader, progress, desc="evaluate (windows)", unit="batch"):
-        with autocast(device, amp_dtype):
-            outputs = model(batch["images"].to(device), batch["word_id"].to(device), "window")
-        outputs = _float32(outputs)
         meta = _grounded_frame_meta(batch)
-        records += score_predictions(outputs["pred_anchor"], meta, geometry)
-        if cache_dir is not None:
-            write_cache(outputs, meta, geometry, cache_dir)
+        for b in range(batch["images"].shape[0]):
+            with autocast(device, amp_dtype):
+                outputs = model(batch["images"][b : b + 1].to(device), batch["word_id"][b : b + 1].to(device),
+                                "window")
+            outputs = _float32(outputs)
+            window_meta = {k: v[b : b + 1] for k, v in meta.items()}
+            records += score_predictions(outputs["pred_anchor"], window_meta, geometry)
+            if cache_dir is not None:
+                write_cache(outputs, window_meta, geometry, cache_dir)
     return records
 
 
 @dataclass
 class _Frame:
-    """One decoded test frame: its per-scale :meth:`frame_features` (2E, h, w) and its evaluation metadata."""
+    """One decoded test frame: its per-scale :meth:`frame_features` (h, w, 2E) and its evaluation metadata."""
 
     feats: list[Tensor]
     meta: dict[str, Any]
@@ -332,7 +339,7 @@ def _split_frames(batch: dict, feats: list[Tensor]) -> Iterator[tuple[int, int, 
         yield int(batch["video"][f]), int(batch["frame"][f]), _Frame([x[f] for x in feats], meta)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_video(
     model: nn.Module,
     frame_loader: Iterable[dict],
@@ -357,7 +364,7 @@ def evaluate_video(
 
     def ground(windows: list[tuple[_Frame, list[_Frame]]]) -> None:
         frame_feats = [torch.stack([torch.stack([f.feats[s] for f in frames]) for _, frames in windows])
-                       for s in range(len(windows[0][0].feats))]  # per scale (B, T, C, h, w)
+                       for s in range(len(windows[0][0].feats))]  # per scale (B, T, h, w, C)
         meta = collate_meta([centre.meta for centre, _ in windows])
         with autocast(device, amp_dtype):
             outputs = model.ground_windows(frame_feats, meta["word_id"].to(device))
@@ -369,7 +376,7 @@ def evaluate_video(
 
     for batch in _progress(frame_loader, progress, desc="evaluate (video)", unit="batch"):
         with autocast(device, amp_dtype):
-            feats = model.frame_features(batch["images"].flatten(0, 1).to(device))  # per scale (F, C, h, w)
+            feats = model.frame_features(batch["images"].flatten(0, 1).to(device))  # per scale (F, h, w, C)
         for video, t, frame in _split_frames(batch, feats):
             pending += stream.push(video, t, video_lengths[video], frame)
         while len(pending) >= batch_size:
