@@ -17,13 +17,13 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.data import DataLoader, Subset
 
-from app.engine import Geometry, evaluate_video, evaluate_video_windows, train_one_epoch
+from app.engine import evaluate_video, evaluate_video_windows, train_one_epoch
 from bench.video_eval import CONFIGS
 from dataset.synthvid import SynthConfig, generate
 from dataset.vid_loader import VIDDataset
 from model import build_grounding_model
 from model.losses import GroundingCriterion
-from utils.box_ops import DEFAULT_ANCHORS
+from utils.geometry import DEFAULT_ANCHORS, Geometry
 from utils.word_utils import load_corpus
 
 TRAIN_BATCH = 4

@@ -16,18 +16,16 @@ from model import DEFAULT_CFG
 from model.darknet import Darknet
 from model.language import PhraseAttention, RNNEncoder, trim_padding
 from model.layers import ConvBatchNormReLU, coord_map, float32, l2_normalize
-from utils.box_ops import flatten_cell_maps
+from utils.geometry import NUM_ANCHORS_PER_SCALE, NUM_SCALES, flatten_cell_maps
 from utils.io import UserInputError
 
-NUM_SCALES = 3
-NUM_ANCHORS = 3  # per scale
 COORD_CHANNELS = 8
 LOC_EPS = 1e-6  # min-max normalisation of the location score (docs/behaviour.md §4.7)
 
 
 def _head(in_ch: int, emb_size: int, light: bool) -> tuple[nn.Sequential, nn.Sequential]:
     """``fcn_emb`` and ``fcn_out`` of one scale (docs/behaviour.md §4.4); output (B, 3 anchors x 5, h, w)."""
-    out_ch = NUM_ANCHORS * 5
+    out_ch = NUM_ANCHORS_PER_SCALE * 5
     if light:
         return (
             nn.Sequential(ConvBatchNormReLU(in_ch, emb_size, 1)),
@@ -161,7 +159,7 @@ class GroundingModel(nn.Module):
             )  # (B, E, h, w)
             hidden = self.fcn_out[s][:-1](self.fcn_emb[s][1:](emb))
             with float32(v.device):  # the confidences decide the arg-max box: their last conv and product in fp32
-                out = self.fcn_out[s][-1](hidden.float()).unflatten(1, (NUM_ANCHORS, 5))  # (B, 3, 5, h, w)
+                out = self.fcn_out[s][-1](hidden.float()).unflatten(1, (NUM_ANCHORS_PER_SCALE, 5))  # (B, 3, 5, h, w)
                 sim.append((subject[:, :, None, None] * v.float()).sum(1))  # (B, h, w)
             raw.append(out)
             only_obj.append(out[:, :, 4].mean(1))  # (B, h, w)

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.engine import Geometry, autocast, train_one_epoch
+from app.engine import autocast, train_one_epoch
 from model import SMALL_CFG, build_grounding_model
 from model.losses import GroundingCriterion
-from utils.box_ops import DEFAULT_ANCHORS
+from utils.geometry import DEFAULT_ANCHORS, Geometry
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
