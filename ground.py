@@ -28,12 +28,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from app.argparser import IMAGE_DATASETS, VIDEO_DATASETS, script_parser
+from app.argparser import script_parser
 from app.builders import build_amp_dtype
 from app.grounder import FrameSource, Grounder, SourceFrame, read_frames
 from app.predictions import VideoOutput, check_writable, draw_sentences, save_gif
-from utils.box_ops import anchors_for_dataset
+from dataset.names import IMAGE_DATASETS, VIDEO_DATASETS
 from utils.cli import run_main
+from utils.geometry import anchors_for_dataset
 from utils.io import UserInputError, atomic_file
 
 DEFAULT_FPS = 25.0  # of the annotated video of a folder of frames

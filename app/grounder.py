@@ -29,17 +29,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.engine import CACHE_TOPK, Geometry, ground_stream, topk_candidates
+from app.engine import CACHE_TOPK, ground_stream, topk_candidates
 from model import DEFAULT_CFG, build_grounding_model
-from utils.box_ops import DEFAULT_ANCHORS
 from utils.checkpoint import INFERENCE_KEY, load_model_state, model_kind, read_checkpoint
+from utils.geometry import DEFAULT_ANCHORS, Geometry
 from utils.io import UserInputError
+from utils.letterbox import letterbox
 from utils.postprocess import CacheEntry, VideoRescorer
-from utils.transforms import letterbox, to_tensor
+from utils.transforms import to_tensor
+from utils.windows import EVAL_FRAMES
 from utils.word_utils import END_TOKEN, PAD_TOKEN, UNK_TOKEN, Corpus, Dictionary, load_corpus, split_words
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-WINDOW_FRAMES = 5  # evaluation windows of the video model (docs/behaviour.md §5)
 # the reference's defaults, for checkpoints without an ``inference`` entry (the authors' released ones)
 REFERENCE_DEFAULTS = {"size": 256, "emb_size": 512, "light": False, "anchor_imsize": 416, "max_query_len": 20}
 
@@ -224,7 +225,7 @@ class Grounder:
             raise UserInputError("--post_process re-scores co-grounded candidates: it needs a video (CG-SL-Att) "
                                  "checkpoint, this one is an image (SL-Att) model")
         word_ids = [self.encode(s) for s in sentences]
-        num_frames = WINDOW_FRAMES if self.kind == "video" else 1
+        num_frames = EVAL_FRAMES if self.kind == "video" else 1
         batches = self._batches(_strided(frames, stride), sentences, word_ids)
         grounded = ground_stream(self.model, batches, self.device, num_frames, self.batch_size, self.amp_dtype)
         records = (record for outputs, meta in grounded for record in self._decode(outputs, meta))
@@ -325,7 +326,7 @@ def _rescored(records: Iterable[dict[str, Any]], sentences: int) -> Iterator[dic
             for s, rescorer in enumerate(rescorers):
                 pick(s, rescorer.finish())
             yield from release()
-            clip, rescorers = record["clip"], [VideoRescorer(WINDOW_FRAMES) for _ in range(sentences)]
+            clip, rescorers = record["clip"], [VideoRescorer(EVAL_FRAMES) for _ in range(sentences)]
             first = [len(held) + s for s in range(sentences)]
         s = record["sentence"]
         held.append(record)
