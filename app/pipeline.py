@@ -25,7 +25,7 @@ from app.builders import (
     learning_rate,
     set_learning_rate,
 )
-from app.engine import Geometry, evaluate_images, evaluate_video, evaluate_video_windows, summarize, train_one_epoch
+from app.engine import evaluate_images, evaluate_video, evaluate_video_windows, summarize, train_one_epoch
 from app.predictions import check_writable, save_plots, write_predictions
 from dataset.referit_loader import ReferDataset
 from dataset.vid_loader import VIDDataset
@@ -38,7 +38,9 @@ from utils.checkpoint import (
     save_training_checkpoint,
 )
 from utils.distributed import all_gather_objects, barrier
+from utils.geometry import Geometry
 from utils.io import UserInputError
+from utils.windows import EVAL_FRAMES
 from utils.word_utils import Corpus
 
 Records = list[dict[str, Any]]
@@ -196,12 +198,12 @@ def default_cache_dir(args: argparse.Namespace) -> Path:
 def run_video_test(args: argparse.Namespace, rt: Runtime, model: nn.Module, corpus: Corpus) -> dict[str, float]:
     """``--test``: evaluate ``--resume`` on the test split with windows, with the cache if ``--cache``."""
     load_weights_for_test(args, model)
-    cache_dir = default_cache_dir(args) if getattr(args, "cache", False) else None
+    cache_dir = default_cache_dir(args) if args.cache else None
     check_outputs(args, cache_dir)
     split = video_test_split(args)
-    dataset = build_video_dataset(args, split, corpus, args.num_frame_k or 5, augment=False)
+    dataset = build_video_dataset(args, split, corpus, args.num_frame_k or EVAL_FRAMES, augment=False)
     records = evaluate_video_split(args, rt, model, dataset, build_geometry(args), cache_dir,
-                                   method=getattr(args, "eval_method", "stream"))
+                                   method=args.eval_method)
     if cache_dir is not None:
         rt.logger.info("cache written to %s", cache_dir)
     return report(args, rt.logger, records, f"{args.dataset} {split}", lambda p: dataset.root / p, rt.is_main)
