@@ -5,10 +5,11 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from dataset.names import IMAGE_SPLITS
 from dataset.synthvid.expressions import KINDS
 from utils.io import UserInputError
 
-SPLITS = ("train", "val", "test")
+SPLITS = IMAGE_SPLITS["synthvid"]  # the splits the set is written in
 
 
 @dataclass(frozen=True)
