@@ -13,16 +13,16 @@ from pathlib import Path
 
 import torch
 
-from app.argparser import SPLITS, add_output_flags, data_parser, positive_int, script_parser
+from app.argparser import add_output_flags, data_parser, positive_int, script_parser
 from app.builders import setup_logger
 from app.checks import check_before_work
 from app.engine import collate_meta, score_boxes
 from app.pipeline import report
+from dataset.names import SPLITS
 from dataset.vid_loader import VIDDataset
 from utils.cli import run_main
 from utils.postprocess import post_process
-
-WINDOW_FRAMES = 5
+from utils.windows import EVAL_FRAMES
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -30,8 +30,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("post-processing")
     group.add_argument("--cache_dir", required=True, help="the cache folder to re-score")
     group.add_argument("--test_split", default="test", choices=SPLITS, help="the split the cache was written for")
-    group.add_argument("--num_frame_k", type=positive_int, default=WINDOW_FRAMES,
-                       help="window length (5 in the paper)")
+    group.add_argument("--num_frame_k", type=positive_int, default=EVAL_FRAMES, help="window length (5 in the paper)")
     group.add_argument("--lstm", action="store_true",
                        help="accepted for the reference command line; post-processing runs no text encoder")
     group.add_argument("--test", action="store_true", help="accepted for the reference command line")

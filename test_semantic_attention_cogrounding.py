@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from app.argparser import cache_flags, grounding_parsers, script_parser
+from app.argparser import grounding_parsers, script_parser
 from app.builders import build_corpus, build_model, setup_runtime
 from app.checks import check_before_work
 from app.pipeline import run_video_test
@@ -19,12 +19,7 @@ from utils.cli import run_main
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = script_parser(__doc__, grounding_parsers(video=True))
-    cache_flags(parser)
-    parser.add_argument("--eval_method", default="stream", choices=("stream", "windows"),
-                        help="stream: each frame's features computed once (default); windows: recomputed for "
-                             "every window as the reference does")
-    return parser
+    return script_parser(__doc__, grounding_parsers(video=True))
 
 
 def main(args: argparse.Namespace) -> None:

@@ -28,9 +28,7 @@ from app.engine import summarize
 from app.pipeline import evaluate_video_split, fit, run_video_test
 from utils.cli import run_main
 from utils.io import UserInputError
-
-TRAIN_FRAMES = 2  # training pairs (docs/behaviour.md §5, 6)
-EVAL_FRAMES = 5  # evaluation windows
+from utils.windows import EVAL_FRAMES, TRAIN_FRAMES
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -46,7 +44,7 @@ def main(args: argparse.Namespace) -> None:
         run_video_test(args, rt, model, corpus)
         return
     if (args.num_frame_k or TRAIN_FRAMES) != TRAIN_FRAMES:
-        raise UserInputError(f"--num_frame_k {args.num_frame_k}: training uses frame pairs (2)")
+        raise UserInputError(f"--num_frame_k {args.num_frame_k}: training uses frame pairs ({TRAIN_FRAMES})")
     geometry = build_geometry(args)
     train_set = build_video_dataset(args, "train", corpus, TRAIN_FRAMES, augment=not args.no_augment,
                                     training=True)

@@ -11,13 +11,11 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from dataset.names import IMAGE_DATASETS, SPLITS, VIDEO_DATASETS
+from model import DEFAULT_CFG
 from utils.cli import ArgumentParser
+from utils.windows import EVAL_FRAMES, TRAIN_FRAMES
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CFG = PROJECT_ROOT / "model" / "yolov3.cfg"
-VIDEO_DATASETS = ("VID", "LiOTB")
-IMAGE_DATASETS = ("unc", "unc+", "gref", "referit", "flickr", "synthvid")
-SPLITS = ("train", "val", "trainval", "test", "testA", "testB")
 DEFAULT_DARKNET_WEIGHTS = Path("saved_models") / "yolov3.weights"
 SIZE_STRIDE = 32  # the backbone's coarsest stride: letterboxed sizes are multiples of it
 MAX_SEED = 2**32 - 2  # numpy is seeded with seed + 1 (< 2**32)
@@ -89,8 +87,8 @@ def model_parser(video: bool) -> argparse.ArgumentParser:
     group.add_argument("--anchor_imsize", type=positive_int, default=416, help="image size the anchors are given in")
     if video:
         group.add_argument("--num_frame_k", type=positive_int, default=None,
-                           help="frames per sample: 2 to train (pairs), 5 to evaluate (windows); "
-                                "default: 2 for training, 5 for evaluation")
+                           help=f"frames per sample: {TRAIN_FRAMES} to train (pairs), {EVAL_FRAMES} to evaluate "
+                                f"(windows); default: {TRAIN_FRAMES} for training, {EVAL_FRAMES} for evaluation")
     return parser
 
 
@@ -174,13 +172,20 @@ def script_parser(description: str, parents: list[argparse.ArgumentParser]) -> a
 
 
 def grounding_parsers(video: bool) -> list[argparse.ArgumentParser]:
-    """Data, model, training, evaluation and runtime flags: what the training/testing scripts share."""
-    return [data_parser(video), model_parser(video), training_parser(), evaluation_parser(), runtime_parser()]
+    """Data, model, training, evaluation (video: + window evaluation and cache) and runtime flags: what the
+    training/testing scripts share."""
+    parsers = [data_parser(video), model_parser(video), training_parser(), evaluation_parser(), runtime_parser()]
+    return [*parsers, video_evaluation_parser()] if video else parsers
 
 
-def cache_flags(parser: argparse.ArgumentParser) -> None:
-    """``--cache`` and ``--cache_dir`` (docs/behaviour.md §8 cache files)."""
-    group = parser.add_argument_group("cache")
+def video_evaluation_parser() -> argparse.ArgumentParser:
+    """``--eval_method``, ``--cache`` and ``--cache_dir``: how the video scripts evaluate (docs/behaviour.md §7, §8)."""
+    parser, group = _parent("video evaluation")
+    group.add_argument("--eval_method", default="stream", choices=("stream", "windows"),
+                       help="stream: each frame's features computed once (default); windows: recomputed for "
+                            "every window as the reference does (same predictions)")
     group.add_argument("--cache", action="store_true",
-                       help="write the top-5 candidates of every test frame (docs/behaviour.md §8) under --cache_dir")
+                       help="with --test: write the top-5 candidates of every test frame (docs/behaviour.md §8) "
+                            "under --cache_dir")
     group.add_argument("--cache_dir", default=None, help="cache folder (default ./cache/<savename>)")
+    return parser

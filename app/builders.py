@@ -18,14 +18,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from app.argparser import DEFAULT_DARKNET_WEIGHTS
-from app.engine import Geometry
 from dataset.common import default_corpus_path
 from dataset.referit_loader import ReferDataset
 from dataset.vid_loader import VIDDataset
 from model import build_grounding_model
-from utils.box_ops import anchors_for_dataset
 from utils.checkpoint import load_matching_state, read_checkpoint
 from utils.distributed import DistInfo, init_distributed_mode
+from utils.geometry import Geometry
 from utils.io import UserInputError
 from utils.word_utils import Corpus, load_corpus
 
@@ -103,7 +102,7 @@ def setup_logger(path: Path, main_process: bool = True) -> logging.Logger:
 
 
 def build_geometry(args: argparse.Namespace) -> Geometry:
-    return Geometry(args.size, tuple(anchors_for_dataset(args.dataset)), args.anchor_imsize)
+    return Geometry.for_dataset(args.dataset, args.size, args.anchor_imsize)
 
 
 def build_corpus(args: argparse.Namespace) -> Corpus:

@@ -26,21 +26,15 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from model.losses import GroundingCriterion, build_targets
-from utils.box_ops import box_iou, boxes_to_original, decode_topk, gt_to_original
+from utils.box_ops import box_iou
 from utils.distributed import all_reduce_sum
+from utils.geometry import Geometry, centre_cell, decode_topk
+from utils.letterbox import boxes_to_original, gt_to_original
 from utils.postprocess import cache_file_path, save_cache_entry
+from utils.windows import EVAL_FRAMES, window_indices, window_positions
 
 CACHE_TOPK = 5  # candidates per cache file (docs/behaviour.md §8; the reference ties k to the window length)
 META_KEYS = ("boxes", "ratio", "dw", "dh", "orig_size")
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """What decoding and targets need to know about the network input."""
-
-    image_size: int
-    anchors: tuple[tuple[float, float], ...]
-    anchor_imsize: int
 
 
 def autocast(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -167,8 +161,8 @@ def score_predictions(
     decoded = decode_topk(pred_anchor, geometry.image_size, geometry.anchors, geometry.anchor_imsize, k=1)
     device = decoded.boxes.device
     pred = boxes_to_original(decoded.boxes[:, 0], *_letterbox_meta(meta, device))  # (B, 4)
-    targets = build_targets(meta["boxes"].to(device), geometry.image_size, geometry.anchors, geometry.anchor_imsize)
-    centre_hit = (decoded.gi[:, 0] == targets.gi) & (decoded.gj[:, 0] == targets.gj)
+    target = centre_cell(meta["boxes"].to(device), geometry.image_size, geometry.anchors, geometry.anchor_imsize)
+    centre_hit = (decoded.gi[:, 0] == target.gi) & (decoded.gj[:, 0] == target.gj)
     return score_boxes(pred, meta, geometry.image_size, centre_hit)
 
 
@@ -285,8 +279,9 @@ class WindowStream:
     """
 
     def __init__(self, num_frames: int) -> None:
-        self.back = num_frames // 2
-        self.ahead = num_frames - num_frames // 2 - 1
+        self.num_frames = num_frames
+        span = window_positions(0, num_frames)
+        self.back, self.ahead = -span.start, span.stop - 1
         self.video: int | None = None
         self.length = 0
         self.frames: dict[int, _Frame] = {}
@@ -305,7 +300,7 @@ class WindowStream:
         ready = []
         while self.next_centre <= last_ready:
             c = self.next_centre
-            window = [self.frames[min(max(j, 0), n - 1)] for j in range(c - self.back, c + self.ahead + 1)]
+            window = [self.frames[j] for j in window_indices(c, n, self.num_frames)]
             ready.append((self.frames[c], window))
             self.next_centre += 1
         for old in [j for j in self.frames if j < self.next_centre - self.back]:
@@ -339,7 +334,7 @@ def evaluate_video(
     video_lengths: list[int],
     device: torch.device,
     geometry: Geometry,
-    num_frames: int = 5,
+    num_frames: int = EVAL_FRAMES,
     batch_size: int = 8,
     amp_dtype: torch.dtype | None = None,
     cache_dir: Path | None = None,

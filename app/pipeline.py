@@ -27,7 +27,7 @@ from app.builders import (
     set_learning_rate,
 )
 from app.checks import default_cache_dir
-from app.engine import Geometry, evaluate_images, evaluate_video, evaluate_video_windows, summarize, train_one_epoch
+from app.engine import evaluate_images, evaluate_video, evaluate_video_windows, summarize, train_one_epoch
 from app.predictions import save_plots, write_predictions
 from dataset.referit_loader import ReferDataset
 from dataset.vid_loader import VIDDataset
@@ -40,8 +40,10 @@ from utils.checkpoint import (
     save_training_checkpoint,
 )
 from utils.distributed import all_gather_objects, barrier
+from utils.geometry import Geometry
 from utils.io import UserInputError, publish_folder, staging_folder
 from utils.postprocess import write_cache_manifest
+from utils.windows import EVAL_FRAMES
 from utils.word_utils import Corpus
 
 Records = list[dict[str, Any]]
@@ -188,15 +190,15 @@ def image_test_split(args: argparse.Namespace) -> str:
 def run_video_test(args: argparse.Namespace, rt: Runtime, model: nn.Module, corpus: Corpus) -> dict[str, float]:
     """``--test``: evaluate ``--resume`` on the test split with windows, with the cache if ``--cache``."""
     load_weights_for_test(args, model)
-    cache_dir = default_cache_dir(args) if getattr(args, "cache", False) else None
+    cache_dir = default_cache_dir(args) if args.cache else None
     split = video_test_split(args)
-    dataset = build_video_dataset(args, split, corpus, args.num_frame_k or 5, augment=False)
+    dataset = build_video_dataset(args, split, corpus, args.num_frame_k or EVAL_FRAMES, augment=False)
     started = time.time()
     # the cache is written into a staging folder and swapped in whole when complete (docs/behaviour.md §8)
     staged = all_gather_objects([staging_folder(cache_dir) if rt.is_main and cache_dir else None])[0]
     try:
         records = evaluate_video_split(args, rt, model, dataset, build_geometry(args), staged,
-                                       method=getattr(args, "eval_method", "stream"))
+                                       method=args.eval_method)
     except BaseException:
         if staged is not None and rt.is_main:
             shutil.rmtree(staged, ignore_errors=True)

@@ -29,8 +29,10 @@ import torch
 import torchvision
 import torchvision.transforms as tvt
 
-from dataset.vid_loader import VIDDataset, window_indices
-from utils.transforms import IMAGENET_MEAN, IMAGENET_STD, PAD_COLOR
+from dataset.vid_loader import VIDDataset
+from utils.letterbox import PAD_COLOR
+from utils.transforms import IMAGENET_MEAN, IMAGENET_STD
+from utils.windows import window_indices
 from utils.word_utils import build_corpus, save_corpus
 
 PHRASE = "the brown dog on the left of the car"

@@ -16,13 +16,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from app.engine import Geometry, train_one_epoch
+from app.engine import train_one_epoch
 from dataset.referit_loader import ReferDataset
 from dataset.synthvid import SynthConfig, generate
 from dataset.vid_loader import VIDDataset
 from model import DEFAULT_CFG, SMALL_CFG, build_grounding_model
 from model.losses import GroundingCriterion
-from utils.box_ops import DEFAULT_ANCHORS
+from utils.geometry import DEFAULT_ANCHORS, Geometry
 from utils.word_utils import load_corpus
 
 CONFIGS = {  # name: (cfg, image size, embedding size, batch size)

@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from app.engine import Geometry, evaluate_video, evaluate_video_windows
+from app.engine import evaluate_video, evaluate_video_windows
 from dataset.synthvid import SynthConfig, generate
 from dataset.vid_loader import VIDDataset
 from model import DEFAULT_CFG, SMALL_CFG, build_grounding_model
-from utils.box_ops import DEFAULT_ANCHORS
+from utils.geometry import DEFAULT_ANCHORS, Geometry
 from utils.word_utils import load_corpus
 
 CONFIGS = {  # name: (cfg, image size, embedding size)

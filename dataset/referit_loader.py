@@ -28,19 +28,12 @@ from dataset.common import (
     stack_frames,
     warn_empty_boxes,
 )
+from dataset.names import IMAGE_SPLITS
 from utils.io import UserInputError
 from utils.transforms import Rng
 from utils.word_utils import Corpus
 
 _COCO_IMAGES = "other/images/mscoco/images/train2014"
-SPLITS = {
-    "unc": ("train", "val", "trainval", "testA", "testB"),
-    "unc+": ("train", "val", "trainval", "testA", "testB"),
-    "gref": ("train", "val", "test"),
-    "referit": ("train", "val", "trainval", "test"),
-    "flickr": ("train", "val", "test"),
-    "synthvid": ("train", "val", "test"),
-}
 IMAGE_DIRS = {"unc": _COCO_IMAGES, "unc+": _COCO_IMAGES, "gref": _COCO_IMAGES, "referit": "referit/images",
               "flickr": "Flickr30k/flickr30k_images", "synthvid": "."}
 XYWH_DATASETS = ("unc", "unc+", "gref", "synthvid")
@@ -80,11 +73,11 @@ class ReferDataset(Dataset):
     def __init__(self, data_root: str | os.PathLike, split_root: str | os.PathLike, dataset: str, split: str,
                  corpus: Corpus, image_size: int = 256, augment: bool = False, max_query_len: int = 20,
                  rng: Rng | None = None, skip_empty_boxes: bool = False) -> None:
-        if dataset not in SPLITS:
-            raise UserInputError(f"unknown image dataset {dataset!r}; expected one of {', '.join(SPLITS)}")
-        if split not in SPLITS[dataset]:
+        if dataset not in IMAGE_SPLITS:
+            raise UserInputError(f"unknown image dataset {dataset!r}; expected one of {', '.join(IMAGE_SPLITS)}")
+        if split not in IMAGE_SPLITS[dataset]:
             raise UserInputError(f"unknown split {split!r} for {dataset}; expected one of "
-                                 f"{', '.join(SPLITS[dataset])}")
+                                 f"{', '.join(IMAGE_SPLITS[dataset])}")
         self.index_path = refer_index_path(split_root, dataset, split)
         self.items: list = load_index(self.index_path, split)
         fields = [_unpack(item, i, self.index_path) for i, item in enumerate(self.items)]

@@ -2,7 +2,8 @@
 
 The index ``<split_root>/<dataset>/<dataset>_video_level_<split>.pth`` is ``list[video]``, ``video =
 list[(image_path, [x1, y1, x2, y2], phrase)]``. Every frame of every video is one sample, in order; sample
-``(v, t)`` is the window :func:`window_indices` ``(t, n, num_frames)`` of video ``v`` with frame ``t``'s phrase.
+``(v, t)`` is the window :func:`utils.windows.window_indices` ``(t, n, num_frames)`` of video ``v`` with frame
+``t``'s phrase.
 Training uses pairs (``num_frames=2``: frames t-1, t), evaluation 5-frame windows (centre index 2).
 """
 from __future__ import annotations
@@ -28,18 +29,12 @@ from dataset.common import (
     stack_frames,
     warn_empty_boxes,
 )
+from dataset.names import VIDEO_DATASETS
 from utils.io import UserInputError
-from utils.transforms import Rng, eval_box, letterbox_geometry
+from utils.letterbox import letterbox_geometry
+from utils.transforms import Rng, eval_box
+from utils.windows import TRAIN_FRAMES, window_indices
 from utils.word_utils import Corpus
-
-VIDEO_DATASETS = ("VID", "LiOTB")
-
-
-def window_indices(t: int, n: int, k: int) -> list[int]:
-    """Frames ``t - floor(k/2) ... t + ceil(k/2) - 1`` of a video of ``n`` frames, clipped into ``[0, n-1]``."""
-    if not 0 <= t < n or k < 1:
-        raise ValueError(f"window_indices needs 0 <= t < n and k >= 1, got t={t}, n={n}, k={k}")
-    return [min(max(i, 0), n - 1) for i in range(t - k // 2, t + (k + 1) // 2)]
 
 
 def video_index_path(split_root: str | os.PathLike, dataset: str, split: str) -> Path:
@@ -69,8 +64,9 @@ class VIDDataset(Dataset):
     """
 
     def __init__(self, data_root: str | os.PathLike, split_root: str | os.PathLike, dataset: str, split: str,
-                 corpus: Corpus | None, image_size: int = 256, num_frames: int = 2, augment: bool = False,
-                 max_query_len: int = 20, rng: Rng | None = None, skip_empty_boxes: bool = False) -> None:
+                 corpus: Corpus | None, image_size: int = 256, num_frames: int = TRAIN_FRAMES,
+                 augment: bool = False, max_query_len: int = 20, rng: Rng | None = None,
+                 skip_empty_boxes: bool = False) -> None:
         if dataset not in VIDEO_DATASETS:
             raise UserInputError(f"unknown video dataset {dataset!r}; expected one of {', '.join(VIDEO_DATASETS)}")
         if num_frames < 1:

@@ -18,8 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.grounding import DEFAULT_CFG, NUM_SCALES, GroundingModel
+from model import DEFAULT_CFG
+from model.grounding import GroundingModel
 from model.layers import ConvBatchNormReLU, l2_normalize, split_conv1x1
+from utils.geometry import NUM_SCALES
 
 ATTENTION_SCALE = 10.0  # softmax temperature of the co-attention (docs/behaviour.md §5)
 LAYOUTS = ("pairs", "window")

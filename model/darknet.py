@@ -25,10 +25,11 @@ import torch
 import torchvision
 from torch import nn
 
-from utils import transforms
 from utils.box_ops import xywh2xyxy
 from utils.cli import run_main
 from utils.io import UserInputError, atomic_file
+from utils.letterbox import letterbox as letterbox_image
+from utils.letterbox import unletterbox_boxes
 
 LEAKY_SLOPE = 0.1
 CONV_TYPES = ("convolutional", "yoloconvolutional")
@@ -342,7 +343,7 @@ def detect(
     h, w = image_bgr.shape[:2]
     rgb = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB)
     if letterbox:
-        rgb, ratio, dw, dh = transforms.letterbox(rgb, size)  # letterbox of docs/behaviour.md §7, no normalisation
+        rgb, ratio, dw, dh = letterbox_image(rgb, size)  # letterbox of docs/behaviour.md §7, no normalisation
     else:
         rgb = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_LINEAR)
     param = next(model.parameters())
@@ -354,7 +355,7 @@ def detect(
     scores = objectness * probs
     xyxy = xywh2xyxy(boxes) * size  # (M, 4) input pixels
     if letterbox:
-        xyxy = (xyxy - torch.tensor([dw, dh, dw, dh])) / ratio
+        xyxy = unletterbox_boxes(xyxy[None], *(torch.tensor([v], device=xyxy.device) for v in (ratio, dw, dh)))[0]
     else:
         xyxy = xyxy * torch.tensor([w / size, h / size, w / size, h / size])
     keep = torchvision.ops.batched_nms(xyxy, scores, labels, NMS_IOU)[:top]

@@ -16,18 +16,16 @@ from model import DEFAULT_CFG
 from model.darknet import Darknet
 from model.language import PhraseAttention, RNNEncoder, trim_padding
 from model.layers import ConvBatchNormReLU, coord_map, l2_normalize
-from utils.box_ops import flatten_cell_maps
+from utils.geometry import NUM_ANCHORS_PER_SCALE, NUM_SCALES, flatten_cell_maps
 from utils.io import UserInputError
 
-NUM_SCALES = 3
-NUM_ANCHORS = 3  # per scale
 COORD_CHANNELS = 8
 LOC_EPS = 1e-6  # min-max normalisation of the location score (docs/behaviour.md §4.7)
 
 
 def _head(in_ch: int, emb_size: int, light: bool) -> tuple[nn.Sequential, nn.Sequential]:
     """``fcn_emb`` and ``fcn_out`` of one scale (docs/behaviour.md §4.4); output (B, 3 anchors x 5, h, w)."""
-    out_ch = NUM_ANCHORS * 5
+    out_ch = NUM_ANCHORS_PER_SCALE * 5
     if light:
         return (
             nn.Sequential(ConvBatchNormReLU(in_ch, emb_size, 1)),
@@ -151,7 +149,8 @@ class GroundingModel(nn.Module):
             emb = self.fcn_emb[s][0].forward_concat(
                 [v, flang[:, :, None, None], coord_map(1, h, w, v.device, v.dtype)]
             )  # (B, E, h, w)
-            out = self.fcn_out[s](self.fcn_emb[s][1:](emb)).view(b, NUM_ANCHORS, 5, h, w)  # (B, 3, 5, h, w)
+            out = self.fcn_out[s](self.fcn_emb[s][1:](emb))
+            out = out.view(b, NUM_ANCHORS_PER_SCALE, 5, h, w)  # (B, 3, 5, h, w)
             raw.append(out)
             sim.append((subject[:, :, None, None] * v).sum(1))  # (B, h, w)
             only_obj.append(out[:, :, 4].mean(1))  # (B, h, w)

@@ -11,15 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from utils.box_ops import (
+from utils.geometry import (
     NUM_ANCHORS_PER_SCALE,
-    box_iou,
-    first_argmax,
+    Anchors,
+    centre_cell,
     flatten_anchor_maps,
     flatten_cell_maps,
     grid_sizes,
-    scaled_anchors,
-    xyxy2xywh,
 )
 
 
@@ -40,59 +38,28 @@ class Targets:
 def build_targets(
     boxes: Tensor,
     image_size: int,
-    anchors: list[tuple[float, float]] | tuple[tuple[float, float], ...],
+    anchors: Anchors,
     anchor_imsize: int,
 ) -> Targets:
-    """Targets of (B, 4) letterboxed xyxy pixel boxes (docs/behaviour.md §6, reference ``build_target``).
-
-    The box is clamped to [0, S-1]; the best anchor is the first maximum of the IoU between the
-    (0, 0, w, h) shapes of the box and of the 9 anchors (each in grid units of its scale); the cell is
-    ``floor`` of the centre in grid units of the best scale.
-    """
-    grids = grid_sizes(image_size)
-    batch = boxes.shape[0]
-    boxes = boxes.clamp(0, image_size - 1)
-    norm = xyxy2xywh(boxes) / image_size  # (B, 4) cx, cy, w, h in image units
-    coords = torch.stack([norm * grid for grid in grids])  # (3, B, 4) in grid units of each scale
-    grid_anchors = torch.stack(
-        scaled_anchors(anchors, image_size, anchor_imsize, device=boxes.device, dtype=boxes.dtype)
-    )  # (3, 3, 2)
-
-    zeros = torch.zeros_like(coords[..., :2])  # (3, B, 2)
-    gt_shapes = torch.cat([zeros, coords[..., 2:]], -1)[:, :, None]  # (3, B, 1, 4)
-    anchor_shapes = torch.cat([torch.zeros_like(grid_anchors), grid_anchors], -1)[:, None]  # (3, 1, 3, 4)
-    ious = box_iou(gt_shapes, anchor_shapes).permute(1, 0, 2).reshape(batch, -1)  # (B, 9)
-    best_n = first_argmax(ious, dim=1)
-    scale = best_n // NUM_ANCHORS_PER_SCALE
-    anchor = best_n % NUM_ANCHORS_PER_SCALE
-
-    rows = torch.arange(batch, device=boxes.device)
-    coord = coords[scale, rows]  # (B, 4) at the best scale
-    gi, gj = coord[:, 0].long(), coord[:, 1].long()  # truncation = floor (coordinates are >= 0)
-    anchor_wh = grid_anchors[scale, anchor]  # (B, 2)
+    """Targets of (B, 4) letterboxed xyxy pixel boxes (docs/behaviour.md §6, reference ``build_target``): the
+    :func:`~utils.geometry.centre_cell` of each box and the box parameters relative to that cell and its anchor."""
+    c = centre_cell(boxes, image_size, anchors, anchor_imsize)
     param = torch.stack([
-        coord[:, 0] - gi,
-        coord[:, 1] - gj,
-        torch.log(coord[:, 2] / anchor_wh[:, 0] + 1e-16),
-        torch.log(coord[:, 3] / anchor_wh[:, 1] + 1e-16),
-        torch.ones_like(coord[:, 0]),
+        c.coord[:, 0] - c.gi,
+        c.coord[:, 1] - c.gj,
+        torch.log(c.coord[:, 2] / c.anchor_wh[:, 0] + 1e-16),
+        torch.log(c.coord[:, 3] / c.anchor_wh[:, 1] + 1e-16),
+        torch.ones_like(c.coord[:, 0]),
     ], 1)  # (B, 5)
-
-    sides = torch.tensor(grids, device=boxes.device)  # (3,)
-    cells = sides * sides
-    cell_offset = torch.cumsum(cells, 0) - cells  # (3,) first cell of each scale
-    in_scale = gj * sides[scale] + gi  # (B,) cell within the best scale
-    anchor_cell = NUM_ANCHORS_PER_SCALE * cell_offset[scale] + anchor * cells[scale] + in_scale
-    cell = cell_offset[scale] + in_scale
     return Targets(
         param=param,
-        best_n=best_n,
-        scale=scale,
-        anchor=anchor,
-        gi=gi,
-        gj=gj,
-        anchor_cell=anchor_cell,
-        cell=cell,
+        best_n=c.best_n,
+        scale=c.scale,
+        anchor=c.anchor,
+        gi=c.gi,
+        gj=c.gj,
+        anchor_cell=c.anchor_cell,
+        cell=c.cell,
     )
 
 

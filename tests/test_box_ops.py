@@ -6,21 +6,14 @@ import pytest
 import torch
 from torch.overrides import TorchFunctionMode
 
-from utils.box_ops import (
-    DEFAULT_ANCHORS,
-    FLICKR_ANCHORS,
-    anchors_for_dataset,
-    box_iou,
+from utils.box_ops import box_iou, first_argmax, xywh2xyxy, xyxy2xywh
+from utils.geometry import DEFAULT_ANCHORS, FLICKR_ANCHORS, anchors_for_dataset, decode_topk, scaled_anchors
+from utils.letterbox import (
     boxes_to_original,
     clamp_to_extent,
-    decode_topk,
-    first_argmax,
     gt_to_original,
     original_extent,
-    scaled_anchors,
     unletterbox_boxes,
-    xywh2xyxy,
-    xyxy2xywh,
 )
 
 FIXTURE = Path(__file__).parent / "fixtures" / "loss_parity.pt"

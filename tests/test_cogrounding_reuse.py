@@ -10,17 +10,12 @@ import torch
 
 from model import SMALL_CFG, build_grounding_model
 from utils.io import UserInputError
+from utils.windows import window_indices
 
 VOCAB = 12
 SIZE = 64  # grids 2x2, 4x4, 8x8: N = 84 cells
 EMB = 16
 WINDOW = 5
-
-
-def window_indices(t: int, n: int, k: int) -> list[int]:
-    """Frames ``t - k//2 ... t + ceil(k/2) - 1`` of a video of ``n`` frames, clipped into [0, n-1] (docs/behaviour.md
-    §1)."""
-    return [min(max(j, 0), n - 1) for j in range(t - k // 2, t + (k + 1) // 2)]
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +30,6 @@ def video():
     frames = torch.randn(7, 3, SIZE, SIZE, generator=generator)  # one video of 7 frames
     word_id = torch.tensor([[3, 5, 7, 2, 0, 0]])
     return frames, word_id
-
-
-def test_window_indices_clip_at_the_video_boundaries():
-    assert window_indices(0, 7, 5) == [0, 0, 0, 1, 2]
-    assert window_indices(6, 7, 5) == [4, 5, 6, 6, 6]
-    assert window_indices(3, 7, 2) == [2, 3]
 
 
 def test_windows_from_precomputed_frame_features_equal_forward_window_by_window(video_model, video):

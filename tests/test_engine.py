@@ -10,15 +10,16 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 import app.engine
-from app.engine import Geometry, WindowStream, evaluate_video, evaluate_video_windows, score_boxes, summarize
-from dataset.vid_loader import VIDDataset, window_indices
+from app.engine import WindowStream, evaluate_video, evaluate_video_windows, score_boxes, summarize
+from dataset.vid_loader import VIDDataset
 from model import SMALL_CFG, build_grounding_model
-from utils.box_ops import anchors_for_dataset
+from utils.geometry import Geometry
 from utils.postprocess import load_cache_entry
+from utils.windows import window_indices
 from utils.word_utils import load_corpus
 
 SIZE = 64
-GEOMETRY = Geometry(SIZE, tuple(anchors_for_dataset("VID")), 416)
+GEOMETRY = Geometry.for_dataset("VID", SIZE, 416)
 BOX_ATOL = 1e-3  # px
 
 

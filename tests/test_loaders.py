@@ -13,9 +13,10 @@ from torch.utils.data import DataLoader
 
 from dataset.common import load_default_corpus, read_rgb
 from dataset.referit_loader import ReferDataset
-from dataset.vid_loader import VIDDataset, window_indices
+from dataset.vid_loader import VIDDataset
 from utils.io import UserInputError
 from utils.transforms import IMAGENET_MEAN, IMAGENET_STD
+from utils.windows import window_indices
 from utils.word_utils import build_corpus, save_corpus
 
 FIXTURES = Path(__file__).parent / "fixtures"

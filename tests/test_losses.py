@@ -16,7 +16,8 @@ from model.losses import (
     negative_similarity,
     rank_loss,
 )
-from utils.box_ops import DEFAULT_ANCHORS, box_iou
+from utils.box_ops import box_iou
+from utils.geometry import DEFAULT_ANCHORS
 
 FIXTURE = Path(__file__).parent / "fixtures" / "loss_parity.pt"
 GRIDS = (8, 16, 32)  # at image size 256

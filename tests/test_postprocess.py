@@ -16,8 +16,8 @@ from utils.postprocess import (
     post_process,
     rescore_window,
     save_cache_entry,
-    window_sources,
 )
+from utils.windows import window_sources
 
 SCALAR = numpy_scalar_globals(np.float32)[0][0]  # numpy's scalar reconstructor
 

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from utils.box_ops import first_argmax
 from utils.io import UserInputError, atomic_save, atomic_write_text, numpy_scalar_globals, safe_load
+from utils.windows import EVAL_FRAMES, window_sources
 
 logger = logging.getLogger(__name__)
 
@@ -129,19 +130,6 @@ def rescore_window(
     return first_argmax(fused, dim=-1), fused
 
 
-def window_sources(num_video_frames: int, num_frames: int) -> tuple[Tensor, Tensor]:
-    """Which frame of the video fills each window position, and whether the position is valid.
-
-    Window of frame t: t - floor(k/2) .. t + ceil(k/2) - 1 (docs/behaviour.md §1). A position whose index falls outside
-    the video is invalid and filled with the centre frame itself (the reference loads the centre's file
-    when the neighbour's file does not exist). Returns (source (n, k) long, valid (n, k) bool).
-    """
-    t = torch.arange(num_video_frames)[:, None]  # (n, 1)
-    unclipped = t + torch.arange(num_frames)[None] - num_frames // 2  # (n, k)
-    valid = (unclipped >= 0) & (unclipped < num_video_frames)
-    return torch.where(valid, unclipped, t), valid
-
-
 def _check_cache_dir(cache_dir: Path) -> None:
     if not cache_dir.is_dir():
         raise UserInputError(f"cache folder {cache_dir} not found: expected the files written by --cache, "
@@ -228,7 +216,7 @@ def _load_video(paths: list[Path]) -> CacheEntry:
 
 
 def post_process(
-    videos: list[list[str]], cache_dir: str | os.PathLike, num_frames: int = 5, progress: bool = True
+    videos: list[list[str]], cache_dir: str | os.PathLike, num_frames: int = EVAL_FRAMES, progress: bool = True
 ) -> list[dict[str, Any]]:
     """Re-score every test frame from the cache (docs/behaviour.md §8), streaming video by video.
 

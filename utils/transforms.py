@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 import torch
 
-PAD_COLOR = (123.7, 116.3, 103.5)
+from utils.letterbox import PAD_COLOR, letterbox, letterbox_boxes
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HSV_FRACTION = 0.5
@@ -30,41 +31,6 @@ _LEFT_RIGHT = re.compile(r"(?<![a-z])(left|right)")
 
 class Rng(Protocol):
     def random(self) -> float: ...
-
-
-def letterbox_geometry(h: int, w: int, size: int) -> tuple[float, int, int, float, float]:
-    """Letterbox parameters of an ``h x w`` image: ``(ratio, new_w, new_h, dw, dh)`` (docs/behaviour.md §7).
-
-    ``dw``/``dh`` are the (possibly half-pixel) paddings left/top, so a point maps as ``x * ratio + dw``.
-    Python ``round`` (half to even) is part of the reference arithmetic.
-    """
-    ratio = float(size) / max(h, w)
-    new_w, new_h = round(w * ratio), round(h * ratio)
-    return ratio, new_w, new_h, (size - new_w) / 2, (size - new_h) / 2
-
-
-def letterbox(img: np.ndarray, size: int, color: tuple[float, float, float] = PAD_COLOR
-              ) -> tuple[np.ndarray, float, float, float]:
-    """Resize the long side to ``size`` (INTER_AREA) and pad to ``size x size`` (docs/behaviour.md §7).
-
-    Returns ``(image, ratio, dw, dh)`` (see :func:`letterbox_geometry`).
-    """
-    ratio, new_w, new_h, dw, dh = letterbox_geometry(img.shape[0], img.shape[1], size)
-    top, bottom = round(dh - 0.1), round(dh + 0.1)
-    left, right = round(dw - 0.1), round(dw + 0.1)
-    img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_AREA)
-    img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=color)
-    return img, ratio, dw, dh
-
-
-def letterbox_boxes(boxes: np.ndarray, ratio: float, dw: float, dh: float) -> np.ndarray:
-    """Original-pixel ``[..., 4]`` xyxy boxes -> letterboxed pixels (float64)."""
-    return np.asarray(boxes, dtype=np.float64) * ratio + np.array([dw, dh, dw, dh])
-
-
-def unletterbox_boxes(boxes: np.ndarray, ratio: float, dw: float, dh: float) -> np.ndarray:
-    """Inverse of :func:`letterbox_boxes` (no clamping; docs/behaviour.md §7 clamping is the evaluator's)."""
-    return (np.asarray(boxes, dtype=np.float64) - np.array([dw, dh, dw, dh])) / ratio
 
 
 def swap_left_right(phrase: str) -> str:

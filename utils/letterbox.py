@@ -1,0 +1,90 @@
+"""The letterbox (docs/behaviour.md §7) and its inverse.
+
+Forward, in the data pipeline (numpy, per image): resize the long side to ``S`` and pad to ``S x S``, so that a
+point maps as ``x * ratio + dw``. Inverse, in evaluation (torch, batched): ``(x - dw) / ratio``, then the
+reference's clamping to the image extent it recovers from the letterboxed size.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+PAD_COLOR = (123.7, 116.3, 103.5)
+
+
+def letterbox_geometry(h: int, w: int, size: int) -> tuple[float, int, int, float, float]:
+    """Letterbox parameters of an ``h x w`` image: ``(ratio, new_w, new_h, dw, dh)`` (docs/behaviour.md §7).
+
+    ``dw``/``dh`` are the (possibly half-pixel) paddings left/top, so a point maps as ``x * ratio + dw``.
+    Python ``round`` (half to even) is part of the reference arithmetic.
+    """
+    ratio = float(size) / max(h, w)
+    new_w, new_h = round(w * ratio), round(h * ratio)
+    return ratio, new_w, new_h, (size - new_w) / 2, (size - new_h) / 2
+
+
+def letterbox(img: np.ndarray, size: int, color: tuple[float, float, float] = PAD_COLOR
+              ) -> tuple[np.ndarray, float, float, float]:
+    """Resize the long side to ``size`` (INTER_AREA) and pad to ``size x size`` (docs/behaviour.md §7).
+
+    Returns ``(image, ratio, dw, dh)`` (see :func:`letterbox_geometry`).
+    """
+    ratio, new_w, new_h, dw, dh = letterbox_geometry(img.shape[0], img.shape[1], size)
+    top, bottom = round(dh - 0.1), round(dh + 0.1)
+    left, right = round(dw - 0.1), round(dw + 0.1)
+    img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=color)
+    return img, ratio, dw, dh
+
+
+def letterbox_boxes(boxes: np.ndarray, ratio: float, dw: float, dh: float) -> np.ndarray:
+    """Original-pixel ``[..., 4]`` xyxy boxes -> letterboxed pixels (float64)."""
+    return np.asarray(boxes, dtype=np.float64) * ratio + np.array([dw, dh, dw, dh])
+
+
+def unletterbox_boxes(boxes: Tensor, ratio: Tensor, dw: Tensor, dh: Tensor) -> Tensor:
+    """Letterboxed (B, ..., 4) -> original pixels: ``(x - dw) / ratio``, ``(y - dh) / ratio``; ratio etc. (B,)."""
+    view = (-1,) + (1,) * (boxes.dim() - 1)
+    offset = torch.stack([dw, dh, dw, dh], -1).view(view[:-1] + (4,))  # (B, 1.., 4)
+    return (boxes - offset) / ratio.view(view)
+
+
+def original_extent(orig_w: Tensor, orig_h: Tensor, ratio: Tensor) -> tuple[Tensor, Tensor]:
+    """``(W', H') = (round(round(w*r)/r), round(round(h*r)/r))``, each (B,) long (docs/behaviour.md §7).
+
+    quirk: the reference recovers the size from the letterboxed image, so W', H' can differ from w, h by a
+    pixel. Computed in float64 with round-half-even (= Python ``round``). The result depends on the dtype
+    ``ratio`` had (a float32 ratio of 0.4 gives H' = 427 for a 640x427 image, a float64 one 428); pass the
+    ratio with the precision the reference evaluation had.
+    """
+    r = ratio.to(torch.float64)
+    new_w = torch.round(orig_w.to(torch.float64) * r)
+    new_h = torch.round(orig_h.to(torch.float64) * r)
+    return torch.round(new_w / r).long(), torch.round(new_h / r).long()
+
+
+def clamp_to_extent(boxes: Tensor, extent_w: Tensor, extent_h: Tensor) -> Tensor:
+    """Clamp (B, ..., 4) boxes: x1, y1 >= 0, x2 <= W', y2 <= H' (W', H' of shape (B,)); nothing else."""
+    view = (-1,) + (1,) * (boxes.dim() - 2)
+    x1y1 = boxes[..., :2].clamp(min=0)
+    x2 = torch.minimum(boxes[..., 2], extent_w.to(boxes.dtype).view(view))
+    y2 = torch.minimum(boxes[..., 3], extent_h.to(boxes.dtype).view(view))
+    return torch.cat([x1y1, x2[..., None], y2[..., None]], -1)
+
+
+def boxes_to_original(
+    boxes: Tensor, ratio: Tensor, dw: Tensor, dh: Tensor, orig_w: Tensor, orig_h: Tensor
+) -> Tensor:
+    """Predicted letterboxed boxes (B, ..., 4) -> original pixels, un-letterboxed and clamped (docs/behaviour.md §7)."""
+    extent_w, extent_h = original_extent(orig_w, orig_h, ratio)
+    return clamp_to_extent(unletterbox_boxes(boxes, ratio, dw, dh), extent_w, extent_h)
+
+
+def gt_to_original(
+    gt: Tensor, image_size: int, ratio: Tensor, dw: Tensor, dh: Tensor, orig_w: Tensor, orig_h: Tensor
+) -> Tensor:
+    """Ground-truth round trip of docs/behaviour.md §7: letterboxed (B, 4) clamped to [0, S-1], then as the
+    predictions."""
+    return boxes_to_original(gt.clamp(0, image_size - 1), ratio, dw, dh, orig_w, orig_h)
