@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from app.argparser import script_parser
 from app.builders import build_amp_dtype
+from app.checks import FILE, check_output
 from app.grounder import FrameSource, Grounder, SourceFrame, read_frames
 from app.predictions import VideoOutput, check_writable, draw_sentences, save_gif
 from dataset.names import IMAGE_DATASETS, VIDEO_DATASETS
@@ -108,7 +109,9 @@ def check_outputs(args: argparse.Namespace, source: FrameSource) -> None:
     if (args.out_video or args.out_gif) and source.kind == "images":
         raise UserInputError("--out_video / --out_gif need a video or a folder of frames, not separate images")
     for flag in ("out_jsonl", "out_video", "out_gif"):
-        check_writable(getattr(args, flag), args.overwrite, f"--{flag}")
+        if getattr(args, flag):
+            check_output(f"--{flag}", Path(getattr(args, flag)), FILE)
+            check_writable(getattr(args, flag), args.overwrite, f"--{flag}")
 
 
 def main(args: argparse.Namespace) -> None:

@@ -20,7 +20,7 @@ import ground
 import post_processing
 import test_semantic_attention_cogrounding as test_video
 import train_semantic_attention_visual_grounding as image_script
-from app.builders import inference_config
+from app.builders import LOGGERS, inference_config
 from app.grounder import Grounder, natural_key, read_frames
 from app.predictions import read_predictions
 from model import SMALL_CFG, build_grounding_model
@@ -36,11 +36,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(autouse=True)
 def close_logs() -> Iterator[None]:
+    """The in-process scripts' log handlers closed and removed after each test (they hold its captured stdout)."""
     yield
-    logger = logging.getLogger("cgslatt")
-    for handler in logger.handlers:
-        handler.close()
-    logger.handlers.clear()
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in logger.handlers:
+            handler.close()
+        logger.handlers.clear()
+        logger.propagate = True
 
 
 def write_checkpoint(path: Path, kind: str, root: Path, dataset: str) -> Path:
@@ -70,10 +73,10 @@ def image_ckpt(tiny_root: Path, work: Path) -> Path:
     return write_checkpoint(work / "image.pth.tar", "image", tiny_root, "synthvid")
 
 
-def script_flags(root: Path, dataset: str) -> list[str]:
+def script_flags(root: Path, dataset: str, logs: Path) -> list[str]:
     return ["--data_root", str(root), "--split_root", str(root), "--dataset", dataset, "--size", str(SIZE), "--lstm",
             "--cfg", str(SMALL_CFG), "--emb_size", str(EMB), "--batch_size", "2", "--workers", "0", "--no_progress",
-            "--log_dir", "logs"]
+            "--log_dir", str(logs)]
 
 
 def run_script(module, argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:  # noqa: ANN001
@@ -85,12 +88,13 @@ def run_script(module, argv: list[str], capsys: pytest.CaptureFixture) -> tuple[
 def test_script_outputs(tiny_root: Path, video_ckpt: Path, work: Path) -> Path:
     """The test script's --save_pred and --cache, and post_processing.py's --save_pred, for every test video."""
     out = work / "scripts"
-    flags = script_flags(tiny_root, "VID")
+    flags = script_flags(tiny_root, "VID", work / "logs")
     assert run_main(test_video.main, test_video.get_args_parser(), [
         *flags, "--test", "--resume", str(video_ckpt), "--cache", "--cache_dir", str(out / "cache"),
         "--save_pred", str(out / "pred.jsonl")]) == 0
     assert run_main(post_processing.main, post_processing.get_args_parser(), [
-        *flags[:6], "--size", str(SIZE), "--no_progress", "--log_dir", "logs", "--cache_dir", str(out / "cache"),
+        *flags[:6], "--size", str(SIZE), "--no_progress", "--log_dir", str(work / "logs"), "--cache_dir",
+        str(out / "cache"),
         "--save_pred", str(out / "pp.jsonl")]) == 0
     return out
 
@@ -131,8 +135,9 @@ def test_folder_of_a_test_video_gets_the_boxes_of_the_test_scripts(post, tiny_ro
 
 def test_image_checkpoint_gets_the_boxes_of_the_image_script(tiny_root, image_ckpt, work, capsys) -> None:  # noqa: ANN001
     pred = work / "image_pred.jsonl"
-    code, err = run_script(image_script, [*script_flags(tiny_root, "synthvid"), "--test", "--resume", str(image_ckpt),
-                                          "--test_split", "test", "--save_pred", str(pred)], capsys)
+    flags = script_flags(tiny_root, "synthvid", work / "logs")
+    code, err = run_script(image_script, [*flags, "--test", "--resume", str(image_ckpt), "--test_split", "test",
+                                          "--save_pred", str(pred)], capsys)
     assert code == 0, err
     expected = read_predictions(pred)
     grounder = Grounder.from_checkpoint(image_ckpt, batch_size=3)
