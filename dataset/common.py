@@ -14,7 +14,7 @@ from PIL import Image
 
 from utils.io import UserInputError, safe_load
 from utils.transforms import Rng, eval_frame, swap_left_right, to_tensor, train_frame
-from utils.word_utils import Corpus, has_known_word, load_corpus
+from utils.word_utils import Corpus, has_known_word
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +29,6 @@ MAX_COORD = 2**31  # box coordinates beyond this are no pixel positions (and ove
 
 def default_corpus_path(split_root: str | os.PathLike, dataset: str) -> Path:
     return Path(split_root) / dataset / "corpus.pth"
-
-
-def load_default_corpus(split_root: str | os.PathLike, dataset: str) -> Corpus:
-    """The dataset's corpus at ``<split_root>/<dataset>/corpus.pth`` (loaded safely)."""
-    return load_corpus(default_corpus_path(split_root, dataset))
 
 
 def load_index(path: Path, split: str) -> list:
