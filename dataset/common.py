@@ -116,7 +116,7 @@ def check_box_in_image(box: np.ndarray, h: int, w: int, source: str) -> None:
 
 
 def check_boxes(boxes: Sequence[Any], xywh: bool, describe: Callable[[int], str]) -> np.ndarray:
-    """Validate the annotation boxes of an index when it is loaded (docs/behaviour.md "bad input").
+    """Validate the annotation boxes of an index when it is loaded (docs/behaviour.md §10).
 
     An error, naming ``describe(i)`` and the box: not 4 numbers, NaN/inf or beyond any pixel position, negative
     width or height (inverted corners), a box wholly left of or above the image. Returned, to be counted and
