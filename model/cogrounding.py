@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model import DEFAULT_CFG
+from model.darknet import DEFAULT_CFG
 from model.grounding import GroundingModel
 from model.layers import ConvBatchNormReLU, l2_normalize, split_conv1x1
 from utils.geometry import NUM_SCALES

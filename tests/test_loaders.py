@@ -11,13 +11,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dataset.common import load_default_corpus, read_rgb
+from dataset.common import default_corpus_path, read_rgb
 from dataset.referit_loader import ReferDataset
 from dataset.vid_loader import VIDDataset
 from utils.io import UserInputError
 from utils.transforms import IMAGENET_MEAN, IMAGENET_STD
 from utils.windows import window_indices
-from utils.word_utils import build_corpus, save_corpus
+from utils.word_utils import build_corpus, load_corpus, save_corpus
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SENTENCES = ["the dog on the left", "a red car", "the man on the right"]
@@ -238,9 +238,9 @@ def test_image_paths_resolve_relative_to_the_cwd_first(tmp_path, monkeypatch):
     assert ds[0]["orig_size"].tolist() == [[48, 64], [48, 64]]
 
 
-def test_default_corpus_helper_loads_the_dataset_corpus(tmp_path):
+def test_the_dataset_corpus_lives_at_the_default_corpus_path(tmp_path):
     write_vid(tmp_path, [[(grey(10), [1, 2, 30, 40], "a red car")]])
-    corpus = load_default_corpus(tmp_path / "split", "VID")
+    corpus = load_corpus(default_corpus_path(tmp_path / "split", "VID"))
     assert corpus.dictionary.idx2word == build_corpus(SENTENCES).dictionary.idx2word
 
 
