@@ -13,10 +13,11 @@ from pathlib import Path
 
 import torch
 
-from app.argparser import add_output_flags, data_parser, script_parser
+from app.argparser import add_output_flags, data_parser, positive_int, script_parser
 from app.builders import setup_logger
+from app.checks import check_before_work
 from app.engine import collate_meta, score_boxes
-from app.pipeline import check_outputs, report
+from app.pipeline import report
 from dataset.names import SPLITS
 from dataset.vid_loader import VIDDataset
 from utils.cli import run_main
@@ -29,7 +30,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group("post-processing")
     group.add_argument("--cache_dir", required=True, help="the cache folder to re-score")
     group.add_argument("--test_split", default="test", choices=SPLITS, help="the split the cache was written for")
-    group.add_argument("--num_frame_k", type=int, default=EVAL_FRAMES, help="window length (5 in the paper)")
+    group.add_argument("--num_frame_k", type=positive_int, default=EVAL_FRAMES, help="window length (5 in the paper)")
     group.add_argument("--lstm", action="store_true",
                        help="accepted for the reference command line; post-processing runs no text encoder")
     group.add_argument("--test", action="store_true", help="accepted for the reference command line")
@@ -40,8 +41,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    check_before_work(args)
     logger = setup_logger(Path(args.log_dir) / f"post_processing_{Path(args.cache_dir).name}.log")
-    check_outputs(args)
     dataset = VIDDataset(args.data_root, args.split_root, args.dataset, args.test_split, corpus=None,
                          image_size=args.size, num_frames=args.num_frame_k)
     videos = [[path for path, _, _ in video] for video in dataset.videos]

@@ -21,9 +21,11 @@ from app.builders import (
     build_model,
     build_optimizer,
     build_train_loader,
+    inference_config,
     initialise_for_training,
     setup_runtime,
 )
+from app.checks import check_before_work
 from app.engine import summarize
 from app.pipeline import evaluate_image_split, fit, run_image_test
 from utils.cli import run_main
@@ -34,6 +36,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    check_before_work(args)
     rt = setup_runtime(args, args.savename if not args.test else f"{args.savename}_test")
     corpus = build_corpus(args)
     model = build_model(args, len(corpus), "image").to(rt.device)
@@ -41,14 +44,15 @@ def main(args: argparse.Namespace) -> None:
         run_image_test(args, rt, model, corpus)
         return
     geometry = build_geometry(args)
-    train_set = build_image_dataset(args, "train", corpus, augment=not args.no_augment)
+    train_set = build_image_dataset(args, "train", corpus, augment=not args.no_augment, training=True)
     val_set = build_image_dataset(args, args.val_split or "val", corpus, augment=False)
     if not args.resume:
         initialise_for_training(args, model, rt.logger)
     loader, sampler = build_train_loader(args, train_set, rt.dist)
     rt.logger.info("training on %d expressions, validating on %d", len(train_set), len(val_set))
     fit(args, rt, model, build_optimizer(args, model), loader, sampler, geometry,
-        validate=lambda m: summarize(evaluate_image_split(args, rt, m, val_set, geometry)))
+        validate=lambda m: summarize(evaluate_image_split(args, rt, m, val_set, geometry)),
+        inference=inference_config(args, corpus, "image"))
 
 
 if __name__ == "__main__":

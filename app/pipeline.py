@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,10 +26,11 @@ from app.builders import (
     learning_rate,
     set_learning_rate,
 )
+from app.checks import default_cache_dir
 from app.engine import evaluate_images, evaluate_video, evaluate_video_windows, summarize, train_one_epoch
-from app.predictions import check_writable, save_plots, write_predictions
+from app.predictions import save_plots, write_predictions
 from dataset.referit_loader import ReferDataset
-from dataset.vid_loader import VIDDataset
+from dataset.vid_loader import VIDDataset, collate_clip_frames, group_videos
 from model.losses import GroundingCriterion
 from utils.checkpoint import (
     capture_rng_state,
@@ -39,7 +41,8 @@ from utils.checkpoint import (
 )
 from utils.distributed import all_gather_objects, barrier
 from utils.geometry import Geometry
-from utils.io import UserInputError
+from utils.io import UserInputError, publish_folder, staging_folder
+from utils.postprocess import write_cache_manifest
 from utils.windows import EVAL_FRAMES
 from utils.word_utils import Corpus
 
@@ -58,13 +61,6 @@ def load_weights_for_test(args: argparse.Namespace, model: nn.Module) -> None:
     load_model_state(model, read_checkpoint(args.resume)["state_dict"], args.resume)
 
 
-def check_outputs(args: argparse.Namespace, cache_dir: Path | None = None) -> None:
-    """Fail before any work if an output would replace user files without ``--overwrite``."""
-    check_writable(args.save_pred, args.overwrite, "--save_pred")
-    check_writable(args.save_plot, args.overwrite, "--save_plot")
-    check_writable(cache_dir, args.overwrite, "--cache_dir")
-
-
 def _gather(records: Records) -> Records:
     return sorted(all_gather_objects(records), key=lambda r: r["index"])
 
@@ -81,19 +77,22 @@ def evaluate_video_split(args: argparse.Namespace, rt: Runtime, model: nn.Module
                          geometry: Geometry, cache_dir: Path | None = None, method: str = "stream") -> Records:
     """Window evaluation of ``dataset`` (videos sharded over the processes), optionally writing the cache.
 
-    ``method='stream'`` computes each frame's features once; ``'windows'`` is the reference's recomputation.
+    ``method='stream'`` computes each distinct frame's features once (index entries over the same frames
+    share them, so a process gets whole clips); ``'windows'`` is the reference's recomputation.
     """
-    videos = range(rt.dist.rank, len(dataset.videos), rt.dist.world_size)
-    wanted = set(videos)
-    indices = [i for i, (v, _) in enumerate(dataset.samples) if v in wanted]
     if method == "windows":
+        videos = range(rt.dist.rank, len(dataset.videos), rt.dist.world_size)
+        wanted = set(videos)
+        indices = [i for i, (v, _) in enumerate(dataset.samples) if v in wanted]
         loader = build_eval_loader(args, dataset, indices)
         records = evaluate_video_windows(model, loader, rt.device, geometry, rt.amp_dtype, cache_dir, rt.progress)
     else:
-        loader = build_eval_loader(args, dataset.frames(), indices)
-        records = evaluate_video(model, loader, [len(v) for v in dataset.videos], rt.device, geometry,
-                                 num_frames=dataset.num_frames, batch_size=args.batch_size,
-                                 amp_dtype=rt.amp_dtype, cache_dir=cache_dir, progress=rt.progress)
+        clips = group_videos(dataset.videos, range(len(dataset.videos)))[rt.dist.rank::rt.dist.world_size]
+        frames = dataset.clip_frames([v for clip in clips for v in clip])
+        loader = build_eval_loader(args, frames, collate_fn=collate_clip_frames)
+        records = evaluate_video(model, loader, rt.device, geometry, num_frames=dataset.num_frames,
+                                 batch_size=args.batch_size, amp_dtype=rt.amp_dtype, cache_dir=cache_dir,
+                                 progress=rt.progress)
     return _gather(records)
 
 
@@ -129,11 +128,13 @@ def fit(
     train_sampler: DistributedSampler,
     geometry: Geometry,
     validate: Callable[[nn.Module], dict[str, float]],
+    inference: dict | None = None,
 ) -> float:
     """Train ``model`` for ``--nb_epoch`` epochs (resuming from ``--resume``), validating after each epoch.
 
     Checkpoints (main process, atomic): ``<savename>_checkpoint.pth.tar`` after every epoch and
-    ``<savename>_model_best.pth.tar`` when the validation accuracy improves. Returns the best accuracy.
+    ``<savename>_model_best.pth.tar`` when the validation accuracy improves, each with ``inference``
+    (:func:`app.builders.inference_config`). Returns the best accuracy.
     """
     latest, best_path = checkpoint_paths(args)
     scaler = torch.amp.GradScaler("cuda") if rt.amp_dtype == torch.float16 else None
@@ -173,9 +174,9 @@ def fit(
                        metrics["miou"], best_accuracy)
         rng_states = all_gather_objects([capture_rng_state()])
         if rt.is_main:
-            save_training_checkpoint(latest, model, optimizer, epoch + 1, best_accuracy, scaler, rng_states)
-            if is_best:
-                save_training_checkpoint(best_path, model, optimizer, epoch + 1, best_accuracy, scaler, rng_states)
+            for path in (latest, best_path) if is_best else (latest,):
+                save_training_checkpoint(path, model, optimizer, epoch + 1, best_accuracy, scaler, rng_states,
+                                         inference)
         barrier()
     return best_accuracy
 
@@ -191,20 +192,26 @@ def image_test_split(args: argparse.Namespace) -> str:
     return "testB" if args.dataset in ("unc", "unc+") else "test"
 
 
-def default_cache_dir(args: argparse.Namespace) -> Path:
-    return Path(args.cache_dir) if args.cache_dir else Path("cache") / args.savename
-
-
 def run_video_test(args: argparse.Namespace, rt: Runtime, model: nn.Module, corpus: Corpus) -> dict[str, float]:
     """``--test``: evaluate ``--resume`` on the test split with windows, with the cache if ``--cache``."""
     load_weights_for_test(args, model)
     cache_dir = default_cache_dir(args) if args.cache else None
-    check_outputs(args, cache_dir)
     split = video_test_split(args)
     dataset = build_video_dataset(args, split, corpus, args.num_frame_k or EVAL_FRAMES, augment=False)
-    records = evaluate_video_split(args, rt, model, dataset, build_geometry(args), cache_dir,
-                                   method=args.eval_method)
-    if cache_dir is not None:
+    started = time.time()
+    # the cache is written into a staging folder and swapped in whole when complete (docs/behaviour.md §8)
+    staged = all_gather_objects([staging_folder(cache_dir) if rt.is_main and cache_dir else None])[0]
+    try:
+        records = evaluate_video_split(args, rt, model, dataset, build_geometry(args), staged,
+                                       method=args.eval_method)
+    except BaseException:
+        if staged is not None and rt.is_main:
+            shutil.rmtree(staged, ignore_errors=True)
+        raise
+    barrier()
+    if cache_dir is not None and rt.is_main:
+        write_cache_manifest(staged, started)
+        publish_folder(staged, cache_dir)
         rt.logger.info("cache written to %s", cache_dir)
     return report(args, rt.logger, records, f"{args.dataset} {split}", lambda p: dataset.root / p, rt.is_main)
 
@@ -212,7 +219,6 @@ def run_video_test(args: argparse.Namespace, rt: Runtime, model: nn.Module, corp
 def run_image_test(args: argparse.Namespace, rt: Runtime, model: nn.Module, corpus: Corpus) -> dict[str, float]:
     """``--test``: evaluate ``--resume`` on ``--test_split``."""
     load_weights_for_test(args, model)
-    check_outputs(args)
     split = image_test_split(args)
     dataset = build_image_dataset(args, split, corpus, augment=False)
     records = evaluate_image_split(args, rt, model, dataset, build_geometry(args))

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Subset
 from app.engine import evaluate_video, evaluate_video_windows, train_one_epoch
 from bench.video_eval import CONFIGS
 from dataset.synthvid import SynthConfig, generate
-from dataset.vid_loader import VIDDataset
+from dataset.vid_loader import VIDDataset, collate_clip_frames
 from model import build_grounding_model
 from model.losses import GroundingCriterion
 from utils.geometry import DEFAULT_ANCHORS, Geometry
@@ -39,15 +39,13 @@ def workloads(name: str, root: Path, frames: int, device: torch.device, amp_dtyp
     train_set = VIDDataset(root, root, "VID", "train", corpus, image_size=size, num_frames=2, augment=True)
     model = build_grounding_model("video", len(corpus), cfg, size, emb).to(device)
     geometry = Geometry(size, DEFAULT_ANCHORS, 416)
-    lengths = [len(v) for v in test.videos]
     indices = list(range(frames))
     optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-4, weight_decay=5e-4)
     criterion = GroundingCriterion()
 
     def stream() -> object:
-        loader = DataLoader(Subset(test.frames(), indices), batch_size=5)
-        return evaluate_video(model, loader, lengths, device, geometry, batch_size=5, amp_dtype=amp_dtype,
-                              progress=False)
+        loader = DataLoader(test.clip_frames([0]), batch_size=5, collate_fn=collate_clip_frames)
+        return evaluate_video(model, loader, device, geometry, batch_size=5, amp_dtype=amp_dtype, progress=False)
 
     def windows() -> object:
         loader = DataLoader(Subset(test, indices), batch_size=1)

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Subset
 
 from app.engine import evaluate_video, evaluate_video_windows
 from dataset.synthvid import SynthConfig, generate
-from dataset.vid_loader import VIDDataset
+from dataset.vid_loader import VIDDataset, collate_clip_frames
 from model import DEFAULT_CFG, SMALL_CFG, build_grounding_model
 from utils.geometry import DEFAULT_ANCHORS, Geometry
 from utils.word_utils import load_corpus
@@ -49,23 +49,23 @@ def run_method(name: str, method: str, root: Path, videos: int, batch_size: int,
     torch.manual_seed(0)
     model = build_grounding_model("video", len(corpus), cfg, size, emb).to(device_).eval()
     geometry = Geometry(size, DEFAULT_ANCHORS, 416)
-    lengths = [len(v) for v in dataset.videos]
     amp_dtype = (torch.float16 if device_.type == "cuda" else torch.bfloat16) if method.endswith("-amp") else None
 
-    def evaluate(subset: list[int]) -> list:
+    def evaluate(clips: range) -> list:
         if method.startswith("stream"):
-            loader = DataLoader(Subset(dataset.frames(), subset), batch_size=batch_size)
-            return evaluate_video(model, loader, lengths, device_, geometry, batch_size=batch_size,
-                                  amp_dtype=amp_dtype, progress=False)
+            loader = DataLoader(dataset.clip_frames(clips), batch_size=batch_size, collate_fn=collate_clip_frames)
+            return evaluate_video(model, loader, device_, geometry, batch_size=batch_size, amp_dtype=amp_dtype,
+                                  progress=False)
+        subset = [i for i, (v, _) in enumerate(dataset.samples) if v in clips]
         loader = DataLoader(Subset(dataset, subset), batch_size=batch_size)
         return evaluate_video_windows(model, loader, device_, geometry, amp_dtype, progress=False)
 
-    evaluate(list(range(lengths[0])))  # warm-up (kernel selection), one video
+    evaluate(range(1))  # warm-up (kernel selection), one video
     if device_.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    records = evaluate(indices)
+    records = evaluate(range(videos))
     if device_.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ import torch
 from torch.utils.data import Dataset
 
 from dataset.common import (
+    check_box_in_image,
+    check_boxes,
+    check_phrases,
     encode_phrase,
     image_size,
     int_box,
@@ -24,11 +28,12 @@ from dataset.common import (
     load_index,
     resolve_image_root,
     stack_frames,
+    warn_empty_boxes,
 )
 from dataset.names import VIDEO_DATASETS
 from utils.io import UserInputError
 from utils.letterbox import letterbox_geometry
-from utils.transforms import Rng, eval_box
+from utils.transforms import Rng, eval_box, to_tensor
 from utils.windows import TRAIN_FRAMES, window_indices
 from utils.word_utils import Corpus
 
@@ -55,11 +60,14 @@ class VIDDataset(Dataset):
     index). With ``augment`` one flip decision covers the whole sample; HSV jitter and the affine warp are drawn
     per frame. ``rng`` defaults to the ``random`` module (re-seeded per DataLoader worker by PyTorch).
     Built with ``corpus=None`` it only gives metadata (:meth:`frame_meta`), e.g. to score cached predictions.
+    Boxes are validated on load (:func:`dataset.common.check_boxes`); with ``skip_empty_boxes`` (training) the
+    samples with a zero-width or zero-height box are left out, else they are kept; either way one warning.
     """
 
     def __init__(self, data_root: str | os.PathLike, split_root: str | os.PathLike, dataset: str, split: str,
                  corpus: Corpus | None, image_size: int = 256, num_frames: int = TRAIN_FRAMES,
-                 augment: bool = False, max_query_len: int = 20, rng: Rng | None = None) -> None:
+                 augment: bool = False, max_query_len: int = 20, rng: Rng | None = None,
+                 skip_empty_boxes: bool = False) -> None:
         if dataset not in VIDEO_DATASETS:
             raise UserInputError(f"unknown video dataset {dataset!r}; expected one of {', '.join(VIDEO_DATASETS)}")
         if num_frames < 1:
@@ -67,8 +75,18 @@ class VIDDataset(Dataset):
         self.index_path = video_index_path(split_root, dataset, split)
         self.videos: list[list[tuple[str, Any, str]]] = load_index(self.index_path, split)
         _check_videos(self.videos, self.index_path)
-        self.samples: list[tuple[int, int]] = [(v, t) for v, video in enumerate(self.videos)
-                                               for t in range(len(video))]
+        frames = [(v, t) for v, video in enumerate(self.videos) for t in range(len(video))]
+        empty = check_boxes([self.videos[v][t][1] for v, t in frames], xywh=False,
+                            describe=lambda i: self._source(*frames[i]))
+        warn_empty_boxes(empty, self.index_path, lambda i: self._source(*frames[i]), skip_empty_boxes)
+        check_phrases([self.videos[v][t][2] for v, t in frames], corpus, self.index_path,
+                      lambda i: self._source(*frames[i]))
+        self.samples: list[tuple[int, int]] = frames
+        if skip_empty_boxes and empty.any():
+            # a sample is skipped when a frame whose box is a target (every frame of its window) is empty
+            empty_frames = {frame for frame, e in zip(frames, empty.tolist()) if e}
+            self.samples = [(v, t) for v, t in frames if not any(
+                (v, j) in empty_frames for j in window_indices(t, len(self.videos[v]), num_frames))]
         self.root = resolve_image_root(self.videos[0][0][0], [Path(), Path(data_root)], self.index_path)
         self.corpus = corpus
         self.image_size = image_size
@@ -97,14 +115,15 @@ class VIDDataset(Dataset):
 
     def _frame(self, v: int, t: int, augment: bool, flip: bool) -> tuple[tuple, tuple[int, int]]:
         path, box, _ = self.videos[v][t]
-        return load_frame(self.root / path, int_box(box), self.index_path, self.image_size, augment, flip, self.rng)
+        return load_frame(self.root / path, int_box(box), self.index_path, self.image_size, augment, flip, self.rng,
+                          self._source(v, t))
 
     def _source(self, v: int, t: int) -> str:
         return f"index file {self.index_path}, video {v} frame {t}"
 
     def frame_size(self, video_idx: int, frame_idx: int) -> tuple[int, int]:
         """Original ``(h, w)`` of a frame from its file header (no decoding)."""
-        return image_size(self.root / self.videos[video_idx][frame_idx][0])
+        return image_size(self.root / self.videos[video_idx][frame_idx][0], self.index_path)
 
     def frame_meta(self, index: int) -> dict[str, Any]:
         """Evaluation metadata of sample ``index``'s own frame without decoding it (docs/behaviour.md §7 geometry from
@@ -114,6 +133,7 @@ class VIDDataset(Dataset):
         v, t = self.samples[index]
         path, box, phrase = self.videos[v][t]
         h, w = self.frame_size(v, t)
+        check_box_in_image(int_box(box), h, w, self._source(v, t))
         ratio, _, _, dw, dh = letterbox_geometry(h, w, self.image_size)
         return {
             "boxes": torch.tensor(eval_box(int_box(box), ratio, dw, dh), dtype=torch.float32),
@@ -124,31 +144,64 @@ class VIDDataset(Dataset):
             "index": index, "image_path": path, "phrase": phrase.lower(), "video": v, "frame": t,
         }
 
-    def frames(self) -> VIDFrames:
-        """The same samples one frame at a time (docs/behaviour.md §7 preprocessing, never augmented), for streaming
-        evaluation."""
-        return VIDFrames(self)
+    def clip_frames(self, videos: Sequence[int], share: bool = True) -> VIDClipFrames:
+        """The frames of ``videos`` one at a time (docs/behaviour.md §7 preprocessing, never augmented), for
+        streaming evaluation: each distinct frame once with every index entry grounded on it (``share``), or
+        each index video on its own (one decoding per entry and frame, the per-sentence evaluation)."""
+        return VIDClipFrames(self, videos, share)
 
 
-class VIDFrames(Dataset):
-    """Per-frame view of a :class:`VIDDataset`: item ``i`` is frame ``samples[i]`` alone (T = 1).
+def group_videos(videos: Sequence[Sequence[tuple]], which: Sequence[int], share: bool = True) -> list[list[int]]:
+    """``which`` grouped into clips: index videos with the same frame paths in the same order (the tubes and
+    sentences of one video), in order of first appearance; with ``share=False`` each video is its own clip."""
+    if not share:
+        return [[v] for v in which]
+    clips: dict[tuple[str, ...], list[int]] = {}
+    for v in which:
+        clips.setdefault(tuple(frame[0] for frame in videos[v]), []).append(v)
+    return list(clips.values())
 
-    Items carry the keys of :class:`VIDDataset` items plus ``video`` and ``frame`` (ints). Each frame is decoded
-    once, where the window dataset decodes it once per window containing it.
+
+class VIDClipFrames(Dataset):
+    """Distinct frames of some videos of a :class:`VIDDataset`, each decoded once for all its index entries.
+
+    Index videos over the same frame sequence form one clip (:func:`group_videos`). Item ``i`` is one frame of
+    one clip, in clip then frame order: ``image`` (3, S, S), ``clip``, ``frame``, ``length`` (ints), and
+    ``queries``, one dict per index entry of the clip, with that entry's metadata as in :meth:`VIDDataset.frame_meta`
+    plus ``word_id`` (L,). Batch with :func:`collate_clip_frames`.
     """
 
-    def __init__(self, windows: VIDDataset) -> None:
+    def __init__(self, windows: VIDDataset, videos: Sequence[int], share: bool = True) -> None:
         self.windows = windows
+        self.clips = group_videos(windows.videos, videos, share)
+        starts = [0]
+        for video in windows.videos:
+            starts.append(starts[-1] + len(video))
+        self.starts = starts
+        self.items = [(c, t) for c, group in enumerate(self.clips) for t in range(len(windows.videos[group[0]]))]
 
     def __len__(self) -> int:
-        return len(self.windows)
+        return len(self.items)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         ds = self.windows
-        v, t = ds.samples[index]
-        path, _, phrase = ds.videos[v][t]
-        phrase, word_id = encode_phrase(phrase, ds.corpus, ds.max_query_len, False, ds._source(v, t))
-        frame, size = ds._frame(v, t, augment=False, flip=False)
-        item = stack_frames([frame], [size])
-        item.update(word_id=word_id, index=index, phrase=phrase, image_path=path, video=v, frame=t)
-        return item
+        c, t = self.items[index]
+        group = self.clips[c]
+        (img, _, ratio, dw, dh), (h, w) = ds._frame(group[0], t, augment=False, flip=False)
+        geometry = {"ratio": torch.tensor(ratio, dtype=torch.float32), "dw": torch.tensor(dw, dtype=torch.float32),
+                    "dh": torch.tensor(dh, dtype=torch.float32), "orig_size": torch.tensor([h, w])}
+        queries = []
+        for v in group:
+            path, box, phrase = ds.videos[v][t]
+            phrase, word_id = encode_phrase(phrase, ds.corpus, ds.max_query_len, False, ds._source(v, t))
+            box = torch.tensor(eval_box(int_box(box), ratio, dw, dh), dtype=torch.float32)
+            queries.append({"boxes": box, **geometry, "index": self.starts[v] + t, "image_path": path,
+                            "phrase": phrase, "video": v, "frame": t, "word_id": word_id})
+        return {"image": to_tensor(img[None])[0], "clip": c, "frame": t,
+                "length": len(ds.videos[group[0]]), "queries": queries}
+
+
+def collate_clip_frames(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Frames of :class:`VIDClipFrames` -> ``images`` (F, 3, S, S) and per-frame lists of the other keys."""
+    return {"images": torch.stack([item["image"] for item in items]),
+            **{key: [item[key] for item in items] for key in ("clip", "frame", "length", "queries")}}

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model import DEFAULT_CFG
+from model.darknet import DEFAULT_CFG
 from model.grounding import GroundingModel
 from model.layers import ConvBatchNormReLU, float32, l2_normalize, split_conv1x1
 from utils.geometry import NUM_SCALES
@@ -91,9 +91,13 @@ class CoGroundingModel(GroundingModel):
             fused = block.relu(block.bn(fused.flatten(0, 1).transpose(1, 2).unsqueeze(3)))  # (MP, E, hw, 1)
             return l2_normalize(fused.squeeze(3).transpose(1, 2), dim=2).unflatten(0, (m, p))  # (M, P, hw, E)
 
-    def ground_windows(self, frame_feats: list[torch.Tensor], word_id: torch.Tensor) -> dict:
-        """Window layout from precomputed :meth:`frame_features`, per scale (B, T, h, w, 2E), T odd, centre T // 2.
+    def ground_windows(self, frame_feats: list[torch.Tensor], word_id: torch.Tensor,
+                       sentences: torch.Tensor | None = None) -> dict:
+        """Window layout from precomputed :meth:`frame_features`, per scale (W, T, h, w, 2E), T odd, centre T // 2.
 
+        ``sentences`` (W,) long: how many rows of ``word_id`` (R, L) each window grounds, in order (default one
+        each). The co-grounded map does not depend on the sentence, so it is computed once per window and
+        shared by its sentences; outputs have R rows.
         quirk (docs/behaviour.md §5): the T - 1 co-grounded maps of the centre are averaged without renormalisation.
         """
         t = frame_feats[0].shape[1]
@@ -102,9 +106,11 @@ class CoGroundingModel(GroundingModel):
         c = t // 2
         corr = []
         for s, f in enumerate(frame_feats):
-            cells = f.flatten(2, 3)  # (B, T, hw, 2E)
-            attended = self.co_attend(cells[:, c], [cells[:, :c], cells[:, c + 1:]], s).mean(1)  # (B, hw, E)
-            corr.append(_cells_to_map(attended, *f.shape[2:4]))  # (B, E, h, w)
+            cells = f.flatten(2, 3)  # (W, T, hw, 2E)
+            attended = self.co_attend(cells[:, c], [cells[:, :c], cells[:, c + 1:]], s).mean(1)  # (W, hw, E)
+            corr.append(_cells_to_map(attended, *f.shape[2:4]))  # (W, E, h, w)
+        if sentences is not None:
+            corr = [m.repeat_interleave(sentences.to(m.device), dim=0) for m in corr]  # (R, E, h, w)
         out = self.ground(corr, word_id)
         out["corr_feat"] = corr
         return out

@@ -34,6 +34,7 @@ from model import SMALL_CFG, build_grounding_model
 from utils.checkpoint import load_model_state, read_checkpoint
 from utils.cli import run_main
 from utils.io import safe_load
+from utils.postprocess import MANIFEST
 from utils.word_utils import load_corpus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,6 +46,7 @@ EMB = 32
 REFERENCE_KEYS = {"epoch", "state_dict", "best_loss", "optimizer"}
 PRED_KEYS = ["image", "phrase", "pred", "gt", "iou"]
 DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def data_flags(root: Path, dataset: str = "VID") -> list[str]:
@@ -80,15 +82,6 @@ def files(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` but the logs (which runs append to), with its bytes."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
             if p.is_file() and p.relative_to(folder).parts[0] != "logs"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread for the in-process runs: the machine has 2 cores and other processes on them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -173,7 +166,8 @@ def test_test_script_reports_accuracy_miou_and_centre_accuracy(chain: Chain) -> 
 
 def test_cache_files_follow_the_reference_layout(chain: Chain, tiny_root: Path) -> None:
     expected = [f"{Path(p).parent.name}/{Path(p).stem}_{i}.pth" for i, p in enumerate(split_frames(tiny_root))]
-    assert sorted(str(p.relative_to(chain.cache)) for p in chain.cache.rglob("*") if p.is_file()) == sorted(expected)
+    assert sorted(str(p.relative_to(chain.cache)) for p in chain.cache.rglob("*") if p.is_file()) == \
+        sorted([*expected, MANIFEST])
     entry = torch.load(chain.cache / expected[-1], weights_only=True)
     assert set(entry) == {"pred_bbox_topk", "pred_score_topk", "visu_feat"}
     assert entry["pred_bbox_topk"].shape == (5, 1, 4) and entry["visu_feat"].shape == (5, 1, EMB)
