@@ -109,6 +109,31 @@ def run_in_process(script: ModuleType, argv: list[str], capsys: pytest.CaptureFi
     return code, out, err
 
 
+# Runs the training script with app.pipeline.barrier (called once per epoch, after the checkpoint is saved)
+# interrupting the run after its first epoch, on every rank.
+INTERRUPT_AFTER_FIRST_EPOCH = """
+import runpy, sys
+sys.path.insert(0, {repo!r})
+import app.pipeline
+barrier = app.pipeline.barrier
+def interrupt():
+    barrier()
+    raise KeyboardInterrupt
+app.pipeline.barrier = interrupt
+runpy.run_path({script!r}, run_name="__main__")
+"""
+
+
+def interrupted_after_first_epoch(cwd: Path, script: Path, *args: str, launcher: tuple[str, ...] = ()
+                                  ) -> subprocess.CompletedProcess:
+    """``script`` run (through ``launcher``, e.g. torchrun) until its first epoch's checkpoint is written."""
+    wrapper = cwd / f"interrupted_{script.name}"
+    wrapper.write_text(INTERRUPT_AFTER_FIRST_EPOCH.format(repo=str(REPO), script=str(script)))
+    proc = run_cli(cwd, *launcher, wrapper, *args)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr, proc.stderr[-2000:]
+    return proc
+
+
 # ----------------------------------------------------------------------------------- the command chain
 
 @dataclass
@@ -130,10 +155,11 @@ class Chain:
 
 @pytest.fixture(scope="module")
 def chain(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Chain:
-    """train 1 epoch -> resume to 2 -> test with --cache/--save_pred/--save_plot -> post_processing.py."""
+    """train 2 epochs, interrupted after the first -> resume -> test with --cache/--save_pred/--save_plot ->
+    post_processing.py."""
     work = tmp_path_factory.mktemp("chain")
     flags = model_flags(tiny_root)
-    succeeded(run_cli(work, TRAIN_VIDEO, *flags, "--nb_epoch", "1", "--savename", "tiny"))
+    interrupted_after_first_epoch(work, TRAIN_VIDEO, *flags, "--nb_epoch", "2", "--savename", "tiny")
     epoch1 = shutil.copy(work / "saved_models" / "tiny_checkpoint.pth.tar", work / "epoch1.pth.tar")
     resume = succeeded(run_cli(work, TRAIN_VIDEO, *flags, "--nb_epoch", "2", "--savename", "tiny",
                                "--resume", "saved_models/tiny_checkpoint.pth.tar"))
@@ -227,8 +253,9 @@ def final_state(save_dir: Path, savename: str) -> dict[str, torch.Tensor]:
 
 
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_root: Path, workdir: Path) -> None:
+    """Also from a checkpoint without the learning-rate scheduler and the flags (older ones, the authors')."""
     parser = train_video.get_args_parser()
-    flags = [*model_flags(tiny_root), "--nb_epoch", "2"]
+    flags = [*model_flags(tiny_root), "--nb_epoch", "2", "--lr_per_iter", "--warmup_iters", "5"]
     train_video.main(parser.parse_args([*flags, "--savename", "full"]))
 
     def interrupt() -> None:  # app.pipeline.barrier runs once per epoch, after the checkpoint is saved
@@ -239,13 +266,18 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_root: Path,
         with pytest.raises(KeyboardInterrupt):
             train_video.main(parser.parse_args([*flags, "--savename", "cut"]))
     interrupted = workdir / "saved_models" / "cut_checkpoint.pth.tar"
-    assert read_checkpoint(interrupted)["epoch"] == 1
+    checkpoint = read_checkpoint(interrupted)
+    assert checkpoint["epoch"] == 1 and checkpoint["lr_scheduler"]["last_epoch"] == 8  # 8 iterations per epoch
+    older = {k: v for k, v in checkpoint.items() if k not in ("lr_scheduler", "args")}
+    torch.save(older, workdir / "older.pth.tar")
     train_video.main(parser.parse_args([*flags, "--savename", "cut", "--resume", str(interrupted)]))
+    train_video.main(parser.parse_args([*flags, "--savename", "older", "--resume", "older.pth.tar"]))
 
-    full, resumed = final_state(workdir / "saved_models", "full"), final_state(workdir / "saved_models", "cut")
-    assert full.keys() == resumed.keys()
-    differing = [k for k in full if not torch.equal(full[k], resumed[k])]
-    assert differing == []
+    full = final_state(workdir / "saved_models", "full")
+    for name in ("cut", "older"):
+        resumed = final_state(workdir / "saved_models", name)
+        assert full.keys() == resumed.keys()
+        assert [k for k in full if not torch.equal(full[k], resumed[k])] == [], name
 
 
 def test_amp_bf16_training_gives_finite_losses(tiny_root: Path, workdir: Path, capsys: pytest.CaptureFixture,
@@ -276,24 +308,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# Runs the training script with app.pipeline.barrier (called once per epoch, after the checkpoint is saved)
-# interrupting the run after its first epoch, on every rank.
-INTERRUPT_AFTER_FIRST_EPOCH = """
-import runpy, sys
-sys.path.insert(0, {repo!r})
-import app.pipeline
-barrier = app.pipeline.barrier
-def interrupt():
-    barrier()
-    raise KeyboardInterrupt
-app.pipeline.barrier = interrupt
-runpy.run_path({script!r}, run_name="__main__")
-"""
+def torchrun_launcher() -> tuple[str, ...]:
+    """``python -m torch.distributed.run`` with 2 processes on a free port."""
+    return "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())
 
 
 def torchrun(cwd: Path, script: Path, *args: str) -> subprocess.CompletedProcess:
-    return run_cli(cwd, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-                   script, *args)
+    return run_cli(cwd, *torchrun_launcher(), script, *args)
 
 
 @pytest.fixture(scope="module")
@@ -322,10 +343,8 @@ def test_two_process_ddp_training_on_gloo(ddp_run: tuple[Path, subprocess.Comple
 def test_interrupted_and_resumed_ddp_run_ends_with_the_same_weights(
         ddp_run: tuple[Path, subprocess.CompletedProcess], tiny_root: Path, tmp_path: Path) -> None:
     """Each rank must get its own random state back (they were seeded seed + rank), not rank 0's."""
-    wrapper = tmp_path / "interrupted_training.py"
-    wrapper.write_text(INTERRUPT_AFTER_FIRST_EPOCH.format(repo=str(REPO), script=str(TRAIN_VIDEO)))
     flags = [*model_flags(tiny_root), "--nb_epoch", "2", "--savename", "cut"]
-    assert torchrun(tmp_path, wrapper, *flags).returncode != 0
+    interrupted_after_first_epoch(tmp_path, TRAIN_VIDEO, *flags, launcher=torchrun_launcher())
     interrupted = tmp_path / "saved_models" / "cut_checkpoint.pth.tar"
     assert read_checkpoint(interrupted)["epoch"] == 1
     succeeded(torchrun(tmp_path, TRAIN_VIDEO, *flags, "--resume", str(interrupted)))
@@ -439,3 +458,15 @@ def test_a_run_without_lstm_is_refused(tiny_root: Path, workdir: Path, capsys: p
     code, _, err = run_in_process(train_video, [*flags, "--nb_epoch", "1"], capsys)
     assert_clean_error(code, err, "--lstm")
     assert files(workdir) == {}
+
+
+def test_resume_with_flags_that_change_the_run_is_refused(chain: Chain, tiny_root: Path, workdir: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    shutil.copy(chain.epoch1, workdir / "epoch1.pth.tar")
+    before = files(workdir)
+    code, _, err = run_in_process(train_video, [*model_flags(tiny_root), "--nb_epoch", "3", "--lr", "0.001",
+                                                "--savename", "tiny", "--resume", "epoch1.pth.tar"], capsys)
+    assert code == 2
+    assert_clean_error(code, err, "--resume epoch1.pth.tar was trained with --lr 0.0001 --nb_epoch 2",
+                       "this run has --lr 0.001 --nb_epoch 3")
+    assert files(workdir) == before

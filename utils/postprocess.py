@@ -156,16 +156,21 @@ def _load_video(paths: list[Path]) -> CacheEntry:
 
 
 def post_process(
-    videos: list[list[str]], cache_dir: str | os.PathLike, num_frames: int = EVAL_FRAMES, progress: bool = True
+    videos: list[list[str]],
+    cache_dir: str | os.PathLike,
+    num_frames: int = EVAL_FRAMES,
+    progress: bool = True,
+    frames_per_chunk: int = FRAMES_PER_CHUNK,
 ) -> list[dict[str, Any]]:
     """Re-score every test frame from the cache (docs/behaviour.md §8), streaming video by video.
 
-    ``videos``: image paths per video, in order (the same order as when the cache was written).
+    ``videos``: image paths per video, in order (the same order as when the cache was written). At most
+    ``frames_per_chunk`` frames are re-scored at once (it bounds the (F, T, K, E) window tensor).
     Returns one dict per frame in global order: ``index`` (global frame index), ``box`` (4,) original
     pixels of the chosen candidate, ``candidate`` (its rank in the frame's top-k).
     """
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if num_frames < 1 or frames_per_chunk < 1:
+        raise ValueError(f"num_frames and frames_per_chunk must be >= 1, got {num_frames}, {frames_per_chunk}")
     cache_dir = Path(cache_dir)
     _check_cache_dir(cache_dir)
     offsets = np.cumsum([0] + [len(v) for v in videos]).tolist()
@@ -180,8 +185,8 @@ def post_process(
                 continue
             entry = _load_video(video_paths)  # each frame's file read once
             sources, valid = window_sources(len(video_paths), num_frames)  # (n, T)
-            for first in range(0, len(video_paths), FRAMES_PER_CHUNK):
-                rows = slice(first, first + FRAMES_PER_CHUNK)
+            for first in range(0, len(video_paths), frames_per_chunk):
+                rows = slice(first, first + frames_per_chunk)
                 best, _ = rescore_window(
                     entry.feats[rows],  # (F, K, E)
                     entry.feats[sources[rows]],  # (F, T, K, E)
