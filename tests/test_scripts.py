@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -244,6 +245,92 @@ def test_save_plot_writes_an_annotated_image_per_frame(chain: Chain, tiny_root: 
     assert len(plots) == len(frames)
     for plot, frame in zip(plots, frames):
         assert cv2.imread(str(plot)).shape == cv2.imread(str(tiny_root / frame)).shape
+
+
+# ------------------------------------------------------------------------- the README's reference commands
+
+def readme_reference_commands() -> list[list[str]]:
+    """The commands of README.md's "The reference commands" block, as argument lists."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("### The reference commands"):]
+    start = section.index("```bash\n") + len("```bash\n")
+    block = section[start:section.index("\n```", start)]
+    lines = [line for line in block.replace("\\\n", " ").splitlines() if line and not line.startswith("#")]
+    return [shlex.split(line) for line in lines]
+
+
+# appended to each reference command: the small model at 64 px on the tiny set, one epoch, batches the tiny
+# image split can fill (9 training expressions), no loader processes, no progress bars
+SMALL_MODEL = ["--cfg", str(SMALL_CFG), "--size", "64", "--emb_size", str(EMB), "--workers", "0", "--no_progress"]
+SMALL_TRAINING = [*SMALL_MODEL, "--nb_epoch", "1", "--batch_size", "4"]
+SMALL_POST_PROCESSING = ["--size", "64", "--no_progress"]
+
+
+def reference_data(tiny_root: Path, work: Path) -> None:
+    """``./data`` as the README lays it out: VID-Sentence under data/VID, RefCOCO ('unc') under data/unc with its
+    images under data/other/images/mscoco/images/train2014 (here: the tiny set and its image-level export)."""
+    data = work / "data"
+    data.mkdir()
+    for name in ("VID", "frames"):
+        (data / name).symlink_to(tiny_root / name)
+    (data / "unc").mkdir()
+    for split in ("train", "val"):
+        shutil.copy(tiny_root / "synthvid" / f"synthvid_{split}.pth", data / "unc" / f"unc_{split}.pth")
+    shutil.copy(tiny_root / "synthvid" / "corpus.pth", data / "unc" / "corpus.pth")
+    coco = data / "other" / "images" / "mscoco" / "images" / "train2014"
+    coco.parent.mkdir(parents=True)
+    coco.symlink_to(tiny_root)
+
+
+@pytest.fixture(scope="module")
+def readme_runs(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory
+                ) -> tuple[Path, list[tuple[list[str], subprocess.CompletedProcess]]]:
+    """Every reference command, in README order; a released checkpoint a command resumes is stood in for by the
+    checkpoint the training command before it wrote for the same dataset."""
+    work = tmp_path_factory.mktemp("readme")
+    reference_data(tiny_root, work)
+    trained: dict[str, Path] = {}
+    runs = []
+    for argv in readme_reference_commands():
+        assert argv[0] == "python", argv
+        script, flags = argv[1], argv[2:]
+        option = dict(zip(flags, flags[1:]))
+        if script == POST_PROCESS.name:
+            extra = SMALL_POST_PROCESSING
+        elif "--test" in flags:
+            extra = SMALL_MODEL
+            released = work / option["--resume"]
+            released.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(trained[option["--dataset"]], released)
+        else:
+            extra = SMALL_TRAINING
+            trained[option["--dataset"]] = work / "saved_models" / f"{option['--savename']}_checkpoint.pth.tar"
+        runs.append((argv, run_cli(work, REPO / script, *flags, *extra)))
+    return work, runs
+
+
+def test_the_readme_lists_the_five_reference_commands():
+    scripts = [argv[1] for argv in readme_reference_commands()]
+    assert scripts == [TRAIN_VIDEO.name, TEST_VIDEO.name, POST_PROCESS.name, TRAIN_IMAGE.name, TRAIN_IMAGE.name]
+
+
+@pytest.mark.parametrize("index, printed", [
+    (0, r"epoch 1/1 .* val accuracy [01]\.\d{4}"),
+    (1, r"VID test: accuracy [01]\.\d{4}  mean IoU [01]\.\d{4}  centre accuracy [01]\.\d{4}  \(9 samples\)"),
+    (2, r"VID test after post-processing: accuracy [01]\.\d{4}  mean IoU [01]\.\d{4}  \(9 samples\)"),
+    (3, r"epoch 1/1 .* val accuracy [01]\.\d{4}"),
+    (4, r"unc val: accuracy [01]\.\d{4}  mean IoU [01]\.\d{4}  centre accuracy [01]\.\d{4}  \(3 samples\)"),
+], ids=["train video", "test video + cache", "post-processing", "train image", "test image"])
+def test_reference_command_runs_verbatim(readme_runs, index: int, printed: str) -> None:
+    _, runs = readme_runs
+    argv, proc = runs[index]
+    succeeded(proc)
+    assert re.search(printed, proc.stdout), (argv, proc.stdout)
+
+
+def test_reference_post_processing_logs_under_its_savename(readme_runs) -> None:
+    work, _ = readme_runs
+    assert "after post-processing: accuracy" in (work / "logs" / "model_post_processing.log").read_text()
 
 
 # ---------------------------------------------------------------------------------- exact resume, AMP
