@@ -16,10 +16,19 @@ from pathlib import Path
 
 import torch
 
-from app.argparser import data_parser, output_parser, reference_only_flags, run_parser, script_parser, window_parser
+from app.argparser import (
+    data_parser,
+    output_parser,
+    positive_int,
+    reference_only_flags,
+    run_parser,
+    script_parser,
+    window_parser,
+)
 from app.builders import setup_logger
+from app.checks import check_before_work
 from app.engine import collate_meta, score_boxes
-from app.pipeline import check_outputs, report, video_test_split
+from app.pipeline import report, video_test_split
 from dataset.vid_loader import VIDDataset
 from utils.cli import run_main
 from utils.postprocess import FRAMES_PER_CHUNK, post_process
@@ -32,7 +41,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.set_defaults(savename=None)
     group = parser.add_argument_group("post-processing")
     group.add_argument("--cache_dir", required=True, help="the cache folder to re-score")
-    group.add_argument("--batch_size", type=int, default=FRAMES_PER_CHUNK,
+    group.add_argument("--batch_size", type=positive_int, default=FRAMES_PER_CHUNK,
                        help="frames re-scored at once (bounds the memory; the result does not depend on it)")
     reference_only_flags(parser, {
         "--gpu": (str, "post-processing re-scores cached vectors on the CPU"),
@@ -43,9 +52,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    check_before_work(args)
     log_name = args.savename or f"post_processing_{Path(args.cache_dir).name}"
     logger = setup_logger(Path(args.log_dir) / f"{log_name}.log")
-    check_outputs(args)
     split, num_frames = video_test_split(args), args.num_frame_k or EVAL_FRAMES
     dataset = VIDDataset(args.data_root, args.split_root, args.dataset, split, corpus=None,
                          image_size=args.size, num_frames=num_frames)

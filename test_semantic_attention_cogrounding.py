@@ -13,6 +13,7 @@ import argparse
 
 from app.argparser import grounding_parsers, script_parser
 from app.builders import build_corpus, build_model, setup_runtime
+from app.checks import check_before_work
 from app.pipeline import run_video_test
 from utils.cli import run_main
 
@@ -22,6 +23,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    check_before_work(args)
     rt = setup_runtime(args, f"{args.savename}_test")
     corpus = build_corpus(args)
     model = build_model(args, len(corpus), "video").to(rt.device)

@@ -14,6 +14,7 @@ import argparse
 
 from app.argparser import grounding_parsers, script_parser
 from app.builders import build_corpus, build_model, build_video_dataset, setup_runtime
+from app.checks import check_before_work
 from app.pipeline import run_video_test, train
 from utils.cli import run_main
 from utils.io import UserInputError
@@ -25,6 +26,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    check_before_work(args)
     rt = setup_runtime(args, args.savename if not args.test else f"{args.savename}_test")
     corpus = build_corpus(args)
     model = build_model(args, len(corpus), "video").to(rt.device)
@@ -33,7 +35,8 @@ def main(args: argparse.Namespace) -> None:
         return
     if (args.num_frame_k or TRAIN_FRAMES) != TRAIN_FRAMES:
         raise UserInputError(f"--num_frame_k {args.num_frame_k}: training uses frame pairs ({TRAIN_FRAMES})")
-    train_set = build_video_dataset(args, "train", corpus, TRAIN_FRAMES, augment=not args.no_augment)
+    train_set = build_video_dataset(args, "train", corpus, TRAIN_FRAMES, augment=not args.no_augment,
+                                    training=True)
     val_set = build_video_dataset(args, args.val_split or "test", corpus, EVAL_FRAMES, augment=False)
     rt.logger.info("training on %d frames of %d videos, validating on %d frames", len(train_set),
                    len(train_set.videos), len(val_set))

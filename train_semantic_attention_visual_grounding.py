@@ -15,6 +15,7 @@ import argparse
 
 from app.argparser import grounding_parsers, script_parser
 from app.builders import build_corpus, build_image_dataset, build_model, setup_runtime
+from app.checks import check_before_work
 from app.pipeline import run_image_test, train
 from utils.cli import run_main
 
@@ -24,13 +25,14 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    check_before_work(args)
     rt = setup_runtime(args, args.savename if not args.test else f"{args.savename}_test")
     corpus = build_corpus(args)
     model = build_model(args, len(corpus), "image").to(rt.device)
     if args.test:
         run_image_test(args, rt, model, corpus)
         return
-    train_set = build_image_dataset(args, "train", corpus, augment=not args.no_augment)
+    train_set = build_image_dataset(args, "train", corpus, augment=not args.no_augment, training=True)
     val_set = build_image_dataset(args, args.val_split or "val", corpus, augment=False)
     rt.logger.info("training on %d expressions, validating on %d", len(train_set), len(val_set))
     train(args, rt, model, train_set, val_set)

@@ -6,10 +6,52 @@ work verbatim; every string option with a fixed set of values has ``choices=``.
 from __future__ import annotations
 
 import argparse
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
 
 from dataset.names import IMAGE_DATASETS, SPLITS, VIDEO_DATASETS
 from model import DEFAULT_CFG
+from utils.cli import ArgumentParser
 from utils.windows import EVAL_FRAMES, TRAIN_FRAMES
+
+DEFAULT_DARKNET_WEIGHTS = Path("saved_models") / "yolov3.weights"
+SIZE_STRIDE = 32  # the backbone's coarsest stride: letterboxed sizes are multiples of it
+MAX_SEED = 2**32 - 2  # numpy is seeded with seed + 1 (< 2**32)
+
+
+def _number(kind: Callable[[str], int | float], low: float, low_ok: bool, what: str,
+            multiple: int | None = None, high: float = math.inf) -> Callable[[str], int | float]:
+    """An argparse ``type=``: ``kind(text)`` within ``[low or (low, high]``, finite, optionally a multiple."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        in_range = (value >= low if low_ok else value > low) and value <= high
+        if not (math.isfinite(value) and in_range and (multiple is None or value % multiple == 0)):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+positive_int = _number(int, 0, False, "an integer >= 1")
+non_negative_int = _number(int, 0, True, "an integer >= 0")
+positive_float = _number(float, 0, False, "a finite number > 0")
+non_negative_float = _number(float, 0, True, "a finite number >= 0")
+image_size = _number(int, 0, False, f"a positive multiple of {SIZE_STRIDE}", multiple=SIZE_STRIDE)
+seed = _number(int, 0, True, f"an integer from 0 to {MAX_SEED}", high=MAX_SEED)
+
+
+def gpu_ids(text: str) -> str:
+    """``--gpu``: comma-separated device ids, e.g. ``0`` or ``0,1``."""
+    if not re.fullmatch(r"\d+(,\d+)*", text.strip()):
+        raise argparse.ArgumentTypeError(f"expected device ids like '0' or '0,1', got {text!r}")
+    return text.strip()
 
 
 def _parent(title: str) -> tuple[argparse.ArgumentParser, argparse._ArgumentGroup]:
@@ -24,16 +66,16 @@ def data_parser(video: bool, loading: bool = True) -> argparse.ArgumentParser:
     group.add_argument("--dataset", default=datasets[0], choices=datasets, help="dataset name (index folder)")
     group.add_argument("--data_root", default="./data", help="root of the images / video frames")
     group.add_argument("--split_root", default="data", help="root of the index files: <split_root>/<dataset>/")
-    group.add_argument("--size", type=int, default=256, help="letterboxed image size (multiple of 32)")
+    group.add_argument("--size", type=image_size, default=256, help="letterboxed image size (multiple of 32)")
     if loading:
-        group.add_argument("--workers", type=int, default=4, help="data loading workers per process")
+        group.add_argument("--workers", type=non_negative_int, default=4, help="data loading workers per process")
     return parser
 
 
 def window_parser() -> argparse.ArgumentParser:
     """``--num_frame_k``: frames per video sample (docs/behaviour.md §1)."""
     parser, group = _parent("windows")
-    group.add_argument("--num_frame_k", type=int, default=None,
+    group.add_argument("--num_frame_k", type=positive_int, default=None,
                        help=f"frames per sample: {TRAIN_FRAMES} to train (pairs), {EVAL_FRAMES} to evaluate and "
                             f"post-process (windows); default: {TRAIN_FRAMES} for training, {EVAL_FRAMES} otherwise")
     return parser
@@ -57,42 +99,48 @@ def model_parser() -> argparse.ArgumentParser:
     group.add_argument("--corpus", default=None,
                        help="vocabulary file (default <split_root>/<dataset>/corpus.pth); a released checkpoint "
                             "needs the corpus it was trained with")
-    group.add_argument("--time", type=int, default=20, help="maximum query length in tokens")
+    group.add_argument("--time", type=positive_int, default=20, help="maximum query length in tokens")
     group.add_argument("--cfg", default=str(DEFAULT_CFG),
                        help="Darknet cfg of the backbone (model/yolov3.cfg, or model/yolov3_small.cfg for CPUs)")
-    group.add_argument("--emb_size", type=int, default=512, help="joint embedding size (512 in the paper)")
+    group.add_argument("--emb_size", type=positive_int, default=512, help="joint embedding size (512 in the paper)")
     group.add_argument("--light", action="store_true", help="light grounding head (one conv per scale)")
-    group.add_argument("--anchor_imsize", type=int, default=416, help="image size the anchors are given in")
+    group.add_argument("--anchor_imsize", type=positive_int, default=416, help="image size the anchors are given in")
     return parser
 
 
 def training_parser() -> argparse.ArgumentParser:
     parser, group = _parent("training")
-    group.add_argument("--batch_size", type=int, default=8,
+    group.add_argument("--batch_size", type=positive_int, default=8,
                        help="samples per process and step (at test time: windows or images per forward)")
-    group.add_argument("--lr", type=float, default=1e-4, help="learning rate (the backbone's is scaled, below)")
-    group.add_argument("--backbone_lr_scale", type=float, default=0.1,
+    group.add_argument("--lr", type=positive_float, default=1e-4,
+                       help="learning rate (the backbone's is scaled, below)")
+    group.add_argument("--backbone_lr_scale", type=non_negative_float, default=0.1,
                        help="the Darknet backbone's learning rate is lr x this (0.1 in the reference)")
-    group.add_argument("--power", type=float, default=0.9, help="poly learning-rate decay power (0: constant)")
-    group.add_argument("--nb_epoch", type=int, default=100, help="number of training epochs")
+    group.add_argument("--power", type=non_negative_float, default=0.9,
+                       help="poly learning-rate decay power (0: constant)")
+    group.add_argument("--nb_epoch", type=positive_int, default=100, help="number of training epochs")
     group.add_argument("--lr_per_iter", action="store_true",
                        help="apply the poly decay every iteration (the reference steps it once per epoch)")
-    group.add_argument("--warmup_iters", type=int, default=0, help="linear learning-rate warm-up iterations")
+    group.add_argument("--warmup_iters", type=non_negative_int, default=0,
+                       help="linear learning-rate warm-up iterations")
     group.add_argument("--optimizer", default="RMSprop", choices=("RMSprop", "adam", "adamw", "sgd"),
                        help="optimiser (RMSprop in the reference)")
-    group.add_argument("--weight_decay", type=float, default=5e-4, help="weight decay (5e-4 in the reference)")
+    group.add_argument("--weight_decay", type=non_negative_float, default=5e-4,
+                       help="weight decay (5e-4 in the reference)")
     group.add_argument("--no_augment", action="store_true",
                        help="train without the flip / colour / affine augmentation of the reference")
     group.add_argument("--pretrain", default="",
                        help="initialise from a grounding checkpoint's matching keys (e.g. SL-Att for CG-SL-Att)")
-    group.add_argument("--darknet_weights", default="saved_models/yolov3.weights",
-                       help="Darknet .weights for the backbone when training from scratch, used if the file "
-                            "exists and neither --pretrain nor --resume is given ('' to skip)")
+    group.add_argument("--darknet_weights", default=None,
+                       help="Darknet .weights for the backbone when training from scratch (neither --pretrain nor "
+                            f"--resume); default: {DEFAULT_DARKNET_WEIGHTS} if that file exists, else random "
+                            "weights; a path given here must exist; '' for random weights")
     group.add_argument("--resume", default="", help="checkpoint to resume training from, or to evaluate")
-    group.add_argument("--seed", type=int, default=13,
+    group.add_argument("--seed", type=seed, default=13,
                        help="random seed: Python seed, numpy seed+1, torch seed+2 (13/14/15 as the reference)")
     group.add_argument("--save_dir", default="saved_models", help="folder of the checkpoints")
-    group.add_argument("--print_freq", type=int, default=50, help="log the running losses every N iterations")
+    group.add_argument("--print_freq", type=non_negative_int, default=50,
+                       help="log the running losses every N iterations (0: only per epoch)")
     group.add_argument("--val_split", default=None, choices=SPLITS,
                        help="split validated after each epoch (default: test for videos, val for images)")
     group.add_argument("--deterministic", action="store_true",
@@ -117,7 +165,7 @@ def output_parser() -> argparse.ArgumentParser:
                        help="write predictions as JSON Lines, one record per evaluated sample in dataset order")
     group.add_argument("--save_plot", default=None,
                        help="folder for images with the predicted (red) and ground-truth (green) boxes")
-    group.add_argument("--max_plots", type=int, default=200, help="at most this many --save_plot images")
+    group.add_argument("--max_plots", type=positive_int, default=200, help="at most this many --save_plot images")
     group.add_argument("--overwrite", action="store_true",
                        help="allow replacing existing predictions, plots, caches and checkpoints")
     return parser
@@ -125,7 +173,7 @@ def output_parser() -> argparse.ArgumentParser:
 
 def runtime_parser() -> argparse.ArgumentParser:
     parser, group = _parent("runtime")
-    group.add_argument("--gpu", default=None,
+    group.add_argument("--gpu", default=None, type=gpu_ids,
                        help="CUDA device ids, e.g. '0' or '0,1' (sets CUDA_VISIBLE_DEVICES); without CUDA the "
                             "script runs on the CPU")
     group.add_argument("--amp", action="store_true", help="mixed precision (default dtype: bf16 on CPU, fp16 on CUDA)")
@@ -134,8 +182,8 @@ def runtime_parser() -> argparse.ArgumentParser:
 
 
 def script_parser(description: str, parents: list[argparse.ArgumentParser]) -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(description=description, parents=parents,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    return ArgumentParser(description=description, parents=parents,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def grounding_parsers(video: bool) -> list[argparse.ArgumentParser]:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from app.argparser import DEFAULT_DARKNET_WEIGHTS
 from dataset.common import default_corpus_path
 from dataset.referit_loader import ReferDataset
 from dataset.vid_loader import VIDDataset
@@ -28,6 +29,7 @@ from utils.io import UserInputError
 from utils.word_utils import Corpus, load_corpus
 
 SGD_MOMENTUM = 0.99  # the reference's value
+LOGGERS = ("cgslatt", "dataset", "utils")  # the scripts' logger, then the libraries' (logging.getLogger(__name__))
 
 
 @dataclass
@@ -79,22 +81,24 @@ def seed_everything(seed: int) -> None:
 
 
 def setup_logger(path: Path, main_process: bool = True) -> logging.Logger:
-    """Log to stdout and (main process) to ``path``."""
-    logger = logging.getLogger("cgslatt")
-    for handler in logger.handlers:
-        handler.close()
-    logger.handlers.clear()
-    logger.propagate = False
-    logger.setLevel(logging.INFO if main_process else logging.WARNING)
+    """Log to stdout and (main process) to ``path``; the library packages' loggers go to the same places."""
     console = logging.StreamHandler(sys.stdout)
     console.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(console)
+    handlers: list[logging.Handler] = [console]
     if main_process:
         path.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(path)
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-        logger.addHandler(handler)
-    return logger
+        handlers.append(handler)
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        for old in logger.handlers:
+            if old not in handlers:
+                old.close()
+        logger.handlers = list(handlers)
+        logger.propagate = False
+        logger.setLevel(logging.INFO if main_process else logging.WARNING)
+    return logging.getLogger(LOGGERS[0])
 
 
 def build_geometry(args: argparse.Namespace) -> Geometry:
@@ -107,14 +111,17 @@ def build_corpus(args: argparse.Namespace) -> Corpus:
 
 
 def build_video_dataset(args: argparse.Namespace, split: str, corpus: Corpus, num_frames: int,
-                        augment: bool) -> VIDDataset:
+                        augment: bool, training: bool = False) -> VIDDataset:
+    """The video set of ``split``; a ``training`` set leaves out samples with an empty ground-truth box."""
     return VIDDataset(args.data_root, args.split_root, args.dataset, split, corpus, image_size=args.size,
-                      num_frames=num_frames, augment=augment, max_query_len=args.time)
+                      num_frames=num_frames, augment=augment, max_query_len=args.time, skip_empty_boxes=training)
 
 
-def build_image_dataset(args: argparse.Namespace, split: str, corpus: Corpus, augment: bool) -> ReferDataset:
+def build_image_dataset(args: argparse.Namespace, split: str, corpus: Corpus, augment: bool,
+                        training: bool = False) -> ReferDataset:
+    """The image set of ``split``; a ``training`` set leaves out samples with an empty ground-truth box."""
     return ReferDataset(args.data_root, args.split_root, args.dataset, split, corpus, image_size=args.size,
-                        augment=augment, max_query_len=args.time)
+                        augment=augment, max_query_len=args.time, skip_empty_boxes=training)
 
 
 def build_train_loader(args: argparse.Namespace, dataset: Dataset, dist: DistInfo
@@ -152,17 +159,20 @@ def build_model(args: argparse.Namespace, vocab_size: int, kind: str) -> nn.Modu
 
 
 def initialise_for_training(args: argparse.Namespace, model: nn.Module, logger: logging.Logger) -> None:
-    """``--pretrain`` (matching keys), else the Darknet ``--darknet_weights`` if that file exists."""
+    """``--pretrain`` (matching keys), else ``--darknet_weights`` (default: the default path if that file exists)."""
     if args.pretrain:
         missing = load_matching_state(model, read_checkpoint(args.pretrain)["state_dict"], args.pretrain)
         logger.info("initialised from %s (%d tensors kept their initial values%s)", args.pretrain, len(missing),
                     f", e.g. {missing[0]}" if missing else "")
-    elif args.darknet_weights and Path(args.darknet_weights).is_file():
-        model.visumodel.load_darknet_weights(args.darknet_weights)
-        logger.info("backbone initialised from %s", args.darknet_weights)
+        return
+    # an explicit --darknet_weights exists (app.checks); the default path is used only where it exists
+    weights = args.darknet_weights if args.darknet_weights is not None else DEFAULT_DARKNET_WEIGHTS
+    if weights and Path(weights).is_file():
+        model.visumodel.load_darknet_weights(weights)
+        logger.info("backbone initialised from %s", weights)
     else:
-        logger.info("backbone initialised randomly (no --pretrain, and no Darknet weights at %r)",
-                    args.darknet_weights)
+        logger.info("backbone initialised randomly (no --pretrain, and %s)",
+                    "--darknet_weights ''" if args.darknet_weights == "" else f"no Darknet weights at {weights}")
 
 
 def build_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.Optimizer:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,8 +27,9 @@ from app.builders import (
     build_video_dataset,
     initialise_for_training,
 )
+from app.checks import default_cache_dir
 from app.engine import evaluate_images, evaluate_video, evaluate_video_windows, summarize, train_one_epoch
-from app.predictions import check_writable, save_plots, write_predictions
+from app.predictions import save_plots, write_predictions
 from dataset.referit_loader import ReferDataset
 from dataset.vid_loader import VIDDataset
 from model.losses import GroundingCriterion
@@ -40,7 +42,8 @@ from utils.checkpoint import (
 )
 from utils.distributed import all_gather_objects, barrier
 from utils.geometry import Geometry
-from utils.io import UserInputError
+from utils.io import UserInputError, publish_folder, staging_folder
+from utils.postprocess import write_cache_manifest
 from utils.windows import EVAL_FRAMES
 from utils.word_utils import Corpus
 
@@ -57,13 +60,6 @@ def load_weights_for_test(args: argparse.Namespace, model: nn.Module) -> None:
     if not args.resume:
         raise UserInputError("evaluation needs the checkpoint to evaluate: pass --resume CKPT")
     load_model_state(model, read_checkpoint(args.resume)["state_dict"], args.resume)
-
-
-def check_outputs(args: argparse.Namespace, cache_dir: Path | None = None) -> None:
-    """Fail before any work if an output would replace user files without ``--overwrite``."""
-    check_writable(args.save_pred, args.overwrite, "--save_pred")
-    check_writable(args.save_plot, args.overwrite, "--save_plot")
-    check_writable(cache_dir, args.overwrite, "--cache_dir")
 
 
 def _gather(records: Records) -> Records:
@@ -241,20 +237,26 @@ def image_test_split(args: argparse.Namespace) -> str:
     return "testB" if args.dataset in ("unc", "unc+") else "test"
 
 
-def default_cache_dir(args: argparse.Namespace) -> Path:
-    return Path(args.cache_dir) if args.cache_dir else Path("cache") / args.savename
-
-
 def run_video_test(args: argparse.Namespace, rt: Runtime, model: nn.Module, corpus: Corpus) -> dict[str, float]:
     """``--test``: evaluate ``--resume`` on the test split with windows, with the cache if ``--cache``."""
     load_weights_for_test(args, model)
     cache_dir = default_cache_dir(args) if args.cache else None
-    check_outputs(args, cache_dir)
     split = video_test_split(args)
     dataset = build_video_dataset(args, split, corpus, args.num_frame_k or EVAL_FRAMES, augment=False)
-    records = evaluate_video_split(args, rt, model, dataset, build_geometry(args), cache_dir,
-                                   method=args.eval_method)
-    if cache_dir is not None:
+    started = time.time()
+    # the cache is written into a staging folder and swapped in whole when complete (docs/behaviour.md §8)
+    staged = all_gather_objects([staging_folder(cache_dir) if rt.is_main and cache_dir else None])[0]
+    try:
+        records = evaluate_video_split(args, rt, model, dataset, build_geometry(args), staged,
+                                       method=args.eval_method)
+    except BaseException:
+        if staged is not None and rt.is_main:
+            shutil.rmtree(staged, ignore_errors=True)
+        raise
+    barrier()
+    if cache_dir is not None and rt.is_main:
+        write_cache_manifest(staged, started)
+        publish_folder(staged, cache_dir)
         rt.logger.info("cache written to %s", cache_dir)
     return report(args, rt.logger, records, f"{args.dataset} {split}", lambda p: dataset.root / p, rt.is_main)
 
@@ -262,7 +264,6 @@ def run_video_test(args: argparse.Namespace, rt: Runtime, model: nn.Module, corp
 def run_image_test(args: argparse.Namespace, rt: Runtime, model: nn.Module, corpus: Corpus) -> dict[str, float]:
     """``--test``: evaluate ``--resume`` on ``--test_split``."""
     load_weights_for_test(args, model)
-    check_outputs(args)
     split = image_test_split(args)
     dataset = build_image_dataset(args, split, corpus, augment=False)
     records = evaluate_image_split(args, rt, model, dataset, build_geometry(args))

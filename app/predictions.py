@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from utils.io import UserInputError, atomic_write_text
+from utils.io import UserInputError, atomic_write_text, publish_folder, staging_folder
 
 PRED_COLOUR = (0, 0, 255)  # BGR red
 GT_COLOUR = (0, 200, 0)  # BGR green
@@ -54,16 +55,25 @@ def draw_record(img: np.ndarray, record: dict[str, Any]) -> np.ndarray:
 
 def save_plots(records: Iterable[dict[str, Any]], out_dir: str | os.PathLike,
                resolve: Callable[[str], Path], limit: int) -> int:
-    """Write up to ``limit`` annotated images ``<out_dir>/<index>_<image stem>.jpg``; returns how many."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = 0
-    for record in sorted(records, key=lambda r: r["index"])[:limit]:
-        source = resolve(record["image"])
-        img = cv2.imread(str(source), cv2.IMREAD_COLOR)
-        if img is None:
-            raise UserInputError(f"--save_plot: cannot read {source}")
-        target = out_dir / f"{record['index']:06d}_{Path(record['image']).stem}.jpg"
-        cv2.imwrite(str(target), draw_record(img, record))
-        written += 1
+    """Write up to ``limit`` annotated images ``<out_dir>/<index>_<image stem>.jpg``; returns how many.
+
+    The folder is written aside and swapped in whole: an existing ``out_dir`` is replaced only once the new
+    one is complete.
+    """
+    staged = staging_folder(out_dir)
+    try:
+        written = 0
+        for record in sorted(records, key=lambda r: r["index"])[:limit]:
+            source = resolve(record["image"])
+            img = cv2.imread(str(source), cv2.IMREAD_COLOR)
+            if img is None:
+                raise UserInputError(f"--save_plot: cannot read {source}")
+            target = staged / f"{record['index']:06d}_{Path(record['image']).stem}.jpg"
+            if not cv2.imwrite(str(target), draw_record(img, record)):
+                raise UserInputError(f"--save_plot: cannot write {target}")
+            written += 1
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    publish_folder(staged, out_dir)
     return written

@@ -17,7 +17,17 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from dataset.common import encode_phrase, int_box, load_frame, load_index, resolve_image_root, stack_frames
+from dataset.common import (
+    check_boxes,
+    check_phrases,
+    encode_phrase,
+    int_box,
+    load_frame,
+    load_index,
+    resolve_image_root,
+    stack_frames,
+    warn_empty_boxes,
+)
 from dataset.names import IMAGE_SPLITS
 from utils.io import UserInputError
 from utils.transforms import Rng
@@ -62,7 +72,7 @@ class ReferDataset(Dataset):
 
     def __init__(self, data_root: str | os.PathLike, split_root: str | os.PathLike, dataset: str, split: str,
                  corpus: Corpus, image_size: int = 256, augment: bool = False, max_query_len: int = 20,
-                 rng: Rng | None = None) -> None:
+                 rng: Rng | None = None, skip_empty_boxes: bool = False) -> None:
         if dataset not in IMAGE_SPLITS:
             raise UserInputError(f"unknown image dataset {dataset!r}; expected one of {', '.join(IMAGE_SPLITS)}")
         if split not in IMAGE_SPLITS[dataset]:
@@ -70,8 +80,12 @@ class ReferDataset(Dataset):
                                  f"{', '.join(IMAGE_SPLITS[dataset])}")
         self.index_path = refer_index_path(split_root, dataset, split)
         self.items: list = load_index(self.index_path, split)
-        for i, item in enumerate(self.items):
-            _unpack(item, i, self.index_path)
+        fields = [_unpack(item, i, self.index_path) for i, item in enumerate(self.items)]
+        empty = check_boxes([box for _, box, _ in fields], dataset in XYWH_DATASETS, self._source)
+        check_phrases([phrase for _, _, phrase in fields], corpus, self.index_path, self._source)
+        warn_empty_boxes(empty, self.index_path, self._source, skip_empty_boxes)
+        if skip_empty_boxes:
+            self.items = [item for item, e in zip(self.items, empty.tolist()) if not e]
         self.root = resolve_image_root(_unpack(self.items[0], 0, self.index_path)[0],
                                        [Path(data_root) / IMAGE_DIRS[dataset]], self.index_path)
         self.xywh = dataset in XYWH_DATASETS
@@ -88,13 +102,15 @@ class ReferDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
+    def _source(self, i: int) -> str:
+        return f"index file {self.index_path}, item {i}"
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_file, box, phrase = _unpack(self.items[index], index, self.index_path)
         flip = self.augment and self.rng.random() > 0.5
-        phrase, word_id = encode_phrase(phrase, self.corpus, self.max_query_len, flip,
-                                        f"index file {self.index_path}, item {index}")
+        phrase, word_id = encode_phrase(phrase, self.corpus, self.max_query_len, flip, self._source(index))
         frame, size = load_frame(self.root / image_file, corner_box(box, self.xywh), self.index_path,
-                                 self.image_size, self.augment, flip, self.rng)
+                                 self.image_size, self.augment, flip, self.rng, self._source(index))
         frames = stack_frames([frame], [size])
         return {"image": frames["images"][0], "word_id": word_id, "box": frames["boxes"][0],
                 "ratio": frames["ratio"][0], "dw": frames["dw"][0], "dh": frames["dh"][0],

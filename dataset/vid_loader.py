@@ -17,6 +17,9 @@ import torch
 from torch.utils.data import Dataset
 
 from dataset.common import (
+    check_box_in_image,
+    check_boxes,
+    check_phrases,
     encode_phrase,
     image_size,
     int_box,
@@ -24,6 +27,7 @@ from dataset.common import (
     load_index,
     resolve_image_root,
     stack_frames,
+    warn_empty_boxes,
 )
 from dataset.names import VIDEO_DATASETS
 from utils.io import UserInputError
@@ -55,11 +59,14 @@ class VIDDataset(Dataset):
     index). With ``augment`` one flip decision covers the whole sample; HSV jitter and the affine warp are drawn
     per frame. ``rng`` defaults to the ``random`` module (re-seeded per DataLoader worker by PyTorch).
     Built with ``corpus=None`` it only gives metadata (:meth:`frame_meta`), e.g. to score cached predictions.
+    Boxes are validated on load (:func:`dataset.common.check_boxes`); with ``skip_empty_boxes`` (training) the
+    samples with a zero-width or zero-height box are left out, else they are kept; either way one warning.
     """
 
     def __init__(self, data_root: str | os.PathLike, split_root: str | os.PathLike, dataset: str, split: str,
                  corpus: Corpus | None, image_size: int = 256, num_frames: int = TRAIN_FRAMES,
-                 augment: bool = False, max_query_len: int = 20, rng: Rng | None = None) -> None:
+                 augment: bool = False, max_query_len: int = 20, rng: Rng | None = None,
+                 skip_empty_boxes: bool = False) -> None:
         if dataset not in VIDEO_DATASETS:
             raise UserInputError(f"unknown video dataset {dataset!r}; expected one of {', '.join(VIDEO_DATASETS)}")
         if num_frames < 1:
@@ -67,8 +74,18 @@ class VIDDataset(Dataset):
         self.index_path = video_index_path(split_root, dataset, split)
         self.videos: list[list[tuple[str, Any, str]]] = load_index(self.index_path, split)
         _check_videos(self.videos, self.index_path)
-        self.samples: list[tuple[int, int]] = [(v, t) for v, video in enumerate(self.videos)
-                                               for t in range(len(video))]
+        frames = [(v, t) for v, video in enumerate(self.videos) for t in range(len(video))]
+        empty = check_boxes([self.videos[v][t][1] for v, t in frames], xywh=False,
+                            describe=lambda i: self._source(*frames[i]))
+        warn_empty_boxes(empty, self.index_path, lambda i: self._source(*frames[i]), skip_empty_boxes)
+        check_phrases([self.videos[v][t][2] for v, t in frames], corpus, self.index_path,
+                      lambda i: self._source(*frames[i]))
+        self.samples: list[tuple[int, int]] = frames
+        if skip_empty_boxes and empty.any():
+            # a sample is skipped when a frame whose box is a target (every frame of its window) is empty
+            empty_frames = {frame for frame, e in zip(frames, empty.tolist()) if e}
+            self.samples = [(v, t) for v, t in frames if not any(
+                (v, j) in empty_frames for j in window_indices(t, len(self.videos[v]), num_frames))]
         self.root = resolve_image_root(self.videos[0][0][0], [Path(), Path(data_root)], self.index_path)
         self.corpus = corpus
         self.image_size = image_size
@@ -97,14 +114,15 @@ class VIDDataset(Dataset):
 
     def _frame(self, v: int, t: int, augment: bool, flip: bool) -> tuple[tuple, tuple[int, int]]:
         path, box, _ = self.videos[v][t]
-        return load_frame(self.root / path, int_box(box), self.index_path, self.image_size, augment, flip, self.rng)
+        return load_frame(self.root / path, int_box(box), self.index_path, self.image_size, augment, flip, self.rng,
+                          self._source(v, t))
 
     def _source(self, v: int, t: int) -> str:
         return f"index file {self.index_path}, video {v} frame {t}"
 
     def frame_size(self, video_idx: int, frame_idx: int) -> tuple[int, int]:
         """Original ``(h, w)`` of a frame from its file header (no decoding)."""
-        return image_size(self.root / self.videos[video_idx][frame_idx][0])
+        return image_size(self.root / self.videos[video_idx][frame_idx][0], self.index_path)
 
     def frame_meta(self, index: int) -> dict[str, Any]:
         """Evaluation metadata of sample ``index``'s own frame without decoding it (docs/behaviour.md §7 geometry from
@@ -114,6 +132,7 @@ class VIDDataset(Dataset):
         v, t = self.samples[index]
         path, box, phrase = self.videos[v][t]
         h, w = self.frame_size(v, t)
+        check_box_in_image(int_box(box), h, w, self._source(v, t))
         ratio, _, _, dw, dh = letterbox_geometry(h, w, self.image_size)
         return {
             "boxes": torch.tensor(eval_box(int_box(box), ratio, dw, dh), dtype=torch.float32),

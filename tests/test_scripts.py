@@ -35,6 +35,7 @@ from model import SMALL_CFG, build_grounding_model
 from utils.checkpoint import load_model_state, read_checkpoint
 from utils.cli import run_main
 from utils.io import safe_load
+from utils.postprocess import MANIFEST
 from utils.word_utils import load_corpus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -200,7 +201,8 @@ def test_test_script_reports_accuracy_miou_and_centre_accuracy(chain: Chain) -> 
 
 def test_cache_files_follow_the_reference_layout(chain: Chain, tiny_root: Path) -> None:
     expected = [f"{Path(p).parent.name}/{Path(p).stem}_{i}.pth" for i, p in enumerate(split_frames(tiny_root))]
-    assert sorted(str(p.relative_to(chain.cache)) for p in chain.cache.rglob("*") if p.is_file()) == sorted(expected)
+    assert sorted(str(p.relative_to(chain.cache)) for p in chain.cache.rglob("*") if p.is_file()) == \
+        sorted([*expected, MANIFEST])
     entry = torch.load(chain.cache / expected[-1], weights_only=True)
     assert set(entry) == {"pred_bbox_topk", "pred_score_topk", "visu_feat"}
     assert entry["pred_bbox_topk"].shape == (5, 1, 4) and entry["visu_feat"].shape == (5, 1, EMB)

@@ -8,8 +8,12 @@ renamed, so a crash never leaves a truncated file behind.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import glob
 import os
 import pickle
+import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -32,15 +36,53 @@ class UserInputError(Exception):
     """Bad input from the user (a file, flag or key): the entry scripts print it and exit non-zero."""
 
 
+def _temp_prefix(name: str) -> str:
+    """``.<name>.<pid>.``: temporaries carry their writer's process id, so a later write can tell stale ones."""
+    return f".{name}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: Path, name: str) -> list[Path]:
+    """Remove ``folder/.<name>.<pid>.*.tmp`` files and folders left by a killed write of ``name``.
+
+    Only our own pattern, and only where the writer process (its pid is in the name) no longer runs: a write
+    in progress in another process is left alone. Returns what was removed.
+    """
+    pattern = re.compile(rf"^\.{re.escape(name)}\.(\d+)\.[^/]+\.tmp$")
+    removed = []
+    for entry in folder.glob(f".{glob.escape(name)}.*.tmp"):
+        match = pattern.match(entry.name)
+        if match is None or int(match.group(1)) == os.getpid() or _pid_alive(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+        removed.append(entry)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file next to ``path``; on success it is synced and renamed onto ``path``.
 
-    On any error the temporary file is removed and ``path`` is left as it was.
+    On any error the temporary file is removed and ``path`` is left as it was. Temporaries of ``path`` left by
+    a killed earlier write (``.<name>.<pid>.*.tmp`` of a process that no longer runs) are removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temporaries(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path.name), suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
@@ -52,6 +94,55 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def staging_folder(path: str | os.PathLike) -> Path:
+    """A new empty temporary sibling folder ``.<name>.<pid>.*.tmp`` of ``path`` to write a whole output folder into.
+
+    Fill it, then :func:`publish_folder` it onto ``path``: readers see the old complete folder or the new
+    complete one, never a mix. Stale staging folders of ``path`` (killed writers) are removed first.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent, path.name)
+    staged = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temp_prefix(path.name), suffix=".tmp"))
+    os.chmod(staged, 0o777 & ~_UMASK)
+    return staged
+
+
+def publish_folder(staged: Path, path: str | os.PathLike) -> Path:
+    """Replace the folder ``path`` (if any) by the complete folder ``staged`` (from :func:`staging_folder`).
+
+    An existing ``path`` is swapped out in one atomic exchange where the system has one (Linux
+    ``renameat2(RENAME_EXCHANGE)``), else renamed aside first; the old folder is deleted only after the new one
+    is in place. A crash in between leaves a stale ``.tmp`` folder that the next write removes.
+    """
+    path = Path(path)
+    if not path.exists():
+        os.rename(staged, path)
+        return path
+    if not path.is_dir():
+        raise UserInputError(f"{path} is a file, not a folder: cannot replace it by the output folder")
+    if not _exchange(staged, path):
+        aside = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temp_prefix(path.name), suffix=".tmp"))
+        os.rename(path, aside / "old")
+        os.rename(staged, path)
+        staged = aside
+    shutil.rmtree(staged, ignore_errors=True)  # now the old folder
+    return path
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux >= 3.15, glibc >= 2.28); False where that is not available."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return result == 0
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -83,18 +174,31 @@ def safe_load(
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"{what} not found: {path}")
+    if path.stat().st_size == 0:
+        raise UserInputError(f"{what} {path} is empty (0 bytes)")
     try:
         with torch.serialization.safe_globals(list(allowed_globals)):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise UserInputError(
-            f"{what} {path} could not be loaded safely: it refers to something outside the allow-list "
-            f"({_first_line(err)})"
-        ) from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        refused = _REFUSED_GLOBAL.search(str(err))
+        if refused:
+            raise UserInputError(
+                f"{what} {path} was refused: it names {refused.group(1) or refused.group(2)}, which is outside "
+                f"the allow-list (a {what} holds only tensors, containers, numbers and the project's own classes)"
+            ) from None
+        raise UserInputError(f"{what} {path} is not a valid {what}: not a file written by torch.save, "
+                             "or damaged") from None
+    except (RuntimeError, EOFError, OSError) as err:
         raise UserInputError(
             f"{what} {path} is truncated or not a file written by torch.save ({_first_line(err)})"
-        ) from err
+        ) from None
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, OverflowError, UnicodeDecodeError):
+        raise UserInputError(f"{what} {path} is not a valid {what}: not a file written by torch.save, "
+                             "or damaged") from None
+
+
+# how torch's weights-only unpickler names a refused global ("GLOBAL module.name") or class in its message
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)|but got <class '([\w.]+)'>")
 
 
 def numpy_scalar_globals(*dtypes: type) -> list[Any]:
@@ -115,5 +219,7 @@ def numpy_scalar_globals(*dtypes: type) -> list[Any]:
 
 
 def _first_line(err: BaseException) -> str:
+    """The first line of an error, without torch's advice to load unsafely (never repeated to users)."""
     text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    line = text.splitlines()[0] if text else type(err).__name__
+    return line.split(" If you are seeing this error")[0] if "weights_only" not in line else type(err).__name__

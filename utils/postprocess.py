@@ -11,8 +11,12 @@ centre frame's candidates by how well they match the candidates of the other fra
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import numbers
 import os
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -22,13 +26,17 @@ from torch import Tensor
 from tqdm import tqdm
 
 from utils.box_ops import first_argmax
-from utils.io import UserInputError, atomic_save, numpy_scalar_globals, safe_load
+from utils.io import UserInputError, atomic_save, atomic_write_text, numpy_scalar_globals, safe_load
 from utils.windows import EVAL_FRAMES, window_sources
+
+logger = logging.getLogger(__name__)
 
 CACHE_LAYOUT = "<cache_dir>/<video_dir>/<frame_stem>_<global frame index>.pth"
 CACHE_KEYS = ("pred_bbox_topk", "pred_score_topk", "visu_feat")
 MAX_LISTED_MISSING = 5
 FRAMES_PER_CHUNK = 256  # frames re-scored at once: bounds the (F, T, K, E) window tensor
+MANIFEST = ".cache_manifest.json"  # written last by the run that wrote the folder
+MTIME_SLACK_S = 2.0  # file-system timestamps vs time.time()
 
 
 class CacheEntry(NamedTuple):
@@ -131,6 +139,58 @@ def _check_cache_dir(cache_dir: Path) -> None:
                              f"(written by --cache)")
 
 
+def _cache_files(cache_dir: Path) -> list[Path]:
+    return sorted(cache_dir.glob("*/*.pth"))
+
+
+def _names_digest(cache_dir: Path, files: list[Path]) -> str:
+    names = "\n".join(p.relative_to(cache_dir).as_posix() for p in files)
+    return hashlib.sha256(names.encode()).hexdigest()
+
+
+def write_cache_manifest(cache_dir: str | os.PathLike, started: float) -> Path:
+    """Record that the cache files in ``cache_dir`` are one run's complete output (call it last).
+
+    The manifest holds the number of files, a digest of their names and the run's time span; the cache files
+    themselves keep the reference format.
+    """
+    cache_dir = Path(cache_dir)
+    files = _cache_files(cache_dir)
+    manifest = {"files": len(files), "names_sha256": _names_digest(cache_dir, files), "started": started,
+                "finished": time.time()}
+    return atomic_write_text(json.dumps(manifest) + "\n", cache_dir / MANIFEST)
+
+
+def check_cache_manifest(cache_dir: str | os.PathLike) -> bool:
+    """Refuse a cache folder whose files are not exactly those one run wrote; False where there is no manifest.
+
+    A folder without a manifest (the authors' published caches, or ours before manifests) cannot be checked:
+    it is accepted, with a note in the log.
+    """
+    cache_dir = Path(cache_dir)
+    path = cache_dir / MANIFEST
+    if not path.is_file():
+        logger.info("note: cache folder %s has no %s (e.g. the authors' published cache): it is used as it is, "
+                    "without checking that one run wrote all of it", cache_dir, MANIFEST)
+        return False
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        count, digest = int(manifest["files"]), str(manifest["names_sha256"])
+        started, finished = float(manifest["started"]), float(manifest["finished"])
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise UserInputError(f"cache manifest {path} is damaged ({type(err).__name__}): write the cache again "
+                             "with --cache --overwrite") from None
+    files = _cache_files(cache_dir)
+    foreign = [p for p in files if not started - MTIME_SLACK_S <= p.stat().st_mtime <= finished + MTIME_SLACK_S]
+    if len(files) != count or _names_digest(cache_dir, files) != digest or foreign:
+        detail = f"{len(foreign)} files written outside that run, e.g. {foreign[0]}" if foreign else (
+            f"it holds {len(files)} cache files where that run wrote {count}" if len(files) != count
+            else "its file names differ from those that run wrote")
+        raise UserInputError(f"cache folder {cache_dir} is not the output of one run ({detail}): refusing a "
+                             "folder mixed from several runs; write the cache again with --cache --overwrite")
+    return True
+
+
 def _check_complete(cache_dir: Path, paths: list[Path]) -> None:
     missing = [p for p in paths if not p.is_file()]
     if missing:
@@ -177,6 +237,7 @@ def post_process(
     paths = [[cache_file_path(cache_dir, image, start + t) for t, image in enumerate(video)]
              for video, start in zip(videos, offsets)]
     _check_complete(cache_dir, [p for video in paths for p in video])
+    check_cache_manifest(cache_dir)
 
     results: list[dict[str, Any]] = []
     with tqdm(total=offsets[-1], disable=not progress, desc="post-processing", unit="frame") as bar:

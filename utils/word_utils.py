@@ -85,6 +85,11 @@ class Corpus:
         return torch.tensor([self.dictionary.word2idx.get(word, unk) for word in words], dtype=torch.long)
 
 
+def has_known_word(corpus: Corpus, line: str) -> bool:
+    """Whether any word of ``line`` (a token with a letter or digit) is in the vocabulary, i.e. not ``<unk>``."""
+    return any(word in corpus.dictionary for word in split_words(line) if any(c.isalnum() for c in word))
+
+
 def build_corpus(sentences: Iterable[str]) -> Corpus:
     """A corpus of every token of ``sentences``: ``<pad>`` = 0, ``<unk>`` = 1, ``<eos>`` = 2, then by first use."""
     corpus = Corpus()

@@ -1,0 +1,91 @@
+"""Checks every entry script runs first, before any data is read or model built (docs/behaviour.md "bad input").
+
+An output that cannot be written, or would replace the user's files without ``--overwrite``, or an input path
+given on the command line that does not exist, is found here, not after an epoch or a full evaluation.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from app.argparser import DEFAULT_DARKNET_WEIGHTS
+from app.predictions import check_writable
+from utils.io import UserInputError
+
+# output flag -> what it names: a file, a folder we write into, or a folder replaced as a whole (staged)
+FILE, FOLDER, STAGED_FOLDER = "file", "folder", "staged folder"
+
+
+def default_cache_dir(args: argparse.Namespace) -> Path:
+    """``--cache_dir``, or ``cache/<savename>``."""
+    return Path(args.cache_dir) if args.cache_dir else Path("cache") / args.savename
+
+
+def training(args: argparse.Namespace) -> bool:
+    return hasattr(args, "nb_epoch") and not args.test
+
+
+def outputs(args: argparse.Namespace) -> dict[str, tuple[Path, str]]:
+    """The outputs this run will write: flag -> (path, kind)."""
+    found = {"--log_dir": (Path(args.log_dir), FOLDER)}
+    if training(args):
+        found["--save_dir"] = (Path(args.save_dir), FOLDER)
+    if getattr(args, "save_pred", None):
+        found["--save_pred"] = (Path(args.save_pred), FILE)
+    if getattr(args, "save_plot", None):
+        found["--save_plot"] = (Path(args.save_plot), STAGED_FOLDER)
+    if getattr(args, "cache", False) and not training(args):
+        found["--cache_dir"] = (default_cache_dir(args), STAGED_FOLDER)
+    return found
+
+
+def _creatable_in(path: Path) -> Path:
+    """The nearest existing ancestor of ``path`` (where new files and folders for it will be created)."""
+    for folder in (path, *path.parents):
+        if folder.exists():
+            return folder
+    return Path()
+
+
+def check_output(flag: str, path: Path, kind: str) -> None:
+    """``path`` can be written as ``kind``: right type if it exists, and its folder accepts new files.
+
+    Probed by creating (and removing) a temporary file there, which also catches read-only file systems
+    and runs as root, where permission bits say nothing.
+    """
+    if path.exists() and kind == FILE and path.is_dir():
+        raise UserInputError(f"{flag} {path} is a folder; expected the path of a file to write")
+    if path.exists() and kind != FILE and not path.is_dir():
+        raise UserInputError(f"{flag} {path} is a file; expected a folder")
+    where = _creatable_in(path if kind == FOLDER else path.parent)
+    if not where.is_dir():
+        raise UserInputError(f"{flag} {path} cannot be created: {where} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as err:
+        raise UserInputError(f"{flag} {path} is not writable: cannot create files in {where} "
+                             f"({err.strerror or err})") from None
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """Input paths given on the command line exist (a default path that does not is no error)."""
+    if getattr(args, "resume", ""):
+        if not Path(args.resume).is_file():
+            raise UserInputError(f"checkpoint not found: {args.resume} (--resume)")
+    if training(args) and getattr(args, "pretrain", ""):
+        if not Path(args.pretrain).is_file():
+            raise UserInputError(f"checkpoint not found: {args.pretrain} (--pretrain)")
+    if training(args) and args.darknet_weights and not Path(args.darknet_weights).is_file():
+        raise UserInputError(f"--darknet_weights {args.darknet_weights} not found (pass '' for random weights, "
+                             f"or leave the flag out to use {DEFAULT_DARKNET_WEIGHTS} when it exists)")
+
+
+def check_before_work(args: argparse.Namespace) -> None:
+    """Every output writable and not clobbering user files, every input given on the command line present."""
+    check_inputs(args)
+    for flag, (path, kind) in outputs(args).items():
+        check_output(flag, path, kind)
+        if kind != FOLDER:
+            check_writable(path, args.overwrite, flag)
