@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from app.argparser import grounding_parsers, script_parser
-from app.builders import build_corpus, build_model, build_video_dataset, setup_runtime
+from app.builders import build_corpus, build_model, build_video_dataset, inference_config, setup_runtime
 from app.checks import check_before_work
 from app.pipeline import run_video_test, train
 from utils.cli import run_main
@@ -40,7 +40,7 @@ def main(args: argparse.Namespace) -> None:
     val_set = build_video_dataset(args, args.val_split or "test", corpus, EVAL_FRAMES, augment=False)
     rt.logger.info("training on %d frames of %d videos, validating on %d frames", len(train_set),
                    len(train_set.videos), len(val_set))
-    train(args, rt, model, train_set, val_set)
+    train(args, rt, model, train_set, val_set, inference_config(args, corpus, "video"))
 
 
 if __name__ == "__main__":
