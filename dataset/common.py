@@ -177,6 +177,13 @@ def int_box(box: Any) -> np.ndarray:
     return np.asarray(box, dtype=np.float64).astype(np.int64)
 
 
+def check_image_paths(paths: Sequence[Any], describe: Callable[[int], str]) -> None:
+    """Every image path of an index is a non-empty string (else an error naming the entry)."""
+    for i, path in enumerate(paths):
+        if not isinstance(path, str) or not path.strip():
+            raise UserInputError(f"{describe(i)}: the image path must be a non-empty string, got {path!r:.100}")
+
+
 def check_phrases(phrases: Sequence[Any], corpus: Corpus | None, index_path: Path,
                   describe: Callable[[int], str]) -> None:
     """A phrase that is not a non-empty string is an error; phrases without a word of ``corpus`` get one warning.
