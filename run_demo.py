@@ -8,8 +8,9 @@ types: `python -m dataset.synthvid` writes a synthetic set in the VID-Sentence f
 export), `train_semantic_attention_visual_grounding.py` trains the image model SL-Att,
 `train_semantic_attention_cogrounding.py --pretrain` trains CG-SL-Att from it, `test_semantic_attention_cogrounding.py
 --cache` evaluates it with 5-frame windows and writes the cache, `post_processing.py` re-scores the cache, and
-the image model is evaluated on the same test frames. The backbone is the small cfg trained from scratch (no
-pretrained weights can be downloaded here), at 128 px; see README.md for what the numbers mean.
+the image model is evaluated on the same test frames; finally `ground.py` grounds two sentences in one test
+clip rendered to an MP4, writing the annotated MP4 and its JSON Lines. The backbone is the small cfg trained
+from scratch (no pretrained weights can be downloaded here), at 128 px; see README.md for what the numbers mean.
 """
 from __future__ import annotations
 
@@ -120,6 +121,19 @@ def save_gif(records_by_method: dict[str, list[dict[str, Any]]], data: Path, pat
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=250, loop=0)
 
 
+def render_test_clip(data: Path, path: Path, fps: float = 10.0) -> tuple[Path, list[str]]:
+    """The first test clip of the synthetic set as an MP4 (as a user would bring one), and two of its sentences."""
+    videos = load_index(video_index_path(data, "VID", "test"), "test")
+    frames = [path for path, _, _ in videos[0]]
+    phrases = [video[0][2] for video in videos if [p for p, _, _ in video] == frames][:2]
+    first = cv2.imread(str(data / frames[0]), cv2.IMREAD_COLOR)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (first.shape[1], first.shape[0]))
+    for frame in frames:
+        writer.write(cv2.imread(str(data / frame), cv2.IMREAD_COLOR))
+    writer.release()
+    return path, phrases
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="demo_output", help="folder for checkpoints, predictions, cache, GIF")
@@ -168,6 +182,11 @@ def main() -> None:
         [*common, "--dataset", "synthvid", "--savename", "slatt", "--test", "--resume", str(slatt),
          "--test_split", "test", "--workers", "0", "--save_pred", str(out / "slatt.jsonl"), "--batch_size", "32"],
         timings)
+    clip, phrases = render_test_clip(data, out / "clip.mp4")
+    run("ground two sentences in an MP4 (ground.py)", "ground.py",
+        [str(clip), "--resume", str(cgslatt), *[f for p in phrases for f in ("--phrase", p)], "--post_process",
+         "--out_video", str(out / "grounded.mp4"), "--out_jsonl", str(out / "grounded.jsonl"), "--overwrite",
+         "--batch_size", "16"], timings)
     total = time.perf_counter() - start
 
     expressions = json.loads((data / "VID" / "expressions_test.json").read_text())
@@ -189,7 +208,8 @@ def main() -> None:
     atomic_write_text(text + "\n", out / "results.md")
     save_gif(records, data, out / "demo.gif")
     print("\n" + text)
-    print(f"\nresults: {out / 'results.md'}   animation: {out / 'demo.gif'}   predictions: {out}/*.jsonl")
+    print(f"\nresults: {out / 'results.md'}   animation: {out / 'demo.gif'}   predictions: {out}/*.jsonl   "
+          f"grounded MP4: {out / 'grounded.mp4'} ({out / 'grounded.jsonl'})")
 
 
 if __name__ == "__main__":

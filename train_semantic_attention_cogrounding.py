@@ -20,6 +20,7 @@ from app.builders import (
     build_optimizer,
     build_train_loader,
     build_video_dataset,
+    inference_config,
     initialise_for_training,
     setup_runtime,
 )
@@ -55,7 +56,8 @@ def main(args: argparse.Namespace) -> None:
     rt.logger.info("training on %d frames of %d videos, validating on %d frames", len(train_set),
                    len(train_set.videos), len(val_set))
     fit(args, rt, model, build_optimizer(args, model), loader, sampler, geometry,
-        validate=lambda m: summarize(evaluate_video_split(args, rt, m, val_set, geometry)))
+        validate=lambda m: summarize(evaluate_video_split(args, rt, m, val_set, geometry)),
+        inference=inference_config(args, corpus, "video"))
 
 
 if __name__ == "__main__":

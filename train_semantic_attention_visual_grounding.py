@@ -21,6 +21,7 @@ from app.builders import (
     build_model,
     build_optimizer,
     build_train_loader,
+    inference_config,
     initialise_for_training,
     setup_runtime,
 )
@@ -50,7 +51,8 @@ def main(args: argparse.Namespace) -> None:
     loader, sampler = build_train_loader(args, train_set, rt.dist)
     rt.logger.info("training on %d expressions, validating on %d", len(train_set), len(val_set))
     fit(args, rt, model, build_optimizer(args, model), loader, sampler, geometry,
-        validate=lambda m: summarize(evaluate_image_split(args, rt, m, val_set, geometry)))
+        validate=lambda m: summarize(evaluate_image_split(args, rt, m, val_set, geometry)),
+        inference=inference_config(args, corpus, "image"))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ import logging
 import os
 import random
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,13 +66,18 @@ def setup_runtime(args: argparse.Namespace, log_name: str) -> Runtime:
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
-    amp_dtype = None
-    if args.amp:
-        name = args.amp_dtype or ("fp16" if device_type == "cuda" else "bf16")
-        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
-        if device_type == "cpu" and amp_dtype == torch.float16:
-            raise UserInputError("--amp_dtype fp16 needs CUDA; use bf16 on the CPU")
-    return Runtime(device, dist, amp_dtype, logger, progress=not args.no_progress and dist.rank == 0)
+    return Runtime(device, dist, build_amp_dtype(args, device_type), logger,
+                   progress=not args.no_progress and dist.rank == 0)
+
+
+def build_amp_dtype(args: argparse.Namespace, device_type: str) -> torch.dtype | None:
+    """``--amp`` / ``--amp_dtype``: bf16 on the CPU, fp16 on CUDA by default; None without ``--amp``."""
+    if not args.amp:
+        return None
+    name = args.amp_dtype or ("fp16" if device_type == "cuda" else "bf16")
+    if device_type == "cpu" and name == "fp16":
+        raise UserInputError("--amp_dtype fp16 needs CUDA; use bf16 on the CPU")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
 def seed_everything(seed: int) -> None:
@@ -110,6 +117,15 @@ def build_corpus(args: argparse.Namespace) -> Corpus:
     return load_corpus(args.corpus or default_corpus_path(args.split_root, args.dataset))
 
 
+def inference_config(args: argparse.Namespace, corpus: Corpus, kind: str) -> dict:
+    """What grounding with a checkpoint needs besides its weights (saved under ``inference``, read by
+    :mod:`app.grounder`): model kind, the cfg's text, input and embedding sizes, anchors, corpus words."""
+    return {"kind": kind, "cfg": Path(args.cfg).read_text(), "cfg_name": Path(args.cfg).name, "size": args.size,
+            "emb_size": args.emb_size, "light": args.light,
+            "anchors": [list(a) for a in build_geometry(args).anchors], "anchor_imsize": args.anchor_imsize,
+            "max_query_len": args.time, "words": list(corpus.dictionary.idx2word)}
+
+
 def build_video_dataset(args: argparse.Namespace, split: str, corpus: Corpus, num_frames: int,
                         augment: bool, training: bool = False) -> VIDDataset:
     """The video set of ``split``; a ``training`` set leaves out samples with an empty ground-truth box."""
@@ -138,11 +154,12 @@ def build_train_loader(args: argparse.Namespace, dataset: Dataset, dist: DistInf
     return loader, sampler
 
 
-def build_eval_loader(args: argparse.Namespace, dataset: Dataset, indices: list[int] | None = None) -> DataLoader:
+def build_eval_loader(args: argparse.Namespace, dataset: Dataset, indices: list[int] | None = None,
+                      collate_fn: Callable[[list], Any] | None = None) -> DataLoader:
     """In-order loader over ``dataset`` (or the ``indices`` this process evaluates)."""
     subset = dataset if indices is None else Subset(dataset, indices)
     return DataLoader(subset, batch_size=args.batch_size, shuffle=False, num_workers=args.workers,
-                      pin_memory=torch.cuda.is_available())
+                      pin_memory=torch.cuda.is_available(), collate_fn=collate_fn)
 
 
 def build_model(args: argparse.Namespace, vocab_size: int, kind: str) -> nn.Module:

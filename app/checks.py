@@ -1,4 +1,4 @@
-"""Checks every entry script runs first, before any data is read or model built (docs/behaviour.md "bad input").
+"""Checks every entry script runs first, before any data is read or model built (docs/behaviour.md §10).
 
 An output that cannot be written, or would replace the user's files without ``--overwrite``, or an input path
 given on the command line that does not exist, is found here, not after an epoch or a full evaluation.

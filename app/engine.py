@@ -193,16 +193,25 @@ def score_boxes(pred: Tensor, meta: dict[str, Any], image_size: int, centre_hit:
     return records
 
 
+def topk_candidates(outputs: dict, meta: dict[str, Any], geometry: Geometry, k: int = CACHE_TOPK
+                    ) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The ``k`` most confident boxes of each row (B, K, 4) in original pixels, their confidences (B, K), and the
+    co-grounded feature at each box's cell (B, K, E), None for the image model (docs/behaviour.md §8)."""
+    decoded = decode_topk(outputs["pred_anchor"], geometry.image_size, geometry.anchors, geometry.anchor_imsize, k=k)
+    boxes = boxes_to_original(decoded.boxes, *_letterbox_meta(meta, decoded.boxes.device))  # (B, K, 4)
+    if "corr_feat" not in outputs:
+        return boxes, decoded.scores, None
+    feats = torch.cat([f.flatten(2) for f in outputs["corr_feat"]], dim=2).transpose(1, 2)  # (B, N, E)
+    feats = feats.gather(1, decoded.cell[..., None].expand(-1, -1, feats.shape[2]))  # (B, K, E)
+    return boxes, decoded.scores, feats
+
+
 def write_cache(
     outputs: dict, meta: dict[str, Any], geometry: Geometry, cache_dir: Path, k: int = CACHE_TOPK
 ) -> None:
     """One docs/behaviour.md §8 cache file per grounded frame: top-k boxes (original pixels), confidences, corr
     features."""
-    decoded = decode_topk(outputs["pred_anchor"], geometry.image_size, geometry.anchors, geometry.anchor_imsize, k=k)
-    boxes = boxes_to_original(decoded.boxes, *_letterbox_meta(meta, decoded.boxes.device))  # (B, K, 4)
-    feats = torch.cat([f.flatten(2) for f in outputs["corr_feat"]], dim=2).transpose(1, 2)  # (B, N, E)
-    feats = feats.gather(1, decoded.cell[..., None].expand(-1, -1, feats.shape[2]))  # (B, K, E)
-    boxes, scores, feats = boxes.cpu(), decoded.scores.cpu(), feats.cpu()  # one copy per batch
+    boxes, scores, feats = (t.cpu() for t in topk_candidates(outputs, meta, geometry, k))  # one copy per batch
     for b in range(boxes.shape[0]):
         path = cache_file_path(cache_dir, meta["image_path"][b], int(meta["index"][b]))
         save_cache_entry(path, boxes[b], scores[b], feats[b])
@@ -264,43 +273,47 @@ def evaluate_video_windows(
 
 @dataclass
 class _Frame:
-    """One decoded test frame: its per-scale :meth:`frame_features` (2E, h, w) and its evaluation metadata."""
+    """One decoded frame: its per-scale ``model.frame_features`` and the sentences grounded on it (``queries``:
+    one metadata dict each, with ``word_id`` (L,))."""
 
     feats: list[Tensor]
-    meta: dict[str, Any]
+    queries: list[dict[str, Any]]
 
 
 class WindowStream:
     """Turns frames arriving in video order into complete k-frame windows (docs/behaviour.md §1 clipping).
 
-    ``push`` a frame of video ``v`` (local index ``t`` of ``n``); it returns the windows whose last frame
-    has now arrived, as (centre frame, window frames). Only the frames a future window can still use are
-    kept, so memory stays bounded by about ``k`` frames per stream.
+    ``push`` frame ``t`` of video ``v`` with the video's length ``n``, or ``n=None`` while the length is unknown
+    (a decoded video file: pass ``n = t + 1`` with its last frame). It returns the windows whose last frame has
+    now arrived, as (centre frame, window frames). Only the frames a future window can still use are kept, so
+    memory stays bounded by about ``k`` frames per stream.
     """
 
     def __init__(self, num_frames: int) -> None:
         self.num_frames = num_frames
         span = window_positions(0, num_frames)
         self.back, self.ahead = -span.start, span.stop - 1
-        self.video: int | None = None
-        self.length = 0
-        self.frames: dict[int, _Frame] = {}
+        self.video: Any = None
+        self.length: int | None = None
+        self.frames: dict[int, Any] = {}
         self.next_centre = 0
         self.expected = 0
 
-    def push(self, video: int, t: int, n: int, frame: _Frame) -> list[tuple[_Frame, list[_Frame]]]:
+    def push(self, video: Any, t: int, n: int | None, frame: Any) -> list[tuple[Any, list[Any]]]:
         if video != self.video:
             self.close()
-            self.video, self.length, self.frames, self.next_centre, self.expected = video, n, {}, 0, 0
+            self.video, self.frames, self.next_centre, self.expected = video, {}, 0, 0
         if t != self.expected:
             raise ValueError(f"frames of video {video} must arrive in order: got frame {t}, expected {self.expected}")
+        self.length = n
         self.expected += 1
         self.frames[t] = frame
-        last_ready = n - 1 if t == n - 1 else t - self.ahead
+        last = n is not None and t == n - 1
+        last_ready = t if last else t - self.ahead
         ready = []
         while self.next_centre <= last_ready:
             c = self.next_centre
-            window = [self.frames[j] for j in window_indices(c, n, self.num_frames)]
+            window = [self.frames[j] for j in window_indices(c, t + 1, self.num_frames)]  # all j <= t
             ready.append((self.frames[c], window))
             self.next_centre += 1
         for old in [j for j in self.frames if j < self.next_centre - self.back]:
@@ -310,7 +323,8 @@ class WindowStream:
     def close(self) -> None:
         """Check that the current video got all its frames (else its last windows would be silently lost)."""
         if self.video is not None and self.expected != self.length:
-            raise ValueError(f"video {self.video} ended after {self.expected} of its {self.length} frames")
+            total = "" if self.length is None else f" of its {self.length}"
+            raise ValueError(f"video {self.video} ended after {self.expected}{total} frames, before its last frame")
 
 
 def collate_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
@@ -319,19 +333,69 @@ def collate_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
             for key, first in metas[0].items()}
 
 
-def _split_frames(batch: dict, feats: list[Tensor]) -> Iterator[tuple[int, int, _Frame]]:
-    """Per-frame pieces of a batch of the per-frame dataset (items with T = 1)."""
-    for f in range(batch["images"].shape[0]):
-        meta = {k: batch[k][f, 0] for k in META_KEYS}
-        meta.update({k: batch[k][f] for k in ("index", "image_path", "phrase", "video", "frame", "word_id")})
-        yield int(batch["video"][f]), int(batch["frame"][f]), _Frame([x[f] for x in feats], meta)
+Window = tuple[_Frame, list[_Frame]]
+
+
+def _ground_windows(model: nn.Module, windows: list[Window], device: torch.device,
+                    amp_dtype: torch.dtype | None) -> tuple[dict, dict[str, Any]]:
+    """Every sentence of the centre frames of ``windows``: float32 outputs and collated metadata, one row per
+    (window, sentence) in order. A one-frame window (image model) is grounded on the frame's own features."""
+    metas = [q for centre, _ in windows for q in centre.queries]
+    meta = collate_meta(metas)
+    word_id = meta["word_id"].to(device)
+    sentences = torch.tensor([len(centre.queries) for centre, _ in windows])
+    with autocast(device, amp_dtype):
+        if len(windows[0][1]) == 1:  # per scale (R, E, h, w)
+            visual = [torch.stack([c.feats[s] for c, _ in windows]).repeat_interleave(sentences.to(device), dim=0)
+                      for s in range(len(windows[0][0].feats))]
+            outputs = model.ground(visual, word_id)
+        else:
+            frame_feats = [torch.stack([torch.stack([f.feats[s] for f in frames]) for _, frames in windows])
+                           for s in range(len(windows[0][0].feats))]  # per scale (W, T, C, h, w)
+            outputs = model.ground_windows(frame_feats, word_id, sentences)
+    return _float32(outputs), meta
+
+
+@torch.no_grad()
+def ground_stream(
+    model: nn.Module,
+    batches: Iterable[dict[str, Any]],
+    device: torch.device,
+    num_frames: int = 5,
+    batch_size: int = 8,
+    amp_dtype: torch.dtype | None = None,
+) -> Iterator[tuple[dict, dict[str, Any]]]:
+    """The streaming core of video grounding: frames in order -> each frame's features once -> k-frame windows
+    -> every sentence of each window grounded from the shared features.
+
+    ``batches`` yield ``images`` (F, 3, S, S) and per frame ``clip`` (id), ``frame`` (index in the clip),
+    ``length`` (the clip's length, or None until its last frame, see :class:`WindowStream`) and ``queries``
+    (the sentences grounded on that frame, as metadata dicts with ``word_id``). The frames of a clip arrive
+    consecutively; only the frames a window can still use are kept. Yields ``(outputs, meta)`` for up to
+    ``batch_size`` windows at a time (all their sentences), in the order the windows complete.
+    ``num_frames=1`` grounds each frame alone (the image model).
+    """
+    model.eval()
+    stream = WindowStream(num_frames)
+    pending: list[Window] = []
+    for batch in batches:
+        with autocast(device, amp_dtype):
+            feats = model.frame_features(batch["images"].to(device))  # per scale (F, C, h, w)
+        for f, (clip, t, n, queries) in enumerate(zip(batch["clip"], batch["frame"], batch["length"],
+                                                      batch["queries"])):
+            pending += stream.push(clip, t, n, _Frame([x[f] for x in feats], queries))
+        while len(pending) >= batch_size:
+            yield _ground_windows(model, pending[:batch_size], device, amp_dtype)
+            pending = pending[batch_size:]
+    stream.close()
+    if pending:
+        yield _ground_windows(model, pending, device, amp_dtype)
 
 
 @torch.no_grad()
 def evaluate_video(
     model: nn.Module,
-    frame_loader: Iterable[dict],
-    video_lengths: list[int],
+    clip_loader: Iterable[dict],
     device: torch.device,
     geometry: Geometry,
     num_frames: int = EVAL_FRAMES,
@@ -340,40 +404,19 @@ def evaluate_video(
     cache_dir: Path | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Evaluate the video model with k-frame windows, computing each frame's features once.
+    """Evaluate the video model with k-frame windows, computing each distinct frame's features once per test run.
 
-    ``frame_loader`` yields the per-frame dataset (``VIDDataset.frames()``) in order, so each video's frames
-    arrive consecutively; windows are grounded ``batch_size`` at a time as soon as their frames are in.
+    ``clip_loader`` yields :func:`dataset.vid_loader.collate_clip_frames` batches of
+    ``VIDDataset.clip_frames()``: index entries over the same frames (tubes, sentences) share the features.
+    Returns the records in dataset (index) order.
     """
-    model.eval()
-    stream = WindowStream(num_frames)
-    pending: list[tuple[_Frame, list[_Frame]]] = []
     records: list[dict[str, Any]] = []
-
-    def ground(windows: list[tuple[_Frame, list[_Frame]]]) -> None:
-        frame_feats = [torch.stack([torch.stack([f.feats[s] for f in frames]) for _, frames in windows])
-                       for s in range(len(windows[0][0].feats))]  # per scale (B, T, C, h, w)
-        meta = collate_meta([centre.meta for centre, _ in windows])
-        with autocast(device, amp_dtype):
-            outputs = model.ground_windows(frame_feats, meta["word_id"].to(device))
-        outputs = _float32(outputs)
-        new = score_predictions(outputs["pred_anchor"], meta, geometry)
+    bar = _progress(clip_loader, progress, desc="evaluate (video)", unit="batch")
+    for outputs, meta in ground_stream(model, bar, device, num_frames, batch_size, amp_dtype):
+        records += score_predictions(outputs["pred_anchor"], meta, geometry)
         if cache_dir is not None:
             write_cache(outputs, meta, geometry, cache_dir)
-        records.extend(new)
-
-    for batch in _progress(frame_loader, progress, desc="evaluate (video)", unit="batch"):
-        with autocast(device, amp_dtype):
-            feats = model.frame_features(batch["images"].flatten(0, 1).to(device))  # per scale (F, C, h, w)
-        for video, t, frame in _split_frames(batch, feats):
-            pending += stream.push(video, t, video_lengths[video], frame)
-        while len(pending) >= batch_size:
-            ground(pending[:batch_size])
-            pending = pending[batch_size:]
-    stream.close()
-    if pending:
-        ground(pending)
-    return records
+    return sorted(records, key=lambda r: r["index"])
 
 
 # ---------------------------------------------------------------------------------------------- summaries

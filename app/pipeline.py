@@ -30,7 +30,7 @@ from app.checks import default_cache_dir
 from app.engine import evaluate_images, evaluate_video, evaluate_video_windows, summarize, train_one_epoch
 from app.predictions import save_plots, write_predictions
 from dataset.referit_loader import ReferDataset
-from dataset.vid_loader import VIDDataset
+from dataset.vid_loader import VIDDataset, collate_clip_frames, group_videos
 from model.losses import GroundingCriterion
 from utils.checkpoint import (
     capture_rng_state,
@@ -77,19 +77,22 @@ def evaluate_video_split(args: argparse.Namespace, rt: Runtime, model: nn.Module
                          geometry: Geometry, cache_dir: Path | None = None, method: str = "stream") -> Records:
     """Window evaluation of ``dataset`` (videos sharded over the processes), optionally writing the cache.
 
-    ``method='stream'`` computes each frame's features once; ``'windows'`` is the reference's recomputation.
+    ``method='stream'`` computes each distinct frame's features once (index entries over the same frames
+    share them, so a process gets whole clips); ``'windows'`` is the reference's recomputation.
     """
-    videos = range(rt.dist.rank, len(dataset.videos), rt.dist.world_size)
-    wanted = set(videos)
-    indices = [i for i, (v, _) in enumerate(dataset.samples) if v in wanted]
     if method == "windows":
+        videos = range(rt.dist.rank, len(dataset.videos), rt.dist.world_size)
+        wanted = set(videos)
+        indices = [i for i, (v, _) in enumerate(dataset.samples) if v in wanted]
         loader = build_eval_loader(args, dataset, indices)
         records = evaluate_video_windows(model, loader, rt.device, geometry, rt.amp_dtype, cache_dir, rt.progress)
     else:
-        loader = build_eval_loader(args, dataset.frames(), indices)
-        records = evaluate_video(model, loader, [len(v) for v in dataset.videos], rt.device, geometry,
-                                 num_frames=dataset.num_frames, batch_size=args.batch_size,
-                                 amp_dtype=rt.amp_dtype, cache_dir=cache_dir, progress=rt.progress)
+        clips = group_videos(dataset.videos, range(len(dataset.videos)))[rt.dist.rank::rt.dist.world_size]
+        frames = dataset.clip_frames([v for clip in clips for v in clip])
+        loader = build_eval_loader(args, frames, collate_fn=collate_clip_frames)
+        records = evaluate_video(model, loader, rt.device, geometry, num_frames=dataset.num_frames,
+                                 batch_size=args.batch_size, amp_dtype=rt.amp_dtype, cache_dir=cache_dir,
+                                 progress=rt.progress)
     return _gather(records)
 
 
@@ -125,11 +128,13 @@ def fit(
     train_sampler: DistributedSampler,
     geometry: Geometry,
     validate: Callable[[nn.Module], dict[str, float]],
+    inference: dict | None = None,
 ) -> float:
     """Train ``model`` for ``--nb_epoch`` epochs (resuming from ``--resume``), validating after each epoch.
 
     Checkpoints (main process, atomic): ``<savename>_checkpoint.pth.tar`` after every epoch and
-    ``<savename>_model_best.pth.tar`` when the validation accuracy improves. Returns the best accuracy.
+    ``<savename>_model_best.pth.tar`` when the validation accuracy improves, each with ``inference``
+    (:func:`app.builders.inference_config`). Returns the best accuracy.
     """
     latest, best_path = checkpoint_paths(args)
     scaler = torch.amp.GradScaler("cuda") if rt.amp_dtype == torch.float16 else None
@@ -169,9 +174,9 @@ def fit(
                        metrics["miou"], best_accuracy)
         rng_states = all_gather_objects([capture_rng_state()])
         if rt.is_main:
-            save_training_checkpoint(latest, model, optimizer, epoch + 1, best_accuracy, scaler, rng_states)
-            if is_best:
-                save_training_checkpoint(best_path, model, optimizer, epoch + 1, best_accuracy, scaler, rng_states)
+            for path in (latest, best_path) if is_best else (latest,):
+                save_training_checkpoint(path, model, optimizer, epoch + 1, best_accuracy, scaler, rng_states,
+                                         inference)
         barrier()
     return best_accuracy
 

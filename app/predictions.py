@@ -1,7 +1,9 @@
-"""What evaluation leaves behind: the JSON Lines prediction file (``--save_pred``) and annotated images
-(``--save_plot``). Records are those of :mod:`app.engine` (boxes in original image pixels)."""
+"""What evaluation and grounding leave behind: the JSON Lines prediction file (``--save_pred``), annotated
+images (``--save_plot``), and ``ground.py``'s annotated video and GIF. Records are those of :mod:`app.engine`
+(boxes in original image pixels)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -11,8 +13,9 @@ from typing import Any
 
 import cv2
 import numpy as np
+from PIL import Image
 
-from utils.io import UserInputError, atomic_write_text, publish_folder, staging_folder
+from utils.io import UserInputError, atomic_file, atomic_write_text, publish_folder, staging_folder
 
 PRED_COLOUR = (0, 0, 255)  # BGR red
 GT_COLOUR = (0, 200, 0)  # BGR green
@@ -77,3 +80,69 @@ def save_plots(records: Iterable[dict[str, Any]], out_dir: str | os.PathLike,
         raise
     publish_folder(staged, out_dir)
     return written
+
+
+# BGR, well apart on screen: one per sentence, cycling after ten
+SENTENCE_COLOURS = ((0, 0, 255), (255, 128, 0), (0, 200, 0), (0, 200, 255), (255, 0, 255), (255, 255, 0),
+                    (0, 128, 255), (128, 0, 255), (128, 255, 128), (255, 255, 255))
+VIDEO_FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
+
+
+def sentence_colour(sentence: int) -> tuple[int, int, int]:
+    return SENTENCE_COLOURS[sentence % len(SENTENCE_COLOURS)]
+
+
+def draw_sentences(img: np.ndarray, phrases: list[str], boxes: dict[int, list[float]]) -> np.ndarray:
+    """``img`` (BGR) with each sentence's box in its colour and a legend of the sentences at the top left."""
+    img = img.copy()
+    scale = max(img.shape[1] / 900, 0.35)
+    thickness = max(1, round(img.shape[1] / 400))
+    for s, box in boxes.items():
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        cv2.rectangle(img, (x1, y1), (x2, y2), sentence_colour(s), thickness)
+    y = 0
+    for s, phrase in enumerate(phrases):
+        (w, h), base = cv2.getTextSize(phrase, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        cv2.rectangle(img, (0, y), (w + 6, y + h + base + 4), (0, 0, 0), -1)
+        cv2.putText(img, phrase, (3, y + h + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, sentence_colour(s), 1, cv2.LINE_AA)
+        y += h + base + 4
+    return img
+
+
+class VideoOutput(contextlib.AbstractContextManager):
+    """An annotated video written frame by frame with ``cv2.VideoWriter`` (codec from the suffix:
+    :data:`VIDEO_FOURCC`) to a temporary file beside ``path``; as a context manager it is renamed onto ``path``
+    on success and removed on an error, so a failed run never leaves a truncated video."""
+
+    def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int]) -> None:
+        self.path = Path(path)
+        if self.path.suffix.lower() not in VIDEO_FOURCC:
+            raise UserInputError(f"--out_video {self.path}: the suffix must be one of {', '.join(VIDEO_FOURCC)}")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.stem}.tmp{self.path.suffix}")
+        fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC[self.path.suffix.lower()])
+        self.size = size
+        self.writer = cv2.VideoWriter(str(self.tmp), fourcc, fps, size)
+        if not self.writer.isOpened():
+            raise UserInputError(f"--out_video {self.path}: OpenCV cannot write this video format here")
+
+    def write(self, img: np.ndarray) -> None:
+        if (img.shape[1], img.shape[0]) != self.size:
+            raise UserInputError(f"--out_video: frame of {img.shape[1]}x{img.shape[0]} pixels in a video of "
+                                 f"{self.size[0]}x{self.size[1]} (the frames of a folder must have one size)")
+        self.writer.write(img)
+
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+        self.writer.release()
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+def save_gif(frames: list[np.ndarray], path: str | os.PathLike, fps: float) -> Path:
+    """An animated GIF of BGR ``frames`` at ``fps``, written atomically."""
+    images = [Image.fromarray(cv2.cvtColor(f, cv2.COLOR_BGR2RGB)) for f in frames]
+    with atomic_file(path, "wb") as f:
+        images[0].save(f, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    return Path(path)

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Subset
 
 from app.engine import evaluate_video, evaluate_video_windows
 from dataset.synthvid import SynthConfig, generate
-from dataset.vid_loader import VIDDataset
+from dataset.vid_loader import VIDDataset, collate_clip_frames
 from model import DEFAULT_CFG, SMALL_CFG, build_grounding_model
 from utils.geometry import DEFAULT_ANCHORS, Geometry
 from utils.word_utils import load_corpus
@@ -38,11 +38,10 @@ def bench_config(name: str, root: Path, videos: int, batch_size: int, device: to
     indices = [i for i, (v, _) in enumerate(dataset.samples) if v < videos]
     model = build_grounding_model("video", len(corpus), cfg, size, emb).to(device).eval()
     geometry = Geometry(size, DEFAULT_ANCHORS, 416)
-    lengths = [len(v) for v in dataset.videos]
 
     def stream() -> list:
-        loader = DataLoader(Subset(dataset.frames(), indices), batch_size=batch_size)
-        return evaluate_video(model, loader, lengths, device, geometry, batch_size=batch_size, progress=False)
+        loader = DataLoader(dataset.clip_frames(range(videos)), batch_size=batch_size, collate_fn=collate_clip_frames)
+        return evaluate_video(model, loader, device, geometry, batch_size=batch_size, progress=False)
 
     def windows() -> list:
         loader = DataLoader(Subset(dataset, indices), batch_size=batch_size)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from utils.io import UserInputError, safe_load
 from utils.transforms import Rng, eval_frame, swap_left_right, to_tensor, train_frame
-from utils.word_utils import Corpus, has_known_word, load_corpus
+from utils.word_utils import Corpus, has_known_word
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +29,6 @@ MAX_COORD = 2**31  # box coordinates beyond this are no pixel positions (and ove
 
 def default_corpus_path(split_root: str | os.PathLike, dataset: str) -> Path:
     return Path(split_root) / dataset / "corpus.pth"
-
-
-def load_default_corpus(split_root: str | os.PathLike, dataset: str) -> Corpus:
-    """The dataset's corpus at ``<split_root>/<dataset>/corpus.pth`` (loaded safely)."""
-    return load_corpus(default_corpus_path(split_root, dataset))
 
 
 def load_index(path: Path, split: str) -> list:
@@ -121,7 +116,7 @@ def check_box_in_image(box: np.ndarray, h: int, w: int, source: str) -> None:
 
 
 def check_boxes(boxes: Sequence[Any], xywh: bool, describe: Callable[[int], str]) -> np.ndarray:
-    """Validate the annotation boxes of an index when it is loaded (docs/behaviour.md "bad input").
+    """Validate the annotation boxes of an index when it is loaded (docs/behaviour.md §10).
 
     An error, naming ``describe(i)`` and the box: not 4 numbers, NaN/inf or beyond any pixel position, negative
     width or height (inverted corners), a box wholly left of or above the image. Returned, to be counted and

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from dataset.common import (
 from dataset.names import VIDEO_DATASETS
 from utils.io import UserInputError
 from utils.letterbox import letterbox_geometry
-from utils.transforms import Rng, eval_box
+from utils.transforms import Rng, eval_box, to_tensor
 from utils.windows import TRAIN_FRAMES, window_indices
 from utils.word_utils import Corpus
 
@@ -145,31 +146,64 @@ class VIDDataset(Dataset):
             "index": index, "image_path": path, "phrase": phrase.lower(), "video": v, "frame": t,
         }
 
-    def frames(self) -> VIDFrames:
-        """The same samples one frame at a time (docs/behaviour.md §7 preprocessing, never augmented), for streaming
-        evaluation."""
-        return VIDFrames(self)
+    def clip_frames(self, videos: Sequence[int], share: bool = True) -> VIDClipFrames:
+        """The frames of ``videos`` one at a time (docs/behaviour.md §7 preprocessing, never augmented), for
+        streaming evaluation: each distinct frame once with every index entry grounded on it (``share``), or
+        each index video on its own (one decoding per entry and frame, the per-sentence evaluation)."""
+        return VIDClipFrames(self, videos, share)
 
 
-class VIDFrames(Dataset):
-    """Per-frame view of a :class:`VIDDataset`: item ``i`` is frame ``samples[i]`` alone (T = 1).
+def group_videos(videos: Sequence[Sequence[tuple]], which: Sequence[int], share: bool = True) -> list[list[int]]:
+    """``which`` grouped into clips: index videos with the same frame paths in the same order (the tubes and
+    sentences of one video), in order of first appearance; with ``share=False`` each video is its own clip."""
+    if not share:
+        return [[v] for v in which]
+    clips: dict[tuple[str, ...], list[int]] = {}
+    for v in which:
+        clips.setdefault(tuple(frame[0] for frame in videos[v]), []).append(v)
+    return list(clips.values())
 
-    Items carry the keys of :class:`VIDDataset` items plus ``video`` and ``frame`` (ints). Each frame is decoded
-    once, where the window dataset decodes it once per window containing it.
+
+class VIDClipFrames(Dataset):
+    """Distinct frames of some videos of a :class:`VIDDataset`, each decoded once for all its index entries.
+
+    Index videos over the same frame sequence form one clip (:func:`group_videos`). Item ``i`` is one frame of
+    one clip, in clip then frame order: ``image`` (3, S, S), ``clip``, ``frame``, ``length`` (ints), and
+    ``queries``, one dict per index entry of the clip, with that entry's metadata as in :meth:`VIDDataset.frame_meta`
+    plus ``word_id`` (L,). Batch with :func:`collate_clip_frames`.
     """
 
-    def __init__(self, windows: VIDDataset) -> None:
+    def __init__(self, windows: VIDDataset, videos: Sequence[int], share: bool = True) -> None:
         self.windows = windows
+        self.clips = group_videos(windows.videos, videos, share)
+        starts = [0]
+        for video in windows.videos:
+            starts.append(starts[-1] + len(video))
+        self.starts = starts
+        self.items = [(c, t) for c, group in enumerate(self.clips) for t in range(len(windows.videos[group[0]]))]
 
     def __len__(self) -> int:
-        return len(self.windows)
+        return len(self.items)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         ds = self.windows
-        v, t = ds.samples[index]
-        path, _, phrase = ds.videos[v][t]
-        phrase, word_id = encode_phrase(phrase, ds.corpus, ds.max_query_len, False, ds._source(v, t))
-        frame, size = ds._frame(v, t, augment=False, flip=False)
-        item = stack_frames([frame], [size])
-        item.update(word_id=word_id, index=index, phrase=phrase, image_path=path, video=v, frame=t)
-        return item
+        c, t = self.items[index]
+        group = self.clips[c]
+        (img, _, ratio, dw, dh), (h, w) = ds._frame(group[0], t, augment=False, flip=False)
+        geometry = {"ratio": torch.tensor(ratio, dtype=torch.float32), "dw": torch.tensor(dw, dtype=torch.float32),
+                    "dh": torch.tensor(dh, dtype=torch.float32), "orig_size": torch.tensor([h, w])}
+        queries = []
+        for v in group:
+            path, box, phrase = ds.videos[v][t]
+            phrase, word_id = encode_phrase(phrase, ds.corpus, ds.max_query_len, False, ds._source(v, t))
+            box = torch.tensor(eval_box(int_box(box), ratio, dw, dh), dtype=torch.float32)
+            queries.append({"boxes": box, **geometry, "index": self.starts[v] + t, "image_path": path,
+                            "phrase": phrase, "video": v, "frame": t, "word_id": word_id})
+        return {"image": to_tensor(img[None])[0], "clip": c, "frame": t,
+                "length": len(ds.videos[group[0]]), "queries": queries}
+
+
+def collate_clip_frames(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Frames of :class:`VIDClipFrames` -> ``images`` (F, 3, S, S) and per-frame lists of the other keys."""
+    return {"images": torch.stack([item["image"] for item in items]),
+            **{key: [item[key] for item in items] for key in ("clip", "frame", "length", "queries")}}

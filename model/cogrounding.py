@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model import DEFAULT_CFG
+from model.darknet import DEFAULT_CFG
 from model.grounding import GroundingModel
 from model.layers import ConvBatchNormReLU, l2_normalize, split_conv1x1
 from utils.geometry import NUM_SCALES
@@ -84,9 +84,13 @@ class CoGroundingModel(GroundingModel):
         fused = F.conv2d(x[:, :e], w_x)[:, None] + attended.transpose(2, 3).view(m, p, e, h, w)  # (M, P, E, h, w)
         return l2_normalize(block.relu(block.bn(fused.flatten(0, 1))), dim=1).view(m, p, e, h, w)
 
-    def ground_windows(self, frame_feats: list[torch.Tensor], word_id: torch.Tensor) -> dict:
-        """Window layout from precomputed :meth:`frame_features`, per scale (B, T, 2E, h, w), T odd, centre T // 2.
+    def ground_windows(self, frame_feats: list[torch.Tensor], word_id: torch.Tensor,
+                       sentences: torch.Tensor | None = None) -> dict:
+        """Window layout from precomputed :meth:`frame_features`, per scale (W, T, 2E, h, w), T odd, centre T // 2.
 
+        ``sentences`` (W,) long: how many rows of ``word_id`` (R, L) each window grounds, in order (default one
+        each). The co-grounded map does not depend on the sentence, so it is computed once per window and
+        shared by its sentences; outputs have R rows.
         quirk (docs/behaviour.md §5): the T - 1 co-grounded maps of the centre are averaged without renormalisation.
         """
         t = frame_feats[0].shape[1]
@@ -95,7 +99,9 @@ class CoGroundingModel(GroundingModel):
         centre = t // 2
         others = [j for j in range(t) if j != centre]
         corr = [self.co_attend(f[:, centre], f[:, others], s).mean(1)
-                for s, f in enumerate(frame_feats)]  # per scale (B, E, h, w)
+                for s, f in enumerate(frame_feats)]  # per scale (W, E, h, w)
+        if sentences is not None:
+            corr = [c.repeat_interleave(sentences.to(c.device), dim=0) for c in corr]  # (R, E, h, w)
         out = self.ground(corr, word_id)
         out["corr_feat"] = corr
         return out

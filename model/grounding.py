@@ -12,8 +12,7 @@ import os
 import torch
 from torch import nn
 
-from model import DEFAULT_CFG
-from model.darknet import Darknet
+from model.darknet import DEFAULT_CFG, Darknet
 from model.language import PhraseAttention, RNNEncoder, trim_padding
 from model.layers import ConvBatchNormReLU, coord_map, l2_normalize
 from utils.geometry import NUM_ANCHORS_PER_SCALE, NUM_SCALES, flatten_cell_maps

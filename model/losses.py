@@ -12,12 +12,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from utils.geometry import (
-    NUM_ANCHORS_PER_SCALE,
     Anchors,
     centre_cell,
     flatten_anchor_maps,
     flatten_cell_maps,
-    grid_sizes,
 )
 
 
@@ -61,31 +59,6 @@ def build_targets(
         anchor_cell=c.anchor_cell,
         cell=c.cell,
     )
-
-
-def dense_targets(targets: Targets, image_size: int) -> tuple[list[Tensor], list[Tensor]]:
-    """The reference ``build_target`` maps, for comparison with it (the losses index the flat targets instead).
-
-    Per scale ``gt_param`` (B, 3, 5, h, w) with t at [b, anchor, :, gj, gi] of the best scale, zero elsewhere,
-    and ``gt_center_param`` (B, 5, h, w) with t at [b, :, gj, gi].
-    """
-    grids = grid_sizes(image_size)
-    batch = targets.param.shape[0]
-    scale_cells = [g * g for g in grids]
-    rows = torch.arange(batch, device=targets.param.device)
-    per_anchor = targets.param.new_zeros(batch, NUM_ANCHORS_PER_SCALE * sum(scale_cells), 5)  # (B, 3N, 5)
-    per_anchor[rows, targets.anchor_cell] = targets.param
-    per_cell = targets.param.new_zeros(batch, sum(scale_cells), 5)  # (B, N, 5)
-    per_cell[rows, targets.cell] = targets.param
-    gt_param = [
-        m.view(batch, NUM_ANCHORS_PER_SCALE, g, g, 5).permute(0, 1, 4, 2, 3)  # (B, 3, 5, h, w)
-        for m, g in zip(per_anchor.split([NUM_ANCHORS_PER_SCALE * c for c in scale_cells], 1), grids)
-    ]
-    gt_center_param = [
-        m.view(batch, g, g, 5).permute(0, 3, 1, 2)  # (B, 5, h, w)
-        for m, g in zip(per_cell.split(scale_cells, 1), grids)
-    ]
-    return gt_param, gt_center_param
 
 
 def box_loss(pred_anchor: list[Tensor], targets: Targets, w_coord: float = 5.0) -> Tensor:

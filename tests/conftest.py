@@ -1,9 +1,11 @@
 """Fixtures shared by the engine and script tests: one tiny synthetic video set per session."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from dataset.synthvid import SynthConfig, generate
 
@@ -19,3 +21,12 @@ def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny_synthvid")
     generate(root, TINY)
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for a module's in-process runs: the machine has 2 cores and other processes on them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -14,7 +14,9 @@ import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 from model import DEFAULT_CFG, SMALL_CFG
-from model.darknet import Darknet, YoloHead, decode_yolo, detect, main, parse_cfg
+from model.darknet import Darknet, YoloHead, parse_cfg
+from tests.helpers import write_darknet_weights
+from tools.detect import decode_yolo, detect, main
 from utils.io import UserInputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,10 +138,10 @@ def _randomised(net: Darknet, seed: int) -> Darknet:
 @pytest.mark.parametrize("version,seen_bytes", [((0, 2, 0), 8), ((0, 1, 0), 4)])
 def test_weights_round_trip(tmp_path, version, seen_bytes):
     source = _randomised(Darknet(SMALL_CFG), seed=1)
-    path = source.save_darknet_weights(tmp_path / "small.weights", version=version, seen=12345)
+    path = write_darknet_weights(source, tmp_path / "small.weights", version=version, seen=12345)
     target = Darknet(SMALL_CFG)
     assert target.load_darknet_weights(path) == (*version, 12345)
-    n_values = sum(t.numel() for t in source._darknet_tensors())
+    n_values = sum(t.numel() for t in source.darknet_tensors())
     assert path.stat().st_size == 12 + seen_bytes + 4 * n_values
     for key, value in source.state_dict().items():
         if not key.endswith("num_batches_tracked"):
@@ -149,7 +151,7 @@ def test_weights_round_trip(tmp_path, version, seen_bytes):
 @pytest.mark.parametrize("delta_bytes", [-4, 4])
 def test_weights_of_the_wrong_length_are_rejected_without_loading(tmp_path, delta_bytes):
     source = _randomised(Darknet(SMALL_CFG), seed=1)
-    path = source.save_darknet_weights(tmp_path / "small.weights")
+    path = write_darknet_weights(source, tmp_path / "small.weights")
     data = path.read_bytes()
     path.write_bytes(data[:delta_bytes] if delta_bytes < 0 else data + bytes(delta_bytes))
     target = Darknet(SMALL_CFG)
@@ -228,7 +230,7 @@ def test_yolov3_tiny_finds_the_tie_as_opencv_does(yolov3_tiny, grace_hopper):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "model.darknet", *args], cwd=REPO, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "tools.detect", *args], cwd=REPO, capture_output=True, text=True)
 
 
 def _tiny_args(assets: Path, image: Path) -> list[str]:

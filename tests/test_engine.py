@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,9 +10,10 @@ from torch.utils.data import DataLoader, Subset
 
 import app.engine
 from app.engine import WindowStream, evaluate_video, evaluate_video_windows, score_boxes, summarize
-from dataset.vid_loader import VIDDataset
+from dataset.vid_loader import VIDDataset, collate_clip_frames
 from model import SMALL_CFG, build_grounding_model
 from utils.geometry import Geometry
+from utils.io import safe_load
 from utils.postprocess import load_cache_entry
 from utils.windows import window_indices
 from utils.word_utils import load_corpus
@@ -21,15 +21,7 @@ from utils.word_utils import load_corpus
 SIZE = 64
 GEOMETRY = Geometry.for_dataset("VID", SIZE, 416)
 BOX_ATOL = 1e-3  # px
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: the machine has 2 cores and other processes on them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------------------------ WindowStream
@@ -130,11 +122,12 @@ def cells(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
     return seen
 
 
-def run_stream(model: torch.nn.Module, dataset: VIDDataset, batch_size: int, cache_dir: Path | None = None
-               ) -> list[dict]:
-    loader = DataLoader(dataset.frames(), batch_size=batch_size)
-    return evaluate_video(model, loader, [len(v) for v in dataset.videos], torch.device("cpu"), GEOMETRY,
-                          num_frames=5, batch_size=batch_size, cache_dir=cache_dir, progress=False)
+def run_stream(model: torch.nn.Module, dataset: VIDDataset, batch_size: int, cache_dir: Path | None = None,
+               share: bool = True) -> list[dict]:
+    loader = DataLoader(dataset.clip_frames(range(len(dataset.videos)), share), batch_size=batch_size,
+                        collate_fn=collate_clip_frames)
+    return evaluate_video(model, loader, torch.device("cpu"), GEOMETRY, num_frames=5, batch_size=batch_size,
+                          cache_dir=cache_dir, progress=False)
 
 
 def run_windows(model: torch.nn.Module, dataset: VIDDataset, batch_size: int, cache_dir: Path | None = None
@@ -183,23 +176,61 @@ def test_streaming_evaluation_equals_window_by_window(model, test_set, cells) ->
 
 def test_streaming_evaluation_rejects_a_video_cut_short(model, test_set) -> None:  # noqa: ANN001
     """Without its last frame, the last video's last windows are never complete: an error, not fewer records."""
-    frames = Subset(test_set.frames(), range(len(test_set) - 1))
+    frames = test_set.clip_frames(range(len(test_set.videos)))
+    loader = DataLoader(Subset(frames, range(len(frames) - 1)), batch_size=2, collate_fn=collate_clip_frames)
     with pytest.raises(ValueError):
-        evaluate_video(model, DataLoader(frames, batch_size=2), [len(v) for v in test_set.videos],
-                       torch.device("cpu"), GEOMETRY, num_frames=5, batch_size=2, progress=False)
+        evaluate_video(model, loader, torch.device("cpu"), GEOMETRY, num_frames=5, batch_size=2, progress=False)
+
+
+def assert_same_cache(got: Path, expected: Path, count: int) -> None:
+    """The same ``count`` cache file names; boxes within BOX_ATOL px, scores and features within float noise."""
+    names = sorted(p.relative_to(expected) for p in expected.rglob("*.pth"))
+    assert len(names) == count
+    assert sorted(p.relative_to(got) for p in got.rglob("*.pth")) == names
+    for name in names:
+        a, b = load_cache_entry(got / name), load_cache_entry(expected / name)
+        torch.testing.assert_close(a.boxes, b.boxes, atol=BOX_ATOL, rtol=0)
+        torch.testing.assert_close(a.scores, b.scores, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(a.feats, b.feats, atol=1e-5, rtol=1e-4)
 
 
 def test_streaming_writes_the_same_cache_as_window_by_window(model, test_set, tmp_path) -> None:  # noqa: ANN001
     run_windows(model, test_set, 2, cache_dir=tmp_path / "windows")
     run_stream(model, test_set, 2, cache_dir=tmp_path / "stream")
-    names = sorted(p.relative_to(tmp_path / "windows") for p in (tmp_path / "windows").rglob("*.pth"))
-    assert len(names) == len(test_set)
-    assert sorted(p.relative_to(tmp_path / "stream") for p in (tmp_path / "stream").rglob("*.pth")) == names
-    for name in names:
-        a, b = load_cache_entry(tmp_path / "stream" / name), load_cache_entry(tmp_path / "windows" / name)
-        torch.testing.assert_close(a.boxes, b.boxes, atol=BOX_ATOL, rtol=0)
-        torch.testing.assert_close(a.scores, b.scores, atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(a.feats, b.feats, atol=1e-5, rtol=1e-4)
+    assert_same_cache(tmp_path / "stream", tmp_path / "windows", len(test_set))
+
+
+@pytest.fixture(scope="module")
+def shared_set(test_set: VIDDataset, tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> VIDDataset:
+    """The tiny test split plus, after it, a second sentence (another entry's phrase, box moved) over the
+    frames of each video, as VID-Sentence has several tubes and sentences per video."""
+    split_root = tmp_path_factory.mktemp("shared")
+    videos = safe_load(tiny_root / "VID" / "VID_video_level_test.pth", what="index file")
+    phrases = [video[0][2] for video in videos]
+    extra = [[(path, [x1 + 3, y1 + 2, x2, y2], phrases[(v + 1) % len(videos)]) for path, (x1, y1, x2, y2), _ in video]
+             for v, video in enumerate(videos)]
+    (split_root / "VID").mkdir()
+    torch.save(videos + extra, split_root / "VID" / "VID_video_level_test.pth")
+    return VIDDataset(tiny_root, split_root, "VID", "test", test_set.corpus, image_size=SIZE, num_frames=5)
+
+
+def test_each_distinct_frame_goes_through_the_backbone_once(model, shared_set, monkeypatch) -> None:  # noqa: ANN001
+    seen = []
+    features = model.frame_features
+    monkeypatch.setattr(model, "frame_features", lambda images: seen.append(len(images)) or features(images))
+    run_stream(model, shared_set, 2)
+    assert sum(seen) == len(shared_set) // 2
+
+
+def test_shared_frames_give_the_per_sentence_records_and_cache(model, shared_set, cells, tmp_path) -> None:  # noqa: ANN001
+    alone = run_stream(model, shared_set, 2, tmp_path / "alone", share=False)
+    alone_cells = torch.cat(cells)
+    cells.clear()
+    shared = run_stream(model, shared_set, 2, tmp_path / "shared")
+    assert torch.equal(torch.cat(cells).sort().values, alone_cells.sort().values)
+    assert [r["index"] for r in shared] == list(range(len(shared_set)))
+    assert_same_records(shared, alone)
+    assert_same_cache(tmp_path / "shared", tmp_path / "alone", len(shared_set))
 
 
 # ------------------------------------------------------------------------------------ scoring, summary

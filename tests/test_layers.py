@@ -87,7 +87,7 @@ def _cited(text: str) -> set[str]:
 
 
 def test_behaviour_document_has_the_sections_of_the_contract():
-    assert {str(n) for n in range(1, 10)} | {f"4.{n}" for n in range(1, 9)} <= _sections()
+    assert {str(n) for n in range(1, 11)} | {f"4.{n}" for n in range(1, 9)} <= _sections()
 
 
 def test_every_cited_section_exists():
@@ -95,6 +95,12 @@ def test_every_cited_section_exists():
     missing = [f"{path.relative_to(ROOT)}: §{number}"
                for path in text_files() for number in sorted(_cited(_text(path))) if number not in sections]
     assert missing == [], f"sections cited but not in {BEHAVIOUR.relative_to(ROOT)}: {missing}"
+
+
+def test_sections_are_cited_by_number():
+    by_name = [f"{path.relative_to(ROOT)}: {match}" for path in text_files()
+               for match in re.findall(r'behaviour\.md[ (]*"[^"\n]*"', _text(path))]
+    assert by_name == [], "cite docs/behaviour.md as §N (a name is not checked):\n" + "\n".join(by_name)
 
 
 def test_citations_are_read():

@@ -11,13 +11,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from dataset.common import load_default_corpus, read_rgb
+from dataset.common import default_corpus_path, read_rgb
 from dataset.referit_loader import ReferDataset
 from dataset.vid_loader import VIDDataset
 from utils.io import UserInputError
 from utils.transforms import IMAGENET_MEAN, IMAGENET_STD
 from utils.windows import window_indices
-from utils.word_utils import build_corpus, save_corpus
+from utils.word_utils import build_corpus, load_corpus, save_corpus
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SENTENCES = ["the dog on the left", "a red car", "the man on the right"]
@@ -157,16 +157,32 @@ def test_per_frame_dataset_matches_window_centres(tmp_path):
     write_vid(tmp_path, [[(grey(10 + 40 * t), [8, 4, 40, 30], "a red car") for t in range(3)],
                          [(grey(200), [1, 2, 30, 40], "the man on the right")]])
     windows = vid(tmp_path, num_frames=5)
-    frames = windows.frames()
+    frames = windows.clip_frames(range(2))
     assert len(frames) == 4
     for i in range(4):
         item, window = frames[i], windows[i]
-        assert (item["video"], item["frame"]) == windows.samples[i]
-        assert item["images"].shape == (1, 3, 256, 256)
-        assert torch.equal(item["images"][0], window["images"][2])
+        (query,) = item["queries"]
+        assert (item["clip"], item["frame"]) == windows.samples[i] == (query["video"], query["frame"])
+        assert item["image"].shape == (3, 256, 256)
+        assert torch.equal(item["image"], window["images"][2])
         for key in ("boxes", "ratio", "dw", "dh", "orig_size"):
-            assert torch.equal(item[key][0], window[key][2])
-        assert torch.equal(item["word_id"], window["word_id"]) and item["image_path"] == window["image_path"]
+            assert torch.equal(query[key], window[key][2])
+        assert torch.equal(query["word_id"], window["word_id"]) and query["image_path"] == window["image_path"]
+        assert query["index"] == i
+
+
+def test_index_entries_over_the_same_frames_share_one_decoded_frame(tmp_path):
+    index_path = write_vid(tmp_path, [[(grey(10 + 40 * t), [8, 4, 40, 30], "a red car") for t in range(3)],
+                                      [(grey(200), [1, 2, 30, 40], "the man on the right")]])
+    index = torch.load(index_path)
+    torch.save(index + [[(path, [1, 2, 20, 20], "the man") for path, _, _ in index[0]]], index_path)
+    windows = vid(tmp_path, num_frames=5)
+    shared = windows.clip_frames(range(3))
+    assert shared.clips == [[0, 2], [1]]
+    assert [(item["clip"], item["frame"], [q["index"] for q in item["queries"]]) for item in shared] == [
+        (0, 0, [0, 4]), (0, 1, [1, 5]), (0, 2, [2, 6]), (1, 0, [3])]
+    assert torch.equal(shared[0]["queries"][1]["boxes"], windows[4]["boxes"][2])
+    assert [len(item["queries"]) for item in windows.clip_frames(range(3), share=False)] == [1] * 7
 
 
 def test_frame_size_reads_the_header(tmp_path):
@@ -222,9 +238,9 @@ def test_image_paths_resolve_relative_to_the_cwd_first(tmp_path, monkeypatch):
     assert ds[0]["orig_size"].tolist() == [[48, 64], [48, 64]]
 
 
-def test_default_corpus_helper_loads_the_dataset_corpus(tmp_path):
+def test_the_dataset_corpus_lives_at_the_default_corpus_path(tmp_path):
     write_vid(tmp_path, [[(grey(10), [1, 2, 30, 40], "a red car")]])
-    corpus = load_default_corpus(tmp_path / "split", "VID")
+    corpus = load_corpus(default_corpus_path(tmp_path / "split", "VID"))
     assert corpus.dictionary.idx2word == build_corpus(SENTENCES).dictionary.idx2word
 
 

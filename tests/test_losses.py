@@ -11,11 +11,11 @@ from model.losses import (
     GroundingCriterion,
     box_loss,
     build_targets,
-    dense_targets,
     loc_loss,
     negative_similarity,
     rank_loss,
 )
+from tests.helpers import dense_targets
 from utils.box_ops import box_iou
 from utils.geometry import DEFAULT_ANCHORS
 

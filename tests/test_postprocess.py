@@ -11,6 +11,8 @@ import torch
 import utils.postprocess as postprocess
 from utils.io import UserInputError, numpy_scalar_globals
 from utils.postprocess import (
+    CacheEntry,
+    VideoRescorer,
     cache_file_path,
     load_cache_entry,
     post_process,
@@ -223,6 +225,23 @@ def test_driver_matches_the_reference_algorithm_on_two_videos(tmp_path):
         _, fused = rescore_window(first[0][t], first[0][window_sources(7, 5)[0][t]],
                                   first[1][window_sources(7, 5)[0][t]], window_sources(7, 5)[1][t])
         assert fused.tolist() == pytest.approx(expected[t][1], rel=1e-5)
+
+
+@pytest.mark.parametrize("n", [1, 2, 4, 9])
+def test_frames_pushed_one_at_a_time_get_the_picks_of_the_cache_driver(tmp_path, n):
+    """The in-memory path (candidates pushed as they are decoded) re-scores exactly as post_process."""
+    gen = torch.Generator().manual_seed(n)
+    feats, scores = random_video(gen, n)
+    boxes = torch.rand(n, 3, 4, generator=gen) * 100
+    images = write_video(tmp_path, "a", feats, scores, start=0, boxes=boxes)
+    rescorer = VideoRescorer(5)
+    picks = [p for t in range(n) for p in rescorer.push(CacheEntry(boxes[t:t + 1], scores[t:t + 1], feats[t:t + 1]))]
+    picks += rescorer.finish()
+    expected = post_process([images], tmp_path, progress=False)
+    assert [t for t, _, _ in picks] == list(range(n))
+    assert [b for _, b, _ in picks] == [r["candidate"] for r in expected]
+    assert torch.equal(torch.stack([box for _, _, box in picks]), torch.stack([r["box"] for r in expected]))
+    assert len(rescorer.kept.feats) <= 5
 
 
 def test_a_window_never_reads_the_other_videos_files(tmp_path):

@@ -46,6 +46,7 @@ EMB = 32
 REFERENCE_KEYS = {"epoch", "state_dict", "best_loss", "optimizer"}
 PRED_KEYS = ["image", "phrase", "pred", "gt", "iou"]
 DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def data_flags(root: Path, dataset: str = "VID") -> list[str]:
@@ -81,15 +82,6 @@ def files(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` but the logs (which runs append to), with its bytes."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
             if p.is_file() and p.relative_to(folder).parts[0] != "logs"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread for the in-process runs: the machine has 2 cores and other processes on them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

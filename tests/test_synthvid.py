@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,10 +23,10 @@ from dataset.synthvid import (
     check_expression,
     generate,
     load_clips,
-    main,
     parse_phrase,
     render_phrase,
 )
+from dataset.synthvid.cli import main
 from utils.io import UserInputError, safe_load
 from utils.transforms import swap_left_right
 from utils.word_utils import UNK_TOKEN, load_corpus
@@ -267,6 +269,14 @@ def test_cli_reports_a_refusal(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     (tmp_path / "data.bin").write_bytes(b"x")
     assert main(["--out", str(tmp_path), "--train_videos", "1", "--val_videos", "1", "--test_videos", "1"]) == 2
     assert re.search(r"error: synthvid output .* --force", capsys.readouterr().err)
+
+
+def test_runs_as_a_module(tmp_path: Path) -> None:
+    """``python -m dataset.synthvid`` is the package's command line (dataset/synthvid/__main__.py)."""
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "dataset.synthvid", "--out", str(tmp_path / "o"), "--frames", "8", "4"]
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True)
+    assert done.returncode == 2 and "--frames needs 2 <= MIN <= MAX" in done.stderr
 
 
 def test_cli_rejects_bad_frames(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

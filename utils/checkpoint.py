@@ -1,8 +1,10 @@
 """Reading checkpoints (ours and the authors' released ones) and loading them into a model.
 
 Released checkpoints are ``{'epoch', 'state_dict', 'best_loss', 'optimizer'}`` with every key prefixed
-``module.`` (saved from ``nn.DataParallel``, docs/behaviour.md §4). ``best_loss`` there is a numpy float64 scalar
-(the reference's accuracy), so the loader allow-lists numpy scalars and their dtypes, nothing else.
+``module.`` (saved from ``nn.DataParallel``, docs/behaviour.md §4). ``best_loss`` there is a numpy float64
+scalar (the reference's accuracy), so the loader allow-lists numpy scalars and their dtypes, nothing else.
+Ours add keys the reference code ignores: ``rng_state``, ``scaler`` and ``inference`` (what grounding needs
+besides the weights: model kind, cfg text, input and embedding sizes, anchors, corpus words).
 """
 from __future__ import annotations
 
@@ -17,6 +19,8 @@ from torch import nn
 from utils.io import UserInputError, atomic_save, numpy_scalar_globals, safe_load
 
 MODULE_PREFIX = "module."
+INFERENCE_KEY = "inference"
+VIDEO_ONLY_PREFIX = "corr_conv."  # the co-grounding layers: only the video model (CG-SL-Att) has them
 NUMPY_SCALAR_GLOBALS = numpy_scalar_globals(np.float64, np.float32)  # best_loss is a numpy scalar (above)
 
 
@@ -78,6 +82,12 @@ def load_model_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
     model.load_state_dict(state_dict)
 
 
+def model_kind(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """'video' (CG-SL-Att) if the weights hold the co-grounding layers, else 'image' (SL-Att)."""
+    video = any(k.removeprefix(MODULE_PREFIX).startswith(VIDEO_ONLY_PREFIX) for k in state_dict)
+    return "video" if video else "image"
+
+
 def state_dict_for_release(model: nn.Module) -> dict[str, torch.Tensor]:
     """``model.state_dict()`` with every key prefixed ``module.``, as the reference saves checkpoints."""
     return {MODULE_PREFIX + k: v for k, v in model.state_dict().items()}
@@ -134,12 +144,14 @@ def save_training_checkpoint(
     best_accuracy: float,
     scaler: torch.amp.GradScaler | None = None,
     rng_states: list[dict] | None = None,
+    inference: dict | None = None,
 ) -> None:
     """Write a resumable checkpoint atomically, in the reference format plus our resume fields.
 
     ``epoch`` is the next epoch to run; ``best_loss`` keeps the reference's (misleading) name for the best
-    validation accuracy. ``rng_state`` (one state per process, rank order; default: this process's) and
-    ``scaler`` are extra keys the reference code ignores.
+    validation accuracy. ``rng_state`` (one state per process, rank order; default: this process's),
+    ``scaler`` and ``inference`` (plain values a weights-only load accepts) are extra keys the reference code
+    ignores.
     """
     checkpoint = {
         "epoch": epoch,
@@ -150,6 +162,8 @@ def save_training_checkpoint(
     }
     if scaler is not None:
         checkpoint["scaler"] = scaler.state_dict()
+    if inference is not None:
+        checkpoint[INFERENCE_KEY] = inference
     atomic_save(checkpoint, path)
 
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from utils.box_ops import first_argmax
 from utils.io import UserInputError, atomic_save, atomic_write_text, numpy_scalar_globals, safe_load
-from utils.windows import EVAL_FRAMES, window_sources
+from utils.windows import EVAL_FRAMES, window_positions, window_sources
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +136,58 @@ def rescore_window(
     weights = sim.amax(dim=-1).softmax(dim=-1) * valid.unsqueeze(-2).to(sim.dtype)  # (..., K, T)
     fused = (weights * matched).sum(-1)  # (..., K)
     return first_argmax(fused, dim=-1), fused
+
+
+class VideoRescorer:
+    """§8 re-scoring of one video whose candidates arrive in frame order (from cache files or in memory).
+
+    ``push`` the next frames' :class:`CacheEntry` (stacked: boxes (m, K, 4), scores (m, K), feats (m, K, E)); it
+    returns the picks of the frames whose window is now complete, as ``(frame index, chosen candidate rank,
+    box (4,))``; :meth:`finish` ends the video and returns the rest. Only the frames a window can still use
+    are kept, and centres are re-scored ``FRAMES_PER_CHUNK`` at a time.
+    """
+
+    def __init__(self, num_frames: int = EVAL_FRAMES) -> None:
+        span = window_positions(0, num_frames)
+        self.num_frames = num_frames
+        self.back, self.ahead = -span.start, span.stop - 1
+        self.kept: CacheEntry | None = None
+        self.offset = 0  # video index of kept's first frame
+        self.next_centre = 0
+
+    def push(self, entry: CacheEntry) -> list[tuple[int, int, Tensor]]:
+        self.kept = entry if self.kept is None else CacheEntry(*(torch.cat(p) for p in zip(self.kept, entry)))
+        return self._rescore(self.offset + len(self.kept.feats) - self.ahead, None)
+
+    def finish(self) -> list[tuple[int, int, Tensor]]:
+        if self.kept is None:
+            return []
+        end = self.offset + len(self.kept.feats)
+        return self._rescore(end, end)
+
+    def _rescore(self, stop: int, length: int | None) -> list[tuple[int, int, Tensor]]:
+        """Picks of centres ``next_centre .. stop - 1``; positions at or past ``length`` (if known) are invalid."""
+        picks = []
+        end = self.offset + len(self.kept.feats)
+        for first in range(self.next_centre, stop, FRAMES_PER_CHUNK):
+            last = min(first + FRAMES_PER_CHUNK, stop)
+            sources, valid = window_sources(length if length is not None else end, self.num_frames, first)
+            sources, valid = sources[: last - first] - self.offset, valid[: last - first]  # (F, T)
+            rows = torch.arange(first, last) - self.offset
+            best, _ = rescore_window(
+                self.kept.feats[rows],  # (F, K, E)
+                self.kept.feats[sources],  # (F, T, K, E)
+                self.kept.scores[sources],  # (F, T, K)
+                valid,
+            )
+            boxes = self.kept.boxes[rows, best]  # (F, 4)
+            picks += [(int(t), int(b), box) for t, b, box in zip(range(first, last), best, boxes)]
+        self.next_centre = max(self.next_centre, stop)
+        drop = max(0, self.next_centre - self.back - self.offset)
+        if drop:
+            self.kept = CacheEntry(*(p[drop:] for p in self.kept))
+            self.offset += drop
+        return picks
 
 
 def _check_cache_dir(cache_dir: Path) -> None:
@@ -247,21 +299,8 @@ def post_process(
         for video_paths, start in zip(paths, offsets):
             if not video_paths:
                 continue
-            entry = _load_video(video_paths)  # each frame's file read once
-            sources, valid = window_sources(len(video_paths), num_frames)  # (n, T)
-            for first in range(0, len(video_paths), FRAMES_PER_CHUNK):
-                rows = slice(first, first + FRAMES_PER_CHUNK)
-                best, _ = rescore_window(
-                    entry.feats[rows],  # (F, K, E)
-                    entry.feats[sources[rows]],  # (F, T, K, E)
-                    entry.scores[sources[rows]],  # (F, T, K)
-                    valid[rows],
-                )
-                frames = torch.arange(len(video_paths))[rows]
-                boxes = entry.boxes[frames, best]  # (F, 4)
-                results.extend(
-                    {"index": start + int(t), "box": box, "candidate": int(b)}
-                    for t, box, b in zip(frames, boxes, best)
-                )
-                bar.update(len(frames))
+            rescorer = VideoRescorer(num_frames)
+            picks = rescorer.push(_load_video(video_paths)) + rescorer.finish()  # each frame's file read once
+            results.extend({"index": start + t, "box": box, "candidate": b} for t, b, box in picks)
+            bar.update(len(picks))
     return results

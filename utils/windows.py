@@ -28,14 +28,15 @@ def window_indices(t: int, n: int, k: int) -> list[int]:
     return [min(max(i, 0), n - 1) for i in window_positions(t, k)]
 
 
-def window_sources(num_video_frames: int, k: int) -> tuple[Tensor, Tensor]:
-    """Post-processing's windows of every frame of a video: which frame fills each position, and whether it is valid.
+def window_sources(num_video_frames: int, k: int, first: int = 0) -> tuple[Tensor, Tensor]:
+    """Post-processing's windows of the frames ``first .. n - 1`` of a video: which frame fills each position, and
+    whether it is valid.
 
     A position outside the video is invalid and filled with the centre frame itself (the reference loads the
-    centre's file when the neighbour's file does not exist). Returns (source (n, k) long, valid (n, k) bool).
+    centre's file when the neighbour's file does not exist). Returns (source (n', k) long, valid (n', k) bool).
     """
-    t = torch.arange(num_video_frames)[:, None]  # (n, 1)
+    t = torch.arange(first, num_video_frames)[:, None]  # (n', 1)
     offsets = window_positions(0, k)
-    unclipped = t + torch.arange(offsets.start, offsets.stop)[None]  # (n, k)
+    unclipped = t + torch.arange(offsets.start, offsets.stop)[None]  # (n', k)
     valid = (unclipped >= 0) & (unclipped < num_video_frames)
     return torch.where(valid, unclipped, t), valid

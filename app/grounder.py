@@ -1,0 +1,337 @@
+"""Ground sentences in your own videos and images: the :class:`Grounder` API behind ``ground.py``.
+
+    grounder = Grounder.from_checkpoint("saved_models/cgslatt_model_best.pth.tar")
+    for record in grounder.ground(read_frames(["clip.mp4"]), ["the red car on the left"]):
+        print(record["frame"], record["box"])
+
+Frames are decoded once, in order, and never held beyond the windows that still need them: the streaming core
+of the test script's evaluation (:func:`app.engine.ground_stream`) computes each frame's backbone once for all
+sentences and co-grounds 5-frame windows clipped at both ends of the video exactly as the test script does.
+``post_process=True`` re-scores each frame's top-5 candidates over its window in memory with the same code as
+``post_processing.py`` (:class:`utils.postprocess.VideoRescorer`).
+
+Checkpoints written by our training scripts carry what grounding needs under ``inference``
+(:func:`app.builders.inference_config`); the authors' released ones take the reference defaults (full cfg, 256
+px, E = 512, the default anchors in 416-px units) and a corpus.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from app.engine import CACHE_TOPK, ground_stream, topk_candidates
+from model import DEFAULT_CFG, build_grounding_model
+from utils.checkpoint import INFERENCE_KEY, load_model_state, model_kind, read_checkpoint
+from utils.geometry import DEFAULT_ANCHORS, Geometry
+from utils.io import UserInputError
+from utils.letterbox import letterbox
+from utils.postprocess import CacheEntry, VideoRescorer
+from utils.transforms import to_tensor
+from utils.windows import EVAL_FRAMES
+from utils.word_utils import END_TOKEN, PAD_TOKEN, UNK_TOKEN, Corpus, Dictionary, load_corpus, split_words
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# the reference's defaults, for checkpoints without an ``inference`` entry (the authors' released ones)
+REFERENCE_DEFAULTS = {"size": 256, "emb_size": 512, "light": False, "anchor_imsize": 416, "max_query_len": 20}
+
+
+@dataclass
+class SourceFrame:
+    """One input frame: ``index`` in its video or folder (the image number for separate images), ``clip`` (images
+    are clips of one frame each), ``name`` (the file), ``image`` H x W x 3 uint8 BGR as OpenCV decodes it."""
+
+    index: int
+    clip: int
+    name: str
+    image: np.ndarray
+
+
+@dataclass
+class FrameSource:
+    """What the inputs are (``kind``: 'video', 'frames' or 'images'), the frame rate of a video, and the frames,
+    decoded one at a time when iterated."""
+
+    kind: str
+    paths: list[Path]
+    fps: float | None = None
+    frame_count: int | None = None
+    size: tuple[int, int] | None = field(default=None)  # (w, h) of a video
+
+    def __iter__(self) -> Iterator[SourceFrame]:
+        if self.kind == "video":
+            yield from _video_frames(self.paths[0])
+            return
+        for i, path in enumerate(self.paths):
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                raise UserInputError(f"image {path} cannot be decoded (corrupt or not an image)")
+            yield SourceFrame(i, i if self.kind == "images" else 0, str(path), image)
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders 'frame2' before 'frame10'."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def read_frames(inputs: Sequence[str | os.PathLike]) -> FrameSource:
+    """A video file (anything OpenCV's FFmpeg backend decodes), a folder of frames (natural sort order), or
+    images. Opens the video (or lists the folder) now, so bad input fails before any work."""
+    paths = [Path(p) for p in inputs]
+    for path in paths:
+        if not path.exists():
+            raise UserInputError(f"input {path} not found")
+    if len(paths) == 1 and paths[0].is_dir():
+        frames = sorted((p for p in paths[0].iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+                        key=lambda p: natural_key(p.name))
+        if not frames:
+            raise UserInputError(f"folder {paths[0]} holds no frames (expected images: {', '.join(IMAGE_SUFFIXES)})")
+        return FrameSource("frames", frames)
+    if all(p.suffix.lower() in IMAGE_SUFFIXES for p in paths):
+        return FrameSource("images", paths)
+    if len(paths) > 1:
+        raise UserInputError(f"inputs {' '.join(map(str, paths))}: give one video, one folder of frames, or images "
+                             f"({', '.join(IMAGE_SUFFIXES)})")
+    capture = cv2.VideoCapture(str(paths[0]))
+    try:
+        if not capture.isOpened():
+            raise UserInputError(f"video {paths[0]} cannot be decoded by OpenCV (not a video, or a codec its FFmpeg "
+                                 "backend lacks)")
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        capture.release()
+    return FrameSource("video", paths, fps if fps > 0 else None, count if count > 0 else None, size)
+
+
+def _video_frames(path: Path) -> Iterator[SourceFrame]:
+    capture = cv2.VideoCapture(str(path))
+    try:
+        index = 0
+        while True:
+            ok, image = capture.read()
+            if not ok:
+                break
+            yield SourceFrame(index, 0, str(path), image)
+            index += 1
+    finally:
+        capture.release()
+    if index == 0:
+        raise UserInputError(f"video {path} has no frames that OpenCV can decode")
+
+
+def corpus_from_words(words: Sequence[str]) -> Corpus:
+    """The corpus whose vocabulary is ``words`` in index order (as saved by :func:`app.builders.inference_config`)."""
+    corpus = Corpus()
+    corpus.dictionary = Dictionary()
+    for word in words:
+        corpus.dictionary.add_word(word)
+    return corpus
+
+
+class Grounder:
+    """A grounding model ready for inference: ``kind`` 'video' (CG-SL-Att, 5-frame windows) or 'image' (SL-Att,
+    each frame alone). Build it with :meth:`from_checkpoint`; :meth:`ground` streams frames and yields records."""
+
+    def __init__(self, model: nn.Module, kind: str, corpus: Corpus, geometry: Geometry, max_query_len: int = 20,
+                 device: torch.device | None = None, amp_dtype: torch.dtype | None = None,
+                 batch_size: int = 8) -> None:
+        if batch_size < 1:
+            raise UserInputError(f"--batch_size must be at least 1, got {batch_size}")
+        self.device = device or torch.device("cpu")
+        self.model = model.to(self.device).eval()
+        self.kind = kind
+        self.corpus = corpus
+        self.geometry = geometry
+        self.max_query_len = max_query_len
+        self.amp_dtype = amp_dtype
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, kind: str | None = None, corpus: str | os.PathLike | None = None,
+                        cfg: str | os.PathLike | None = None, device: torch.device | None = None,
+                        amp_dtype: torch.dtype | None = None, batch_size: int = 8, **overrides: Any) -> Grounder:
+        """Load ``path``; its kind comes from its keys and must equal ``kind`` if given.
+
+        Settings come from the checkpoint's ``inference`` entry, else from the reference defaults; ``corpus``,
+        ``cfg`` and ``overrides`` (``size``, ``emb_size``, ``light``, ``anchor_imsize``, ``anchors``,
+        ``max_query_len``; None values are ignored) replace them.
+        """
+        checkpoint = read_checkpoint(path)
+        found = model_kind(checkpoint["state_dict"])
+        if kind is not None and kind != found:
+            raise UserInputError(f"checkpoint {path} holds the {found} model "
+                                 f"({'CG-SL-Att' if found == 'video' else 'SL-Att'}), not the {kind} model asked for")
+        saved = checkpoint.get(INFERENCE_KEY) or {}
+        settings = {**REFERENCE_DEFAULTS, "anchors": [list(a) for a in DEFAULT_ANCHORS], **saved,
+                    **{k: v for k, v in overrides.items() if v is not None}}
+        if corpus is not None:
+            vocabulary = load_corpus(corpus)
+        elif "words" in saved:
+            vocabulary = corpus_from_words(saved["words"])
+        else:
+            raise UserInputError(f"checkpoint {path} carries no vocabulary (a released checkpoint?): pass --corpus "
+                                 "with the corpus.pth it was trained with")
+        with tempfile.TemporaryDirectory() as tmp:
+            if cfg is None and "cfg" in saved:
+                cfg = Path(tmp) / saved.get("cfg_name", "saved.cfg")
+                cfg.write_text(saved["cfg"])
+            model = build_grounding_model(found, len(vocabulary), cfg_path=cfg or DEFAULT_CFG,
+                                          image_size=settings["size"], emb_size=settings["emb_size"],
+                                          light=settings["light"])
+        load_model_state(model, checkpoint["state_dict"], str(path))
+        geometry = Geometry(settings["size"], tuple(tuple(a) for a in settings["anchors"]), settings["anchor_imsize"])
+        return cls(model, found, vocabulary, geometry, settings["max_query_len"], device, amp_dtype, batch_size)
+
+    def unknown_words(self, sentence: str) -> list[str]:
+        """The words of ``sentence`` that the vocabulary lacks (they are read as ``<unk>``)."""
+        return [w for w in split_words(sentence) if w not in self.corpus.dictionary and w != "."]
+
+    def encode(self, sentence: str) -> torch.Tensor:
+        """Word ids (L,) of ``sentence``; a sentence with no known word is an error naming it."""
+        words = [w for w in split_words(sentence) if w != "."]
+        special = {PAD_TOKEN, UNK_TOKEN, END_TOKEN}
+        if not any(w in self.corpus.dictionary and w not in special for w in words):
+            raise UserInputError(f"sentence {sentence!r}: none of its words is in the model's vocabulary "
+                                 f"({len(self.corpus)} words), so there is nothing to ground")
+        return self.corpus.tokenize(sentence.lower(), self.max_query_len)
+
+    def ground(self, frames: Iterable[SourceFrame], sentences: Sequence[str], stride: int = 1, top_k: int = 5,
+               post_process: bool = False) -> Iterator[dict[str, Any]]:
+        """One record per grounded frame and sentence, in frame then sentence order.
+
+        Every ``stride``-th frame of each clip is grounded (windows are made of the grounded frames). A record
+        has ``frame``, ``clip``, ``name``, ``sentence`` (its number) and ``phrase``, ``box`` [x1, y1, x2, y2] in
+        original pixels, ``score``, and ``candidates`` (the ``top_k`` most confident boxes with their scores).
+        With ``post_process`` (video model) the box is the candidate the §8 re-scoring picks (``candidate``).
+        """
+        if not sentences:
+            raise UserInputError("no sentence to ground: pass --phrase (or --phrases FILE)")
+        if stride < 1:
+            raise UserInputError(f"--stride must be at least 1, got {stride}")
+        if not 1 <= top_k <= CACHE_TOPK:
+            raise UserInputError(f"--top_k must be between 1 and {CACHE_TOPK}, got {top_k}")
+        if post_process and self.kind != "video":
+            raise UserInputError("--post_process re-scores co-grounded candidates: it needs a video (CG-SL-Att) "
+                                 "checkpoint, this one is an image (SL-Att) model")
+        word_ids = [self.encode(s) for s in sentences]
+        num_frames = EVAL_FRAMES if self.kind == "video" else 1
+        batches = self._batches(_strided(frames, stride), sentences, word_ids)
+        grounded = ground_stream(self.model, batches, self.device, num_frames, self.batch_size, self.amp_dtype)
+        records = (record for outputs, meta in grounded for record in self._decode(outputs, meta))
+        for record in _rescored(records, len(sentences)) if post_process else records:
+            record.pop("_entry")
+            record["candidates"] = record["candidates"][:top_k]
+            yield record
+
+    def _batches(self, frames: Iterable[tuple[SourceFrame, int, bool]], sentences: Sequence[str],
+                 word_ids: list[torch.Tensor]) -> Iterator[dict[str, Any]]:
+        """Letterboxed frames, ``batch_size`` at a time, as :func:`app.engine.ground_stream` takes them."""
+        batch: list[tuple[np.ndarray, SourceFrame, int, bool, dict]] = []
+        for frame, t, last in frames:
+            h, w = frame.image.shape[:2]
+            img, ratio, dw, dh = letterbox(cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB), self.geometry.image_size)
+            geometry = {"ratio": torch.tensor(ratio, dtype=torch.float32), "dw": torch.tensor(dw, dtype=torch.float32),
+                        "dh": torch.tensor(dh, dtype=torch.float32), "orig_size": torch.tensor([h, w])}
+            batch.append((img, frame, t, last, geometry))
+            if len(batch) == self.batch_size:
+                yield self._collate(batch, sentences, word_ids)
+                batch = []
+        if batch:
+            yield self._collate(batch, sentences, word_ids)
+
+    @staticmethod
+    def _collate(batch: list, sentences: Sequence[str], word_ids: list[torch.Tensor]) -> dict[str, Any]:
+        return {
+            "images": to_tensor(np.stack([img for img, *_ in batch])),  # (F, 3, S, S)
+            "clip": [frame.clip for _, frame, *_ in batch],
+            "frame": [t for _, _, t, _, _ in batch],
+            "length": [t + 1 if last else None for _, _, t, last, _ in batch],
+            "queries": [[{**geometry, "word_id": word_id, "sentence": s, "phrase": sentences[s],
+                          "frame": frame.index, "clip": frame.clip, "name": frame.name}
+                         for s, word_id in enumerate(word_ids)] for _, frame, _, _, geometry in batch],
+        }
+
+    def _decode(self, outputs: dict, meta: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Records of a batch of grounded rows with their top-5 candidates (and, for the re-scoring, ``_entry``:
+        the candidates as a one-frame :class:`CacheEntry`)."""
+        boxes, scores, feats = (None if t is None else t.float().cpu()
+                                for t in topk_candidates(outputs, meta, self.geometry, CACHE_TOPK))
+        for r in range(boxes.shape[0]):
+            candidates = [{"box": _rounded(boxes[r, k]), "score": float(scores[r, k])} for k in range(CACHE_TOPK)]
+            yield {"frame": meta["frame"][r], "clip": meta["clip"][r], "name": meta["name"][r],
+                   "sentence": meta["sentence"][r], "phrase": meta["phrase"][r], **candidates[0],
+                   "candidates": candidates,
+                   "_entry": None if feats is None else CacheEntry(boxes[r:r + 1], scores[r:r + 1], feats[r:r + 1])}
+
+
+def _rounded(box: torch.Tensor) -> list[float]:
+    return [round(v, 4) for v in box.tolist()]  # as the test script's --save_pred records
+
+
+def _strided(frames: Iterable[SourceFrame], stride: int) -> Iterator[tuple[SourceFrame, int, bool]]:
+    """Every ``stride``-th frame of each clip as ``(frame, index among the kept frames, last of its clip)``,
+    looking one kept frame ahead to know which is the last."""
+    previous: tuple[SourceFrame, int] | None = None
+    clip, position, kept = None, 0, 0
+    for frame in frames:
+        if frame.clip != clip:
+            clip, position, kept = frame.clip, 0, 0
+        if position % stride == 0:
+            if previous is not None:
+                yield previous[0], previous[1], previous[0].clip != frame.clip
+            previous = (frame, kept)
+            kept += 1
+        position += 1
+    if previous is not None:
+        yield previous[0], previous[1], True
+
+
+def _rescored(records: Iterable[dict[str, Any]], sentences: int) -> Iterator[dict[str, Any]]:
+    """The records with the box and score of the candidate the §8 re-scoring picks (``candidate``), in order.
+
+    Records come clip by clip, frame by frame, all sentences of a frame together; each sentence's
+    :class:`VideoRescorer` lags a couple of frames behind, so records wait in ``held`` until their pick is known.
+    """
+    held: list[dict[str, Any]] = []
+    rescorers: list[VideoRescorer] = []
+    first: list[int] = []  # per sentence: position in ``held`` of its kept frame 0 in the current clip
+    clip = None
+
+    def pick(s: int, picks: list[tuple[int, int, torch.Tensor]]) -> None:
+        for t, b, _ in picks:
+            record = held[first[s] + t * sentences]
+            record.update(candidate=b, **record["candidates"][b])
+
+    def release() -> Iterator[dict[str, Any]]:
+        done = 0
+        while done < len(held) and "candidate" in held[done]:
+            done += 1
+        yield from held[:done]
+        del held[:done]
+        first[:] = [f - done for f in first]
+
+    for record in records:
+        if record["clip"] != clip:
+            for s, rescorer in enumerate(rescorers):
+                pick(s, rescorer.finish())
+            yield from release()
+            clip, rescorers = record["clip"], [VideoRescorer(EVAL_FRAMES) for _ in range(sentences)]
+            first = [len(held) + s for s in range(sentences)]
+        s = record["sentence"]
+        held.append(record)
+        pick(s, rescorers[s].push(record["_entry"]))
+        yield from release()
+    for s, rescorer in enumerate(rescorers):
+        pick(s, rescorer.finish())
+    yield from release()

@@ -1,0 +1,54 @@
+"""``python -m dataset.synthvid``: generate the set from the command line."""
+from __future__ import annotations
+
+import argparse
+import os
+
+import dataset.synthvid
+from dataset.synthvid.config import SynthConfig
+from dataset.synthvid.writer import generate
+from utils.cli import run_main
+from utils.io import UserInputError
+
+
+def run(args: argparse.Namespace) -> None:
+    """Generate the set the parsed command line describes."""
+    if len(args.frames) not in (1, 2):
+        raise UserInputError(f"--frames takes MIN MAX or one N, got {args.frames}")
+    config = SynthConfig(args.seed, args.train_videos, args.val_videos, args.test_videos, args.frames[0],
+                         args.frames[-1], args.expressions, args.image_stride, tuple(args.type_mix),
+                         args.jpeg_quality, tuple(args.eval_frames) if args.eval_frames else None)
+    written = generate(args.out, config, force=args.force, workers=max(1, args.workers))
+    print(f"synthvid: {'wrote' if written else 'already complete, nothing to do:'} {args.out}")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dataset.synthvid",
+                                     description=dataset.synthvid.__doc__.split("\n")[0])
+    defaults = SynthConfig()
+    parser.add_argument("--out", default="data/synthvid", help="output root R (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--train_videos", type=int, default=defaults.train_videos)
+    parser.add_argument("--val_videos", type=int, default=defaults.val_videos)
+    parser.add_argument("--test_videos", type=int, default=defaults.test_videos)
+    parser.add_argument("--frames", type=int, nargs="+", metavar="N",
+                        default=[defaults.min_frames, defaults.max_frames],
+                        help="frames per clip: MIN MAX, or one fixed N (default: %(default)s)")
+    parser.add_argument("--eval_frames", type=int, nargs=2, metavar=("MIN", "MAX"), default=None,
+                        help="frames per val/test clip (default: as --frames)")
+    parser.add_argument("--expressions", type=int, default=defaults.expressions_per_video,
+                        help="expressions (= video entries) per clip, each for a different target")
+    parser.add_argument("--image_stride", type=int, default=defaults.image_stride,
+                        help="image-level export keeps every N-th frame (default: %(default)s)")
+    parser.add_argument("--type_mix", type=float, nargs=3, default=list(defaults.type_mix),
+                        metavar=("ATTRIBUTE", "LOCATION", "MOTION"))
+    parser.add_argument("--jpeg_quality", type=int, default=defaults.jpeg_quality)
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="processes (the output does not depend on it)")
+    parser.add_argument("--force", action="store_true",
+                        help="write over a non-empty --out that is not this very set (other files are kept)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(run, get_args_parser(), argv)

@@ -1,0 +1,186 @@
+"""Ground sentences in your own video, folder of frames, or images, with a CG-SL-Att (video) or SL-Att (image)
+checkpoint.
+
+    python ground.py clip.mp4 --resume saved_models/cgslatt_model_best.pth.tar \\
+        --phrase "the red car on the left" --phrase "the man in black" --out_video out.mp4 --out_jsonl out.jsonl
+
+    # the authors' released checkpoint: reference defaults plus the corpus it was trained with
+    python ground.py frames/ --resume saved_models/VID_cogrounding_semantic_attn.pth.tar \\
+        --corpus data/VID/corpus.pth --phrases sentences.txt --out_jsonl out.jsonl --post_process
+
+Input: one video file (whatever OpenCV's FFmpeg backend decodes: mp4, avi, mkv, webm, ...), one folder of
+frames (natural sort order), or image files (each grounded alone). Each frame's backbone runs once for all
+sentences; the video model grounds 5-frame windows clipped at both ends as the test script does. Writes JSON
+Lines (one record per frame and sentence: frame, time (s, videos), sentence, box [x1, y1, x2, y2] in original
+pixels, score, top-k candidates), an annotated video (same size and frame rate, one colour per sentence) and
+a GIF; existing outputs are replaced only with --overwrite.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from app.argparser import script_parser
+from app.builders import build_amp_dtype
+from app.checks import FILE, check_output
+from app.grounder import FrameSource, Grounder, SourceFrame, read_frames
+from app.predictions import VideoOutput, check_writable, draw_sentences, save_gif
+from dataset.names import IMAGE_DATASETS, VIDEO_DATASETS
+from utils.cli import run_main
+from utils.geometry import anchors_for_dataset
+from utils.io import UserInputError, atomic_file
+
+DEFAULT_FPS = 25.0  # of the annotated video of a folder of frames
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = script_parser(__doc__, [])
+    parser.add_argument("inputs", nargs="+", help="a video file, a folder of frames, or image files")
+    group = parser.add_argument_group("sentences")
+    group.add_argument("--phrase", action="append", default=[], help="a sentence to ground (repeat for more)")
+    group.add_argument("--phrases", default=None, help="a text file with one sentence per line")
+    group = parser.add_argument_group("model")
+    group.add_argument("--resume", required=True, help="the checkpoint (CG-SL-Att or SL-Att; the kind is detected)")
+    group.add_argument("--kind", default="auto", choices=("auto", "video", "image"),
+                       help="refuse a checkpoint of the other kind (default: whatever the checkpoint holds)")
+    group.add_argument("--corpus", default=None, help="vocabulary file (needed for the authors' checkpoints)")
+    group.add_argument("--cfg", default=None, help="Darknet cfg (default: the checkpoint's, else model/yolov3.cfg)")
+    group.add_argument("--size", type=int, default=None, help="input size (default: the checkpoint's, else 256)")
+    group.add_argument("--emb_size", type=int, default=None, help="embedding size (default: checkpoint's, else 512)")
+    group.add_argument("--light", action="store_true", default=None, help="light head (default: the checkpoint's)")
+    group.add_argument("--anchor_imsize", type=int, default=None, help="anchor units (default: checkpoint's, else 416)")
+    group.add_argument("--dataset", default=None, choices=VIDEO_DATASETS + IMAGE_DATASETS,
+                       help="anchors of this dataset (default: the checkpoint's, else the default anchors)")
+    group.add_argument("--time", type=int, default=None, help="maximum sentence length in tokens (default 20)")
+    group = parser.add_argument_group("grounding")
+    group.add_argument("--stride", type=int, default=1, help="ground every k-th frame (windows of grounded frames)")
+    group.add_argument("--post_process", action="store_true",
+                       help="re-score each frame's top-5 candidates over its window as post_processing.py does")
+    group.add_argument("--top_k", type=int, default=5, help="candidates per record in the JSON Lines (1-5)")
+    group.add_argument("--batch_size", type=int, default=8, help="frames and windows per forward")
+    group.add_argument("--gpu", default=None, help="CUDA device id (default: the first GPU if there is one)")
+    group.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
+    group.add_argument("--amp_dtype", default=None, choices=("bf16", "fp16"), help="autocast dtype for --amp")
+    group = parser.add_argument_group("outputs")
+    group.add_argument("--out_jsonl", default=None, help="JSON Lines of the boxes")
+    group.add_argument("--out_video", default=None, help="annotated video (.mp4, .avi or .mkv)")
+    group.add_argument("--out_gif", default=None, help="annotated GIF (at most --gif_frames frames, half size)")
+    group.add_argument("--gif_frames", type=int, default=150, help="frames in the GIF")
+    group.add_argument("--fps", type=float, default=None, help="frame rate of a folder's video (default 25)")
+    group.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    group.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def read_sentences(args: argparse.Namespace) -> list[str]:
+    sentences = [s.strip() for s in args.phrase]
+    if args.phrases:
+        path = Path(args.phrases)
+        if not path.is_file():
+            raise UserInputError(f"--phrases {path} not found")
+        sentences += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not sentences or not all(sentences):
+        raise UserInputError("give the sentences to ground: --phrase TEXT (repeatable) or --phrases FILE, none empty")
+    return sentences
+
+
+def build_grounder(args: argparse.Namespace) -> Grounder:
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", int(args.gpu or 0)) if cuda else torch.device("cpu")
+    anchors = anchors_for_dataset(args.dataset) if args.dataset else None
+    return Grounder.from_checkpoint(args.resume, kind=None if args.kind == "auto" else args.kind, corpus=args.corpus,
+                                    cfg=args.cfg, device=device, amp_dtype=build_amp_dtype(args, device.type),
+                                    batch_size=args.batch_size, size=args.size, emb_size=args.emb_size,
+                                    light=args.light, anchor_imsize=args.anchor_imsize, anchors=anchors,
+                                    max_query_len=args.time)
+
+
+def check_outputs(args: argparse.Namespace, source: FrameSource) -> None:
+    if not (args.out_jsonl or args.out_video or args.out_gif):
+        raise UserInputError("nothing to write: pass --out_jsonl, --out_video and/or --out_gif")
+    if (args.out_video or args.out_gif) and source.kind == "images":
+        raise UserInputError("--out_video / --out_gif need a video or a folder of frames, not separate images")
+    for flag in ("out_jsonl", "out_video", "out_gif"):
+        if getattr(args, flag):
+            check_output(f"--{flag}", Path(getattr(args, flag)), FILE)
+            check_writable(getattr(args, flag), args.overwrite, f"--{flag}")
+
+
+def main(args: argparse.Namespace) -> None:
+    sentences = read_sentences(args)
+    source = read_frames(args.inputs)
+    check_outputs(args, source)
+    grounder = build_grounder(args)
+    for sentence in sentences:
+        grounder.encode(sentence)  # a sentence with no known word is an error, before any warning
+    for sentence in sentences:
+        unknown = grounder.unknown_words(sentence)
+        if unknown:
+            print(f"warning: sentence {sentence!r}: {', '.join(unknown)} not in the vocabulary (read as <unk>)",
+                  file=sys.stderr)
+    fps = source.fps or args.fps or DEFAULT_FPS
+    pending: deque[SourceFrame] = deque()  # decoded frames waiting for their boxes (annotated outputs)
+    annotate = bool(args.out_video or args.out_gif)
+    gif: list = []
+
+    def frames() -> Iterator[SourceFrame]:
+        total = source.frame_count if source.kind == "video" else len(source.paths)
+        for frame in tqdm(source, total=total, unit="frame", disable=args.no_progress, dynamic_ncols=True):
+            if annotate:
+                pending.append(frame)
+            yield frame
+
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(atomic_file(args.out_jsonl, "w")) if args.out_jsonl else None
+        video: VideoOutput | None = None
+
+        def flush(boxes: dict[int, list[float]], before: int | None) -> None:
+            """Draw ``boxes`` on the waiting frames (those before frame ``before``, or all) and write them."""
+            nonlocal video
+            while pending and (before is None or pending[0].index < before):
+                img = draw_sentences(pending.popleft().image, sentences, boxes)
+                if args.out_video:
+                    if video is None:
+                        video = stack.enter_context(VideoOutput(args.out_video, fps, (img.shape[1], img.shape[0])))
+                    video.write(img)
+                if args.out_gif and len(gif) < args.gif_frames:
+                    gif.append(img[::2, ::2])
+
+        boxes: dict[int, list[float]] = {}
+        for record in grounder.ground(frames(), sentences, stride=args.stride, top_k=args.top_k,
+                                      post_process=args.post_process):
+            if out is not None:
+                out.write(json.dumps(json_record(record, source, fps)) + "\n")
+            boxes[record["sentence"]] = record["box"]
+            if annotate and record["sentence"] == len(sentences) - 1:
+                flush(boxes, record["frame"] + args.stride)
+        flush(boxes, None)
+    if args.out_gif:
+        save_gif(gif, args.out_gif, fps)
+    written = [p for p in (args.out_jsonl, args.out_video, args.out_gif) if p]
+    print(f"grounded {len(sentences)} sentence(s) with the {grounder.kind} model; wrote {', '.join(written)}")
+
+
+def json_record(record: dict, source: FrameSource, fps: float) -> dict:
+    """The JSON Lines fields: frame, time (videos), image (folders and images), sentence, box, score, candidates."""
+    out = {"frame": record["frame"]}
+    if source.kind == "video":
+        out["time"] = round(record["frame"] / fps, 4)
+    else:
+        out["image"] = record["name"]
+    out.update(sentence=record["phrase"], box=record["box"], score=record["score"], candidates=record["candidates"])
+    if "candidate" in record:
+        out["candidate"] = record["candidate"]
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_main(main, get_args_parser()))
