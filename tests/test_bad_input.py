@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 
+import ground
 import post_processing
 import test_semantic_attention_cogrounding as test_video
 import train_semantic_attention_cogrounding as train_video
@@ -59,6 +60,18 @@ class Ctx:
     def test(self, dataset: str = "VID") -> list[str]:
         ckpt = self.video_ckpt if dataset == "VID" else self.image_ckpt
         return [*self.model(dataset), "--test", "--resume", str(ckpt)]
+
+    def ground(self) -> list[str]:
+        """ground.py on the first test clip's frames (a folder) with the random video model."""
+        return [str(self.root / "frames" / "test" / "vid_00000"), "--resume", str(self.video_ckpt), "--corpus",
+                str(self.root / "VID" / "corpus.pth"), "--cfg", str(SMALL_CFG), "--size", "64", "--emb_size",
+                str(EMB), "--no_progress", "--phrase", "the triangle left of the square"]
+
+    def frames(self, damage: Callable[[Path], object]) -> str:
+        """A copy of the first test clip's frames with its second frame passed to ``damage``."""
+        folder = Path(shutil.copytree(self.root / "frames" / "test" / "vid_00000", self.work / "clip"))
+        damage(sorted(folder.iterdir())[1])
+        return str(folder)
 
     def post(self, cache: Path | None = None) -> list[str]:
         return [*self.data(), "--no_progress", "--cache_dir", str(cache or self.cache)]
@@ -191,7 +204,7 @@ def vid_sentence_root(ctx: Ctx, bbox: str) -> list[str]:
 
 # script -> its module (the tools' main takes argv itself)
 SCRIPTS: dict[str, ModuleType] = {"train_video": train_video, "train_image": train_image, "test_video": test_video,
-                                  "post": post_processing, "build_vid": build_vid_sentence,
+                                  "post": post_processing, "ground": ground, "build_vid": build_vid_sentence,
                                   "build_refcoco": build_refcoco}
 
 Case = tuple[str, str, Callable[[Ctx], list[str]], tuple[str, ...] | int]
@@ -356,6 +369,29 @@ CASES: list[Case] = [
                                                                "--dataset", "unc"], ("refs pickle not found",)),
     ("build_refcoco_not_a_list", "build_refcoco", lambda c: ["--refer_root", refer_root(c, {"a": 1}),
                                                              "--dataset", "unc"], ("expected a list of refs",)),
+    # ---- ground.py
+    ("ground_stride_0", "ground", lambda c: [*c.ground(), "--stride", "0"], ("--stride", ">= 1")),
+    ("ground_top_k_9", "ground", lambda c: [*c.ground(), "--top_k", "9"], ("--top_k", "from 1 to 5")),
+    ("ground_batch_size_0", "ground", lambda c: [*c.ground(), "--batch_size", "0"], ("--batch_size",)),
+    ("ground_fps_negative", "ground", lambda c: [*c.ground(), "--fps", "-25"], ("--fps", "> 0")),
+    ("ground_size_100", "ground", lambda c: [*c.ground(), "--size", "100"], ("--size", "multiple of 32")),
+    ("ground_gpu_text", "ground", lambda c: [*c.ground(), "--gpu", "cuda:0"], ("--gpu",)),
+    ("ground_no_output", "ground", lambda c: c.ground(), ("nothing to write", "--out_jsonl")),
+    ("ground_phrases_file_missing", "ground", lambda c: [*c.ground(), "--phrases", "nowhere.txt"],
+     ("--phrases nowhere.txt not found",)),
+    ("ground_input_missing", "ground", lambda c: ["nowhere.mp4", *c.ground()[1:], "--out_jsonl", "o.jsonl"],
+     ("input nowhere.mp4 not found",)),
+    ("ground_out_jsonl_exists", "ground", lambda c: [*c.ground(), "--out_jsonl", str(c.file("o.jsonl"))],
+     ("--out_jsonl", "--overwrite")),
+    ("ground_out_jsonl_under_a_file", "ground", lambda c: [*c.ground(), "--out_jsonl", str(c.file("f") / "o.jsonl")],
+     ("--out_jsonl", "cannot be created")),
+    ("ground_resume_random_bytes", "ground", lambda c: [*c.ground(), "--out_jsonl", "o.jsonl", "--resume",
+                                                        str(c.file("r.pth", np.random.default_rng(2).bytes(999)))],
+     ("r.pth is not a valid checkpoint",)),
+    ("ground_sentence_without_a_known_word", "ground", lambda c: [*c.ground(), "--out_jsonl", "o.jsonl", "--phrase",
+                                                                  "zebra xylophone"], ("'zebra xylophone'",)),
+    ("ground_truncated_frame", "ground", lambda c: [c.frames(truncated), *c.ground()[1:], "--out_jsonl", "o.jsonl"],
+     ("000001.JPEG", "truncated")),
     # ---- runs that complete, with their documented warnings
     ("default_darknet_weights_absent", "train_video",
      lambda c: [arg for arg in c.train() if arg not in ("--darknet_weights", "")], 0),
@@ -364,6 +400,8 @@ CASES: list[Case] = [
      lambda c: [*c.train(), *c.video_index(set_box([20, 20, 20.7, 40]), "train")], 1),
     ("phrase_without_a_known_word", "test_video", lambda c: [*c.test(), *c.video_index(set_phrase("zzz qqq"))], 1),
     ("cache_without_manifest", "post", lambda c: c.post(_no_manifest_cache(c)), 0),
+    ("ground_sentence_with_an_unknown_word", "ground",
+     lambda c: [*c.ground(), "--out_jsonl", "o.jsonl", "--phrase", "the zebra left of the square"], 1),
 ]
 
 
@@ -446,6 +484,7 @@ def ctx(tiny_root: Path, assets: dict[str, Path], tmp_path: Path, monkeypatch: p
         for handler in logger.handlers:
             handler.close()
         logger.handlers.clear()
+        logger.propagate = True
 
 
 def test_the_table_has_at_least_60_cases() -> None:
@@ -458,7 +497,7 @@ def test_bad_input(script: str, argv: Callable[[Ctx], list[str]], expected: tupl
     code, out, err = run(script, argv(ctx), capsys)
     if isinstance(expected, int):
         assert code == 0, err
-        warnings = [line for line in out.splitlines() if line.startswith("warning:")]
+        warnings = [line for line in (out + err).splitlines() if line.startswith("warning:")]
         assert len(warnings) == expected, out
         return
     lines = err.strip().splitlines()

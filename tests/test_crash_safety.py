@@ -50,6 +50,7 @@ def in_process(module: object, argv: list[str]) -> None:
         for handler in logging.getLogger(name).handlers:
             handler.close()
         logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
     assert code == 0
 
 
