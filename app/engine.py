@@ -16,7 +16,7 @@ import contextlib
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from utils.distributed import all_reduce_sum
 from utils.geometry import Geometry, centre_cell, decode_topk
 from utils.letterbox import boxes_to_original, gt_to_original
 from utils.postprocess import cache_file_path, save_cache_entry
-from utils.windows import EVAL_FRAMES, window_indices, window_positions
+from utils.windows import EVAL_FRAMES, window_centre, window_indices, window_positions
 
 CACHE_TOPK = 5  # candidates per cache file (docs/behaviour.md §8; the reference ties k to the window length)
 META_KEYS = ("boxes", "ratio", "dw", "dh", "orig_size")
@@ -87,11 +87,11 @@ def train_one_epoch(
     print_freq: int = 50,
     logger: logging.Logger | None = None,
     progress: bool = True,
-    lr_schedule: Callable[[int], None] | None = None,
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns the epoch's mean weighted losses (averaged over all processes).
 
-    ``lr_schedule(iteration)``, if given, sets the learning rates before each step. Raises
+    ``lr_scheduler``, if given, is stepped after every optimiser step (a per-iteration schedule). Raises
     ``FloatingPointError`` on a non-finite loss (the last checkpoint stays as it was).
     """
     model.train()
@@ -100,8 +100,6 @@ def train_one_epoch(
     steps = 0
     bar = _progress(loader, progress, desc=f"epoch {epoch}", unit="batch")
     for it, batch in enumerate(bar):
-        if lr_schedule is not None:
-            lr_schedule(it)
         inputs, boxes = training_step_inputs(batch, device)
         with autocast(device, amp_dtype):
             outputs = model(*inputs)
@@ -130,6 +128,8 @@ def train_one_epoch(
             logger.info("epoch %d iter %d/%s  %s  lr %.3g", epoch, it + 1, _len(loader),
                         "  ".join(f"{k} {v / steps:.4f}" for k, v in sums.items()),
                         optimizer.param_groups[0]["lr"])
+        if lr_scheduler is not None:
+            lr_scheduler.step()
     totals = all_reduce_sum(torch.tensor([steps, *sums.values()], dtype=torch.float64, device=device))
     return {k: (v / max(totals[0].item(), 1)) for k, v in zip(sums, totals[1:].tolist())}
 
@@ -220,7 +220,7 @@ def write_cache(
 def _grounded_frame_meta(batch: dict) -> dict[str, Any]:
     """The per-sample evaluation metadata of the grounded frame (the centre of a video window)."""
     if "images" in batch:
-        centre = batch["images"].shape[1] // 2
+        centre = window_centre(batch["images"].shape[1])
         meta = {k: batch[k][:, centre] for k in META_KEYS}
     else:
         meta = {"boxes": batch["box"], **{k: batch[k] for k in META_KEYS[1:]}}
