@@ -47,6 +47,11 @@ image_size = _number(int, 0, False, f"a positive multiple of {SIZE_STRIDE}", mul
 seed = _number(int, 0, True, f"an integer from 0 to {MAX_SEED}", high=MAX_SEED)
 
 
+def int_from(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type=`` for an integer from ``low`` to ``high``."""
+    return _number(int, low, True, f"an integer from {low} to {high}", high=high)
+
+
 def gpu_ids(text: str) -> str:
     """``--gpu``: comma-separated device ids, e.g. ``0`` or ``0,1``."""
     if not re.fullmatch(r"\d+(,\d+)*", text.strip()):

@@ -91,11 +91,19 @@ def load_cache_entry(path: str | os.PathLike) -> CacheEntry:
         scores = scores.flatten().tolist()
     if not isinstance(scores, (list, tuple)) or len(scores) != k or not all(_is_real(s) for s in scores):
         raise _bad_entry(path, "pred_score_topk", f"a list of {k} numbers", _describe(scores))
-    return CacheEntry(
+    if boxes.is_complex() or feats.is_complex():
+        raise _bad_entry(path, "pred_bbox_topk" if boxes.is_complex() else "visu_feat", "a real tensor",
+                         "a complex one")
+    entry = CacheEntry(
         boxes=boxes[:, 0].float(),
         scores=torch.tensor([float(s) for s in scores], dtype=torch.float32),
         feats=feats[:, 0].float(),
     )
+    for key, values in zip(CACHE_KEYS, (entry.boxes, entry.scores, entry.feats)):
+        if not torch.isfinite(values).all():
+            raise UserInputError(f"cache file {path}: '{key}' holds NaN or infinite values (a diverged model, or a "
+                                 "damaged file): write the cache again")
+    return entry
 
 
 def _is_real(value: Any) -> bool:
