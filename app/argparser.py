@@ -14,10 +14,11 @@ from pathlib import Path
 from dataset.names import IMAGE_DATASETS, SPLITS, VIDEO_DATASETS
 from model import DEFAULT_CFG
 from utils.cli import ArgumentParser
+from utils.geometry import STRIDES
 from utils.windows import EVAL_FRAMES, TRAIN_FRAMES
 
 DEFAULT_DARKNET_WEIGHTS = Path("saved_models") / "yolov3.weights"
-SIZE_STRIDE = 32  # the backbone's coarsest stride: letterboxed sizes are multiples of it
+SIZE_STRIDE = STRIDES[0]  # the coarsest stride: letterboxed sizes are multiples of it
 MAX_SEED = 2**32 - 2  # numpy is seeded with seed + 1 (< 2**32)
 
 
