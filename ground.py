@@ -112,10 +112,10 @@ def check_outputs(args: argparse.Namespace, source: FrameSource) -> None:
         raise UserInputError("nothing to write: pass --out_jsonl, --out_video and/or --out_gif")
     if (args.out_video or args.out_gif) and source.kind == "images":
         raise UserInputError("--out_video / --out_gif need a video or a folder of frames, not separate images")
-    for flag in ("out_jsonl", "out_video", "out_gif"):
-        if getattr(args, flag):
-            check_output(f"--{flag}", Path(getattr(args, flag)), FILE)
-            check_writable(getattr(args, flag), args.overwrite, f"--{flag}")
+    for flag, path in (("--out_jsonl", args.out_jsonl), ("--out_video", args.out_video), ("--out_gif", args.out_gif)):
+        if path:
+            check_output(flag, Path(path), FILE)
+            check_writable(path, args.overwrite, flag)
 
 
 def main(args: argparse.Namespace) -> None:

@@ -26,7 +26,7 @@ from app.argparser import (
     window_parser,
 )
 from app.builders import setup_logger
-from app.checks import check_before_work
+from app.checks import check_outputs
 from app.engine import collate_meta, score_boxes
 from app.pipeline import report, video_test_split
 from dataset.vid_loader import VIDDataset
@@ -52,7 +52,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    check_before_work(args)
+    check_outputs(args)
     log_name = args.savename or f"post_processing_{Path(args.cache_dir).name}"
     logger = setup_logger(Path(args.log_dir) / f"{log_name}.log")
     split, num_frames = video_test_split(args), args.num_frame_k or EVAL_FRAMES

@@ -23,6 +23,8 @@ from utils.cli import (
 from utils.windows import EVAL_FRAMES, TRAIN_FRAMES
 
 DEFAULT_DARKNET_WEIGHTS = Path("saved_models") / "yolov3.weights"
+
+
 def _parent(title: str) -> tuple[argparse.ArgumentParser, argparse._ArgumentGroup]:
     parser = argparse.ArgumentParser(add_help=False)
     return parser, parser.add_argument_group(title)

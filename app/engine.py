@@ -31,7 +31,7 @@ from utils.distributed import all_reduce_sum
 from utils.geometry import Geometry, centre_cell, decode_topk
 from utils.letterbox import boxes_to_original, gt_to_original
 from utils.postprocess import cache_file_path, save_cache_entry
-from utils.windows import EVAL_FRAMES, window_indices, window_positions
+from utils.windows import EVAL_FRAMES, window_centre, window_indices, window_positions
 
 CACHE_TOPK = 5  # candidates per cache file (docs/behaviour.md §8; the reference ties k to the window length)
 META_KEYS = ("boxes", "ratio", "dw", "dh", "orig_size")
@@ -220,7 +220,7 @@ def write_cache(
 def _grounded_frame_meta(batch: dict) -> dict[str, Any]:
     """The per-sample evaluation metadata of the grounded frame (the centre of a video window)."""
     if "images" in batch:
-        centre = batch["images"].shape[1] // 2
+        centre = window_centre(batch["images"].shape[1])
         meta = {k: batch[k][:, centre] for k in META_KEYS}
     else:
         meta = {"boxes": batch["box"], **{k: batch[k] for k in META_KEYS[1:]}}

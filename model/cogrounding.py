@@ -22,6 +22,7 @@ from model.darknet import DEFAULT_CFG
 from model.grounding import GroundingModel
 from model.layers import ConvBatchNormReLU, l2_normalize, split_conv1x1
 from utils.geometry import NUM_SCALES
+from utils.windows import window_centre
 
 ATTENTION_SCALE = 10.0  # softmax temperature of the co-attention (docs/behaviour.md §5)
 LAYOUTS = ("pairs", "window")
@@ -96,7 +97,7 @@ class CoGroundingModel(GroundingModel):
         t = frame_feats[0].shape[1]
         if t < 3 or t % 2 == 0:
             raise ValueError(f"a window needs an odd number of frames >= 3, got {t}")
-        centre = t // 2
+        centre = window_centre(t)
         others = [j for j in range(t) if j != centre]
         corr = [self.co_attend(f[:, centre], f[:, others], s).mean(1)
                 for s, f in enumerate(frame_feats)]  # per scale (W, E, h, w)

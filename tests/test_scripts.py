@@ -551,3 +551,17 @@ def test_resume_with_flags_that_change_the_run_is_refused(chain: Chain, tiny_roo
     assert_clean_error(code, err, "--resume epoch1.pth.tar was trained with --lr 0.0001 --nb_epoch 2",
                        "this run has --lr 0.001 --nb_epoch 3")
     assert files(workdir) == before
+
+
+def test_the_test_script_checks_the_cache_folder_before_work_also_without_test(chain: Chain, tiny_root: Path,
+                                                                               workdir: Path,
+                                                                               capsys: pytest.CaptureFixture) -> None:
+    """test_semantic_attention_cogrounding.py always evaluates, with or without --test (the reference flag)."""
+    (workdir / "cache" / "tiny" / "vid").mkdir(parents=True)
+    (workdir / "cache" / "tiny" / "vid" / "keep.pth").write_bytes(b"mine")
+    before = files(workdir)
+    code, _, err = run_in_process(test_video, [*model_flags(tiny_root), "--savename", "tiny", "--cache",
+                                               "--resume", str(chain.checkpoint)], capsys)
+    assert code == 2
+    assert_clean_error(code, err, "--cache_dir cache/tiny already exists and is not empty", "--overwrite")
+    assert files(workdir) == before

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from utils.distributed import cleanup
+from utils.geometry import STRIDES
 from utils.io import UserInputError
 
 # a worker's exception reaches the main process as "Caught X in DataLoader worker process N.\nOriginal
@@ -17,7 +18,7 @@ from utils.io import UserInputError
 _WORKER_ERROR = re.compile(r"^(?:[\w.]+\.)?UserInputError: (.*)$")
 
 
-SIZE_STRIDE = 32  # the backbone's coarsest stride: letterboxed sizes are multiples of it
+SIZE_STRIDE = STRIDES[0]  # the coarsest stride: letterboxed sizes are multiples of it
 MAX_SEED = 2**32 - 2  # numpy is seeded with seed + 1 (< 2**32)
 
 
