@@ -34,7 +34,7 @@ from app.checks import FILE, check_output
 from app.grounder import FrameSource, Grounder, SourceFrame, read_frames
 from app.predictions import VideoOutput, check_writable, draw_sentences, save_gif
 from dataset.names import IMAGE_DATASETS, VIDEO_DATASETS
-from utils.cli import run_main
+from utils.cli import image_size, int_from, positive_float, positive_int, run_main
 from utils.geometry import anchors_for_dataset
 from utils.io import UserInputError, atomic_file
 
@@ -53,28 +53,32 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="refuse a checkpoint of the other kind (default: whatever the checkpoint holds)")
     group.add_argument("--corpus", default=None, help="vocabulary file (needed for the authors' checkpoints)")
     group.add_argument("--cfg", default=None, help="Darknet cfg (default: the checkpoint's, else model/yolov3.cfg)")
-    group.add_argument("--size", type=int, default=None, help="input size (default: the checkpoint's, else 256)")
-    group.add_argument("--emb_size", type=int, default=None, help="embedding size (default: checkpoint's, else 512)")
+    group.add_argument("--size", type=image_size, default=None, help="input size (default: the checkpoint's, else 256)")
+    group.add_argument("--emb_size", type=positive_int, default=None,
+                       help="embedding size (default: checkpoint's, else 512)")
     group.add_argument("--light", action="store_true", default=None, help="light head (default: the checkpoint's)")
-    group.add_argument("--anchor_imsize", type=int, default=None, help="anchor units (default: checkpoint's, else 416)")
+    group.add_argument("--anchor_imsize", type=positive_int, default=None,
+                       help="anchor units (default: checkpoint's, else 416)")
     group.add_argument("--dataset", default=None, choices=VIDEO_DATASETS + IMAGE_DATASETS,
                        help="anchors of this dataset (default: the checkpoint's, else the default anchors)")
-    group.add_argument("--time", type=int, default=None, help="maximum sentence length in tokens (default 20)")
+    group.add_argument("--time", type=positive_int, default=None, help="maximum sentence length in tokens (default 20)")
     group = parser.add_argument_group("grounding")
-    group.add_argument("--stride", type=int, default=1, help="ground every k-th frame (windows of grounded frames)")
+    group.add_argument("--stride", type=positive_int, default=1,
+                       help="ground every k-th frame (windows of grounded frames)")
     group.add_argument("--post_process", action="store_true",
                        help="re-score each frame's top-5 candidates over its window as post_processing.py does")
-    group.add_argument("--top_k", type=int, default=5, help="candidates per record in the JSON Lines (1-5)")
-    group.add_argument("--batch_size", type=int, default=8, help="frames and windows per forward")
-    group.add_argument("--gpu", default=None, help="CUDA device id (default: the first GPU if there is one)")
+    group.add_argument("--top_k", type=int_from(1, 5), default=5, help="candidates per record in the JSON Lines (1-5)")
+    group.add_argument("--batch_size", type=positive_int, default=8, help="frames and windows per forward")
+    group.add_argument("--gpu", default=None, type=int_from(0, 1023),
+                       help="CUDA device id (default: the first GPU if there is one)")
     group.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
     group.add_argument("--amp_dtype", default=None, choices=("bf16", "fp16"), help="autocast dtype for --amp")
     group = parser.add_argument_group("outputs")
     group.add_argument("--out_jsonl", default=None, help="JSON Lines of the boxes")
     group.add_argument("--out_video", default=None, help="annotated video (.mp4, .avi or .mkv)")
     group.add_argument("--out_gif", default=None, help="annotated GIF (at most --gif_frames frames, half size)")
-    group.add_argument("--gif_frames", type=int, default=150, help="frames in the GIF")
-    group.add_argument("--fps", type=float, default=None, help="frame rate of a folder's video (default 25)")
+    group.add_argument("--gif_frames", type=positive_int, default=150, help="frames in the GIF")
+    group.add_argument("--fps", type=positive_float, default=None, help="frame rate of a folder's video (default 25)")
     group.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     group.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     return parser
@@ -94,7 +98,7 @@ def read_sentences(args: argparse.Namespace) -> list[str]:
 
 def build_grounder(args: argparse.Namespace) -> Grounder:
     cuda = torch.cuda.is_available()
-    device = torch.device("cuda", int(args.gpu or 0)) if cuda else torch.device("cpu")
+    device = torch.device("cuda", args.gpu or 0) if cuda else torch.device("cpu")
     anchors = anchors_for_dataset(args.dataset) if args.dataset else None
     return Grounder.from_checkpoint(args.resume, kind=None if args.kind == "auto" else args.kind, corpus=args.corpus,
                                     cfg=args.cfg, device=device, amp_dtype=build_amp_dtype(args, device.type),
@@ -108,10 +112,10 @@ def check_outputs(args: argparse.Namespace, source: FrameSource) -> None:
         raise UserInputError("nothing to write: pass --out_jsonl, --out_video and/or --out_gif")
     if (args.out_video or args.out_gif) and source.kind == "images":
         raise UserInputError("--out_video / --out_gif need a video or a folder of frames, not separate images")
-    for flag in ("out_jsonl", "out_video", "out_gif"):
-        if getattr(args, flag):
-            check_output(f"--{flag}", Path(getattr(args, flag)), FILE)
-            check_writable(getattr(args, flag), args.overwrite, f"--{flag}")
+    for flag, path in (("--out_jsonl", args.out_jsonl), ("--out_video", args.out_video), ("--out_gif", args.out_gif)):
+        if path:
+            check_output(flag, Path(path), FILE)
+            check_writable(path, args.overwrite, flag)
 
 
 def main(args: argparse.Namespace) -> None:

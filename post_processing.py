@@ -1,7 +1,10 @@
 """Post-processing (docs/behaviour.md §8): re-score each test frame's cached top-5 candidates by how well they match the
 candidates of the other frames of its 5-frame window, then report accuracy against the ground truth.
 
-    python post_processing.py --data_root ./data/ --dataset VID --lstm --test --cache_dir ./cache/cgslatt
+    python post_processing.py --data_root ./data/ --dataset VID --gpu 0 --savename model_post_processing \\
+        --batch_size 16 --lstm --test --cache_dir ./cache/cgslatt
+
+--savename names the log file (<log_dir>/<savename>.log; default post_processing_<cache folder name>).
 
 Reads caches written by test_semantic_attention_cogrounding.py --cache and the authors' published cache
 folder alike (<cache_dir>/<video_dir>/<frame_stem>_<global frame index>.pth).
@@ -13,44 +16,54 @@ from pathlib import Path
 
 import torch
 
-from app.argparser import add_output_flags, data_parser, positive_int, script_parser
+from app.argparser import (
+    data_parser,
+    output_parser,
+    positive_int,
+    reference_only_flags,
+    run_parser,
+    script_parser,
+    window_parser,
+)
 from app.builders import setup_logger
-from app.checks import check_before_work
+from app.checks import check_outputs
 from app.engine import collate_meta, score_boxes
-from app.pipeline import report
-from dataset.names import SPLITS
+from app.pipeline import report, video_test_split
 from dataset.vid_loader import VIDDataset
 from utils.cli import run_main
-from utils.postprocess import post_process
+from utils.postprocess import FRAMES_PER_CHUNK, post_process
 from utils.windows import EVAL_FRAMES
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = script_parser(__doc__, [data_parser(video=True, loading=False)])
+    parents = [data_parser(video=True, loading=False), window_parser(), output_parser(), run_parser()]
+    parser = script_parser(__doc__, parents)
+    parser.set_defaults(savename=None)
     group = parser.add_argument_group("post-processing")
     group.add_argument("--cache_dir", required=True, help="the cache folder to re-score")
-    group.add_argument("--test_split", default="test", choices=SPLITS, help="the split the cache was written for")
-    group.add_argument("--num_frame_k", type=positive_int, default=EVAL_FRAMES, help="window length (5 in the paper)")
-    group.add_argument("--lstm", action="store_true",
-                       help="accepted for the reference command line; post-processing runs no text encoder")
-    group.add_argument("--test", action="store_true", help="accepted for the reference command line")
-    group.add_argument("--log_dir", default="logs", help="folder of the log file")
-    group.add_argument("--no_progress", action="store_true", help="hide the progress bar")
-    add_output_flags(group)
+    group.add_argument("--batch_size", type=positive_int, default=FRAMES_PER_CHUNK,
+                       help="frames re-scored at once (bounds the memory; the result does not depend on it)")
+    reference_only_flags(parser, {
+        "--gpu": (str, "post-processing re-scores cached vectors on the CPU"),
+        "--lstm": (None, "post-processing runs no text encoder"),
+        "--test": (None, "post-processing always scores --test_split"),
+    })
     return parser
 
 
 def main(args: argparse.Namespace) -> None:
-    check_before_work(args)
-    logger = setup_logger(Path(args.log_dir) / f"post_processing_{Path(args.cache_dir).name}.log")
-    dataset = VIDDataset(args.data_root, args.split_root, args.dataset, args.test_split, corpus=None,
-                         image_size=args.size, num_frames=args.num_frame_k)
+    check_outputs(args)
+    log_name = args.savename or f"post_processing_{Path(args.cache_dir).name}"
+    logger = setup_logger(Path(args.log_dir) / f"{log_name}.log")
+    split, num_frames = video_test_split(args), args.num_frame_k or EVAL_FRAMES
+    dataset = VIDDataset(args.data_root, args.split_root, args.dataset, split, corpus=None,
+                         image_size=args.size, num_frames=num_frames)
     videos = [[path for path, _, _ in video] for video in dataset.videos]
-    chosen = post_process(videos, args.cache_dir, num_frames=args.num_frame_k, progress=not args.no_progress)
+    chosen = post_process(videos, args.cache_dir, num_frames=num_frames, progress=not args.no_progress,
+                          frames_per_chunk=args.batch_size)
     metas = [dataset.frame_meta(i) for i in range(len(dataset))]
     records = score_boxes(torch.stack([c["box"] for c in chosen]), collate_meta(metas), args.size)
-    report(args, logger, records, f"{args.dataset} {args.test_split} after post-processing",
-           lambda p: dataset.root / p)
+    report(args, logger, records, f"{args.dataset} {split} after post-processing", lambda p: dataset.root / p)
 
 
 if __name__ == "__main__":

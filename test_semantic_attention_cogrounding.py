@@ -23,7 +23,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    check_before_work(args)
+    check_before_work(args, training=False, cache=args.cache)
     rt = setup_runtime(args, f"{args.savename}_test")
     corpus = build_corpus(args)
     model = build_model(args, len(corpus), "video").to(rt.device)

@@ -13,20 +13,9 @@ from __future__ import annotations
 import argparse
 
 from app.argparser import grounding_parsers, script_parser
-from app.builders import (
-    build_corpus,
-    build_geometry,
-    build_model,
-    build_optimizer,
-    build_train_loader,
-    build_video_dataset,
-    inference_config,
-    initialise_for_training,
-    setup_runtime,
-)
+from app.builders import build_corpus, build_model, build_video_dataset, inference_config, setup_runtime
 from app.checks import check_before_work
-from app.engine import summarize
-from app.pipeline import evaluate_video_split, fit, run_video_test
+from app.pipeline import run_video_test, train
 from utils.cli import run_main
 from utils.io import UserInputError
 from utils.windows import EVAL_FRAMES, TRAIN_FRAMES
@@ -37,7 +26,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    check_before_work(args)
+    check_before_work(args, training=not args.test, cache=args.test and args.cache)
     rt = setup_runtime(args, args.savename if not args.test else f"{args.savename}_test")
     corpus = build_corpus(args)
     model = build_model(args, len(corpus), "video").to(rt.device)
@@ -46,18 +35,12 @@ def main(args: argparse.Namespace) -> None:
         return
     if (args.num_frame_k or TRAIN_FRAMES) != TRAIN_FRAMES:
         raise UserInputError(f"--num_frame_k {args.num_frame_k}: training uses frame pairs ({TRAIN_FRAMES})")
-    geometry = build_geometry(args)
     train_set = build_video_dataset(args, "train", corpus, TRAIN_FRAMES, augment=not args.no_augment,
                                     training=True)
     val_set = build_video_dataset(args, args.val_split or "test", corpus, EVAL_FRAMES, augment=False)
-    if not args.resume:
-        initialise_for_training(args, model, rt.logger)
-    loader, sampler = build_train_loader(args, train_set, rt.dist)
     rt.logger.info("training on %d frames of %d videos, validating on %d frames", len(train_set),
                    len(train_set.videos), len(val_set))
-    fit(args, rt, model, build_optimizer(args, model), loader, sampler, geometry,
-        validate=lambda m: summarize(evaluate_video_split(args, rt, m, val_set, geometry)),
-        inference=inference_config(args, corpus, "video"))
+    train(args, rt, model, train_set, val_set, inference_config(args, corpus, "video"))
 
 
 if __name__ == "__main__":

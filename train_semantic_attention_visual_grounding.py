@@ -14,20 +14,9 @@ from __future__ import annotations
 import argparse
 
 from app.argparser import grounding_parsers, script_parser
-from app.builders import (
-    build_corpus,
-    build_geometry,
-    build_image_dataset,
-    build_model,
-    build_optimizer,
-    build_train_loader,
-    inference_config,
-    initialise_for_training,
-    setup_runtime,
-)
+from app.builders import build_corpus, build_image_dataset, build_model, inference_config, setup_runtime
 from app.checks import check_before_work
-from app.engine import summarize
-from app.pipeline import evaluate_image_split, fit, run_image_test
+from app.pipeline import run_image_test, train
 from utils.cli import run_main
 
 
@@ -36,23 +25,17 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    check_before_work(args)
+    check_before_work(args, training=not args.test)
     rt = setup_runtime(args, args.savename if not args.test else f"{args.savename}_test")
     corpus = build_corpus(args)
     model = build_model(args, len(corpus), "image").to(rt.device)
     if args.test:
         run_image_test(args, rt, model, corpus)
         return
-    geometry = build_geometry(args)
     train_set = build_image_dataset(args, "train", corpus, augment=not args.no_augment, training=True)
     val_set = build_image_dataset(args, args.val_split or "val", corpus, augment=False)
-    if not args.resume:
-        initialise_for_training(args, model, rt.logger)
-    loader, sampler = build_train_loader(args, train_set, rt.dist)
     rt.logger.info("training on %d expressions, validating on %d", len(train_set), len(val_set))
-    fit(args, rt, model, build_optimizer(args, model), loader, sampler, geometry,
-        validate=lambda m: summarize(evaluate_image_split(args, rt, m, val_set, geometry)),
-        inference=inference_config(args, corpus, "image"))
+    train(args, rt, model, train_set, val_set, inference_config(args, corpus, "image"))
 
 
 if __name__ == "__main__":

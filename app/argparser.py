@@ -6,52 +6,23 @@ work verbatim; every string option with a fixed set of values has ``choices=``.
 from __future__ import annotations
 
 import argparse
-import math
-import re
-from collections.abc import Callable
 from pathlib import Path
 
 from dataset.names import IMAGE_DATASETS, SPLITS, VIDEO_DATASETS
 from model import DEFAULT_CFG
-from utils.cli import ArgumentParser
+from utils.cli import (
+    ArgumentParser,
+    gpu_ids,
+    image_size,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    seed,
+)
 from utils.windows import EVAL_FRAMES, TRAIN_FRAMES
 
 DEFAULT_DARKNET_WEIGHTS = Path("saved_models") / "yolov3.weights"
-SIZE_STRIDE = 32  # the backbone's coarsest stride: letterboxed sizes are multiples of it
-MAX_SEED = 2**32 - 2  # numpy is seeded with seed + 1 (< 2**32)
-
-
-def _number(kind: Callable[[str], int | float], low: float, low_ok: bool, what: str,
-            multiple: int | None = None, high: float = math.inf) -> Callable[[str], int | float]:
-    """An argparse ``type=``: ``kind(text)`` within ``[low or (low, high]``, finite, optionally a multiple."""
-
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        in_range = (value >= low if low_ok else value > low) and value <= high
-        if not (math.isfinite(value) and in_range and (multiple is None or value % multiple == 0)):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-
-    parse.__name__ = what  # argparse names the type in some messages
-    return parse
-
-
-positive_int = _number(int, 0, False, "an integer >= 1")
-non_negative_int = _number(int, 0, True, "an integer >= 0")
-positive_float = _number(float, 0, False, "a finite number > 0")
-non_negative_float = _number(float, 0, True, "a finite number >= 0")
-image_size = _number(int, 0, False, f"a positive multiple of {SIZE_STRIDE}", multiple=SIZE_STRIDE)
-seed = _number(int, 0, True, f"an integer from 0 to {MAX_SEED}", high=MAX_SEED)
-
-
-def gpu_ids(text: str) -> str:
-    """``--gpu``: comma-separated device ids, e.g. ``0`` or ``0,1``."""
-    if not re.fullmatch(r"\d+(,\d+)*", text.strip()):
-        raise argparse.ArgumentTypeError(f"expected device ids like '0' or '0,1', got {text!r}")
-    return text.strip()
 
 
 def _parent(title: str) -> tuple[argparse.ArgumentParser, argparse._ArgumentGroup]:
@@ -72,7 +43,27 @@ def data_parser(video: bool, loading: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def model_parser(video: bool) -> argparse.ArgumentParser:
+def window_parser() -> argparse.ArgumentParser:
+    """``--num_frame_k``: frames per video sample (docs/behaviour.md §1)."""
+    parser, group = _parent("windows")
+    group.add_argument("--num_frame_k", type=positive_int, default=None,
+                       help=f"frames per sample: {TRAIN_FRAMES} to train (pairs), {EVAL_FRAMES} to evaluate and "
+                            f"post-process (windows); default: {TRAIN_FRAMES} for training, {EVAL_FRAMES} otherwise")
+    return parser
+
+
+def run_parser() -> argparse.ArgumentParser:
+    """``--savename``, ``--log_dir``, ``--no_progress``: how a run is named and reports (every script)."""
+    parser, group = _parent("run")
+    group.add_argument("--savename", default="default",
+                       help="run name: the log file <log_dir>/<savename>.log (<savename>_test.log for --test), "
+                            "and for training the checkpoints, for --cache the default cache folder")
+    group.add_argument("--log_dir", default="logs", help="folder of the log files")
+    group.add_argument("--no_progress", action="store_true", help="hide the progress bars")
+    return parser
+
+
+def model_parser() -> argparse.ArgumentParser:
     parser, group = _parent("model")
     group.add_argument("--lstm", action="store_true",
                        help="bidirectional-LSTM language encoder (required: BERT is not bundled)")
@@ -85,10 +76,6 @@ def model_parser(video: bool) -> argparse.ArgumentParser:
     group.add_argument("--emb_size", type=positive_int, default=512, help="joint embedding size (512 in the paper)")
     group.add_argument("--light", action="store_true", help="light grounding head (one conv per scale)")
     group.add_argument("--anchor_imsize", type=positive_int, default=416, help="image size the anchors are given in")
-    if video:
-        group.add_argument("--num_frame_k", type=positive_int, default=None,
-                           help=f"frames per sample: {TRAIN_FRAMES} to train (pairs), {EVAL_FRAMES} to evaluate "
-                                f"(windows); default: {TRAIN_FRAMES} for training, {EVAL_FRAMES} for evaluation")
     return parser
 
 
@@ -122,9 +109,7 @@ def training_parser() -> argparse.ArgumentParser:
     group.add_argument("--resume", default="", help="checkpoint to resume training from, or to evaluate")
     group.add_argument("--seed", type=seed, default=13,
                        help="random seed: Python seed, numpy seed+1, torch seed+2 (13/14/15 as the reference)")
-    group.add_argument("--savename", default="default", help="run name for checkpoints, log file and cache")
     group.add_argument("--save_dir", default="saved_models", help="folder of the checkpoints")
-    group.add_argument("--log_dir", default="logs", help="folder of the log files")
     group.add_argument("--print_freq", type=non_negative_int, default=50,
                        help="log the running losses every N iterations (0: only per epoch)")
     group.add_argument("--val_split", default=None, choices=SPLITS,
@@ -137,15 +122,16 @@ def training_parser() -> argparse.ArgumentParser:
 def evaluation_parser() -> argparse.ArgumentParser:
     parser, group = _parent("evaluation")
     group.add_argument("--test", action="store_true", help="evaluate --resume instead of training")
-    group.add_argument("--test_split", default=None, choices=SPLITS,
-                       help="split evaluated with --test (default: test for videos; for images testB on "
-                            "unc/unc+ as the reference, test otherwise)")
-    add_output_flags(group)
     return parser
 
 
-def add_output_flags(group: argparse._ArgumentGroup) -> None:
-    """``--save_pred``, ``--save_plot``, ``--max_plots``, ``--overwrite`` (every evaluating command has them)."""
+def output_parser() -> argparse.ArgumentParser:
+    """``--test_split`` and what an evaluation writes: ``--save_pred``, ``--save_plot``, ``--max_plots``,
+    ``--overwrite`` (every evaluating command has them)."""
+    parser, group = _parent("evaluation outputs")
+    group.add_argument("--test_split", default=None, choices=SPLITS,
+                       help="split evaluated (default: test for videos; for images testB on unc/unc+ as the "
+                            "reference, test otherwise)")
     group.add_argument("--save_pred", default=None,
                        help="write predictions as JSON Lines, one record per evaluated sample in dataset order")
     group.add_argument("--save_plot", default=None,
@@ -153,6 +139,7 @@ def add_output_flags(group: argparse._ArgumentGroup) -> None:
     group.add_argument("--max_plots", type=positive_int, default=200, help="at most this many --save_plot images")
     group.add_argument("--overwrite", action="store_true",
                        help="allow replacing existing predictions, plots, caches and checkpoints")
+    return parser
 
 
 def runtime_parser() -> argparse.ArgumentParser:
@@ -162,7 +149,6 @@ def runtime_parser() -> argparse.ArgumentParser:
                             "script runs on the CPU")
     group.add_argument("--amp", action="store_true", help="mixed precision (default dtype: bf16 on CPU, fp16 on CUDA)")
     group.add_argument("--amp_dtype", default=None, choices=("bf16", "fp16"), help="autocast dtype for --amp")
-    group.add_argument("--no_progress", action="store_true", help="hide the progress bars")
     return parser
 
 
@@ -174,8 +160,21 @@ def script_parser(description: str, parents: list[argparse.ArgumentParser]) -> a
 def grounding_parsers(video: bool) -> list[argparse.ArgumentParser]:
     """Data, model, training, evaluation (video: + window evaluation and cache) and runtime flags: what the
     training/testing scripts share."""
-    parsers = [data_parser(video), model_parser(video), training_parser(), evaluation_parser(), runtime_parser()]
-    return [*parsers, video_evaluation_parser()] if video else parsers
+    parsers = [data_parser(video), model_parser(), training_parser(), evaluation_parser(), output_parser(),
+               runtime_parser(), run_parser()]
+    return [*parsers, window_parser(), video_evaluation_parser()] if video else parsers
+
+
+def reference_only_flags(parser: argparse.ArgumentParser, flags: dict[str, tuple[type | None, str]]) -> None:
+    """Flags a script accepts so that the reference README's command line runs verbatim, though they do
+    nothing there: ``{flag: (value type or None for a switch, what the script does instead)}``."""
+    group = parser.add_argument_group("accepted for the reference command line")
+    for flag, (kind, instead) in flags.items():
+        help_text = f"accepted for the reference command line; {instead}"
+        if kind is None:
+            group.add_argument(flag, action="store_true", help=help_text)
+        else:
+            group.add_argument(flag, type=kind, default=None, help=help_text)
 
 
 def video_evaluation_parser() -> argparse.ArgumentParser:

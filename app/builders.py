@@ -63,6 +63,9 @@ def setup_runtime(args: argparse.Namespace, log_name: str) -> Runtime:
     if device_type == "cpu":
         logger.info("CUDA is not available: running on the CPU")
     seed_everything(args.seed + dist.rank)
+    # float32 means float32: cuDNN would otherwise run convolutions in TF32 on Ampere and later GPUs, which moves
+    # predictions away from the CPU's and the reference's; --amp is the fast path
+    torch.backends.cudnn.allow_tf32 = False
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
@@ -195,8 +198,8 @@ def initialise_for_training(args: argparse.Namespace, model: nn.Module, logger: 
 def build_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.Optimizer:
     """``--optimizer`` with ``--weight_decay``; group 0 = everything but the backbone, group 1 = the backbone.
 
-    The groups' learning rates are set by :func:`set_learning_rate` (backbone: ``lr x --backbone_lr_scale``, a
-    tenth in the reference, docs/behaviour.md §6).
+    The groups' learning rates are set by :class:`PolyLR` (backbone: ``lr x --backbone_lr_scale``, a tenth in the
+    reference, docs/behaviour.md §6).
     """
     backbone = {id(p) for p in model.visumodel.parameters()}
     rest = [p for p in model.parameters() if id(p) not in backbone and p.requires_grad]
@@ -211,16 +214,44 @@ def build_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.O
     return torch.optim.SGD(groups, lr=args.lr, momentum=SGD_MOMENTUM, weight_decay=args.weight_decay)
 
 
-def learning_rate(base_lr: float, progress: float, nb_epoch: int, power: float, iteration: int,
-                  warmup_iters: int) -> float:
-    """Poly decay ``lr (1 - progress / nb_epoch) ** power`` (docs/behaviour.md §6; ``progress`` in epochs), times a
-    linear
-    warm-up over the first ``warmup_iters`` iterations (none in the reference)."""
-    lr = base_lr * (1 - progress / nb_epoch) ** power
-    return lr * min(1.0, (iteration + 1) / warmup_iters) if warmup_iters > 0 else lr
+class PolyLR(torch.optim.lr_scheduler.LRScheduler):
+    """Poly decay ``lr (1 - progress / nb_epoch) ** power`` after a linear warm-up, stepped once per iteration
+    (docs/behaviour.md §6).
+
+    ``progress`` is in epochs: the epoch index (the reference), or ``epoch + iteration / steps_per_epoch`` with
+    ``per_iter``. The warm-up multiplies by ``min(1, (i + 1) / warmup_iters)`` at global iteration ``i`` (none in
+    the reference). Group ``g`` gets that value times ``scales[g]`` (group 1, the backbone: ``lr x
+    backbone_lr_scale``). Unlike ``LambdaLR`` (``initial_lr x factor``) the value is computed in the formula's
+    own order, so the rates are bit-identical to the reference's hand-set ones.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, lr: float, nb_epoch: int, power: float,
+                 steps_per_epoch: int, per_iter: bool = False, warmup_iters: int = 0,
+                 scales: tuple[float, ...] = (1.0, 0.1), last_epoch: int = -1) -> None:
+        if len(scales) != len(optimizer.param_groups):
+            raise ValueError(f"{len(scales)} learning-rate scales for {len(optimizer.param_groups)} param groups")
+        self.lr, self.nb_epoch, self.power = lr, nb_epoch, power
+        self.steps_per_epoch, self.per_iter, self.warmup_iters = steps_per_epoch, per_iter, warmup_iters
+        self.scales = list(scales)
+        for group in optimizer.param_groups:  # a resumed scheduler (last_epoch >= 0) needs them; unused here
+            group.setdefault("initial_lr", group["lr"])
+        super().__init__(optimizer, last_epoch)
+
+    def lr_at(self, iteration: int) -> float:
+        """Group 0's learning rate at global iteration ``iteration`` (0-based, over all epochs)."""
+        epoch, it = divmod(iteration, self.steps_per_epoch)
+        progress = epoch + it / self.steps_per_epoch if self.per_iter else epoch
+        lr = self.lr * (1 - progress / self.nb_epoch) ** self.power
+        return lr * min(1.0, (iteration + 1) / self.warmup_iters) if self.warmup_iters > 0 else lr
+
+    def get_lr(self) -> list[float]:
+        lr = self.lr_at(self.last_epoch)
+        return [lr * scale for scale in self.scales]
 
 
-def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float, backbone_scale: float) -> None:
-    """Group 0 (all but the backbone) gets ``lr``, group 1 (the backbone) ``lr x backbone_scale``."""
-    optimizer.param_groups[0]["lr"] = lr
-    optimizer.param_groups[1]["lr"] = lr * backbone_scale
+def build_lr_scheduler(args: argparse.Namespace, optimizer: torch.optim.Optimizer, steps_per_epoch: int,
+                       start_iteration: int = 0) -> PolyLR:
+    """``--lr`` with ``--power`` poly decay per epoch (or per iteration, ``--lr_per_iter``) over ``--nb_epoch``,
+    ``--warmup_iters``, backbone at ``--backbone_lr_scale``; positioned at ``start_iteration`` (resume)."""
+    return PolyLR(optimizer, args.lr, args.nb_epoch, args.power, steps_per_epoch, args.lr_per_iter,
+                  args.warmup_iters, (1.0, args.backbone_lr_scale), last_epoch=start_iteration - 1)

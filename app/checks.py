@@ -22,20 +22,17 @@ def default_cache_dir(args: argparse.Namespace) -> Path:
     return Path(args.cache_dir) if args.cache_dir else Path("cache") / args.savename
 
 
-def training(args: argparse.Namespace) -> bool:
-    return hasattr(args, "nb_epoch") and not args.test
-
-
-def outputs(args: argparse.Namespace) -> dict[str, tuple[Path, str]]:
-    """The outputs this run will write: flag -> (path, kind)."""
+def outputs(args: argparse.Namespace, training: bool, cache: bool) -> dict[str, tuple[Path, str]]:
+    """The outputs this run will write: flag -> (path, kind). ``training``: checkpoints under ``--save_dir``;
+    ``cache``: the cache folder (``--cache`` of an evaluation)."""
     found = {"--log_dir": (Path(args.log_dir), FOLDER)}
-    if training(args):
+    if training:
         found["--save_dir"] = (Path(args.save_dir), FOLDER)
-    if getattr(args, "save_pred", None):
+    if args.save_pred:
         found["--save_pred"] = (Path(args.save_pred), FILE)
-    if getattr(args, "save_plot", None):
+    if args.save_plot:
         found["--save_plot"] = (Path(args.save_plot), STAGED_FOLDER)
-    if getattr(args, "cache", False) and not training(args):
+    if cache:
         found["--cache_dir"] = (default_cache_dir(args), STAGED_FOLDER)
     return found
 
@@ -69,23 +66,29 @@ def check_output(flag: str, path: Path, kind: str) -> None:
                              f"({err.strerror or err})") from None
 
 
-def check_inputs(args: argparse.Namespace) -> None:
-    """Input paths given on the command line exist (a default path that does not is no error)."""
-    if getattr(args, "resume", ""):
+def check_inputs(args: argparse.Namespace, training: bool) -> None:
+    """Input paths given on the command line of a grounding script exist (a default path that does not is no
+    error)."""
+    if args.resume:
         if not Path(args.resume).is_file():
             raise UserInputError(f"checkpoint not found: {args.resume} (--resume)")
-    if training(args) and getattr(args, "pretrain", ""):
+    if training and args.pretrain:
         if not Path(args.pretrain).is_file():
             raise UserInputError(f"checkpoint not found: {args.pretrain} (--pretrain)")
-    if training(args) and args.darknet_weights and not Path(args.darknet_weights).is_file():
+    if training and args.darknet_weights and not Path(args.darknet_weights).is_file():
         raise UserInputError(f"--darknet_weights {args.darknet_weights} not found (pass '' for random weights, "
                              f"or leave the flag out to use {DEFAULT_DARKNET_WEIGHTS} when it exists)")
 
 
-def check_before_work(args: argparse.Namespace) -> None:
-    """Every output writable and not clobbering user files, every input given on the command line present."""
-    check_inputs(args)
-    for flag, (path, kind) in outputs(args).items():
+def check_before_work(args: argparse.Namespace, training: bool, cache: bool = False) -> None:
+    """A grounding script's checks: every input given on the command line present, then :func:`check_outputs`."""
+    check_inputs(args, training)
+    check_outputs(args, training, cache)
+
+
+def check_outputs(args: argparse.Namespace, training: bool = False, cache: bool = False) -> None:
+    """Every output (see :func:`outputs`) writable and not clobbering user files."""
+    for flag, (path, kind) in outputs(args, training, cache).items():
         check_output(flag, path, kind)
         if kind != FOLDER:
             check_writable(path, args.overwrite, flag)

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from utils.distributed import all_reduce_sum
 from utils.geometry import Geometry, centre_cell, decode_topk
 from utils.letterbox import boxes_to_original, gt_to_original
 from utils.postprocess import cache_file_path, save_cache_entry
-from utils.windows import EVAL_FRAMES, window_indices, window_positions
+from utils.windows import EVAL_FRAMES, window_centre, window_indices, window_positions
 
 CACHE_TOPK = 5  # candidates per cache file (docs/behaviour.md §8; the reference ties k to the window length)
 META_KEYS = ("boxes", "ratio", "dw", "dh", "orig_size")
@@ -87,11 +87,11 @@ def train_one_epoch(
     print_freq: int = 50,
     logger: logging.Logger | None = None,
     progress: bool = True,
-    lr_schedule: Callable[[int], None] | None = None,
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns the epoch's mean weighted losses (averaged over all processes).
 
-    ``lr_schedule(iteration)``, if given, sets the learning rates before each step. Raises
+    ``lr_scheduler``, if given, is stepped after every optimiser step (a per-iteration schedule). Raises
     ``FloatingPointError`` on a non-finite loss (the last checkpoint stays as it was).
     """
     model.train()
@@ -100,8 +100,6 @@ def train_one_epoch(
     steps = 0
     bar = _progress(loader, progress, desc=f"epoch {epoch}", unit="batch")
     for it, batch in enumerate(bar):
-        if lr_schedule is not None:
-            lr_schedule(it)
         inputs, boxes = training_step_inputs(batch, device)
         with autocast(device, amp_dtype):
             outputs = model(*inputs)
@@ -130,6 +128,8 @@ def train_one_epoch(
             logger.info("epoch %d iter %d/%s  %s  lr %.3g", epoch, it + 1, _len(loader),
                         "  ".join(f"{k} {v / steps:.4f}" for k, v in sums.items()),
                         optimizer.param_groups[0]["lr"])
+        if lr_scheduler is not None:
+            lr_scheduler.step()
     totals = all_reduce_sum(torch.tensor([steps, *sums.values()], dtype=torch.float64, device=device))
     return {k: (v / max(totals[0].item(), 1)) for k, v in zip(sums, totals[1:].tolist())}
 
@@ -220,7 +220,7 @@ def write_cache(
 def _grounded_frame_meta(batch: dict) -> dict[str, Any]:
     """The per-sample evaluation metadata of the grounded frame (the centre of a video window)."""
     if "images" in batch:
-        centre = batch["images"].shape[1] // 2
+        centre = window_centre(batch["images"].shape[1])
         meta = {k: batch[k][:, centre] for k in META_KEYS}
     else:
         meta = {"boxes": batch["box"], **{k: batch[k] for k in META_KEYS[1:]}}
@@ -228,7 +228,7 @@ def _grounded_frame_meta(batch: dict) -> dict[str, Any]:
     return meta
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_images(
     model: nn.Module,
     loader: Iterable[dict],
@@ -247,7 +247,7 @@ def evaluate_images(
     return records
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_video_windows(
     model: nn.Module,
     loader: Iterable[dict],
@@ -257,24 +257,31 @@ def evaluate_video_windows(
     cache_dir: Path | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Reference method: every window (B, T, 3, S, S) from images, the backbone run for each of its frames."""
+    """Reference method: every window (B, T, 3, S, S) from images, the backbone run for each of its frames.
+
+    As the reference's test loop (batch size 1, docs/behaviour.md §7), one window goes through the model at a
+    time whatever the loader's batch size, so memory is that of one window's T frames.
+    """
     model.eval()
     records: list[dict[str, Any]] = []
     for batch in _progress(loader, progress, desc="evaluate (windows)", unit="batch"):
-        with autocast(device, amp_dtype):
-            outputs = model(batch["images"].to(device), batch["word_id"].to(device), "window")
-        outputs = _float32(outputs)
         meta = _grounded_frame_meta(batch)
-        records += score_predictions(outputs["pred_anchor"], meta, geometry)
-        if cache_dir is not None:
-            write_cache(outputs, meta, geometry, cache_dir)
+        for b in range(batch["images"].shape[0]):
+            with autocast(device, amp_dtype):
+                outputs = model(batch["images"][b : b + 1].to(device), batch["word_id"][b : b + 1].to(device),
+                                "window")
+            outputs = _float32(outputs)
+            window_meta = {k: v[b : b + 1] for k, v in meta.items()}
+            records += score_predictions(outputs["pred_anchor"], window_meta, geometry)
+            if cache_dir is not None:
+                write_cache(outputs, window_meta, geometry, cache_dir)
     return records
 
 
 @dataclass
 class _Frame:
-    """One decoded frame: its per-scale ``model.frame_features`` and the sentences grounded on it (``queries``:
-    one metadata dict each, with ``word_id`` (L,))."""
+    """One decoded frame: its per-scale ``model.frame_features`` ((h, w, 2E) for the video model) and the sentences
+    grounded on it (``queries``: one metadata dict each, with ``word_id`` (L,))."""
 
     feats: list[Tensor]
     queries: list[dict[str, Any]]
@@ -351,12 +358,12 @@ def _ground_windows(model: nn.Module, windows: list[Window], device: torch.devic
             outputs = model.ground(visual, word_id)
         else:
             frame_feats = [torch.stack([torch.stack([f.feats[s] for f in frames]) for _, frames in windows])
-                           for s in range(len(windows[0][0].feats))]  # per scale (W, T, C, h, w)
+                           for s in range(len(windows[0][0].feats))]  # per scale (W, T, h, w, C)
             outputs = model.ground_windows(frame_feats, word_id, sentences)
     return _float32(outputs), meta
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def ground_stream(
     model: nn.Module,
     batches: Iterable[dict[str, Any]],
@@ -380,7 +387,7 @@ def ground_stream(
     pending: list[Window] = []
     for batch in batches:
         with autocast(device, amp_dtype):
-            feats = model.frame_features(batch["images"].to(device))  # per scale (F, C, h, w)
+            feats = model.frame_features(batch["images"].to(device))  # per scale (F, h, w, C) (video model)
         for f, (clip, t, n, queries) in enumerate(zip(batch["clip"], batch["frame"], batch["length"],
                                                       batch["queries"])):
             pending += stream.push(clip, t, n, _Frame([x[f] for x in feats], queries))
@@ -392,7 +399,7 @@ def ground_stream(
         yield _ground_windows(model, pending, device, amp_dtype)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_video(
     model: nn.Module,
     clip_loader: Iterable[dict],

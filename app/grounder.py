@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from app.engine import CACHE_TOPK, ground_stream, topk_candidates
+from dataset.common import check_image_file
 from model import DEFAULT_CFG, build_grounding_model
 from utils.checkpoint import INFERENCE_KEY, load_model_state, model_kind, read_checkpoint
 from utils.geometry import DEFAULT_ANCHORS, Geometry
@@ -71,6 +72,7 @@ class FrameSource:
             yield from _video_frames(self.paths[0])
             return
         for i, path in enumerate(self.paths):
+            check_image_file(path)
             image = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if image is None:
                 raise UserInputError(f"image {path} cannot be decoded (corrupt or not an image)")

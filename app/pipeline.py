@@ -1,4 +1,4 @@
-"""The wiring the entry scripts share: evaluation over all processes, reporting, and the epoch loop.
+"""The wiring the entry scripts share: the training loop, evaluation over all processes, reporting.
 
 Like :mod:`app.builders`, this reads ``args``; the loops themselves are in :mod:`app.engine`.
 """
@@ -15,16 +15,17 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
 
 from app.builders import (
     Runtime,
     build_eval_loader,
     build_geometry,
     build_image_dataset,
+    build_lr_scheduler,
+    build_optimizer,
+    build_train_loader,
     build_video_dataset,
-    learning_rate,
-    set_learning_rate,
+    initialise_for_training,
 )
 from app.checks import default_cache_dir
 from app.engine import evaluate_images, evaluate_video, evaluate_video_windows, summarize, train_one_epoch
@@ -119,17 +120,59 @@ def wrap_ddp(model: nn.Module, rt: Runtime) -> nn.Module:
     return DistributedDataParallel(model, device_ids=device_ids)
 
 
-def fit(
-    args: argparse.Namespace,
-    rt: Runtime,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    train_loader: DataLoader,
-    train_sampler: DistributedSampler,
-    geometry: Geometry,
-    validate: Callable[[nn.Module], dict[str, float]],
-    inference: dict | None = None,
-) -> float:
+# Flags stored in a checkpoint and compared on --resume. A mismatch in any stored flag not listed here changes what
+# the resumed run computes (schedule, data, model, numerics, best-model selection) and is refused; these only
+# change where things are read or written, how the run reports, or what it did before the checkpoint: warned.
+RESUME_NEUTRAL_FLAGS = ("data_root", "split_root", "corpus", "workers", "print_freq", "log_dir", "save_dir",
+                        "savename", "no_progress", "gpu", "overwrite", "pretrain", "darknet_weights", "eval_method")
+# evaluation-only flags: not part of a training run
+UNSTORED_FLAGS = ("resume", "test", "test_split", "save_pred", "save_plot", "max_plots", "cache", "cache_dir")
+
+
+def training_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags a checkpoint stores (plain values, so the safe loader reads them back)."""
+    return {k: v for k, v in vars(args).items() if k not in UNSTORED_FLAGS}
+
+
+def _same_flag(name: str, stored: Any, current: Any) -> bool:
+    if name == "cfg" and stored != current and Path(stored).is_file() and Path(current).is_file():
+        return Path(stored).read_bytes() == Path(current).read_bytes()  # the same cfg moved with the repository
+    return stored == current
+
+
+def check_resume_flags(args: argparse.Namespace, checkpoint: dict, logger: logging.Logger) -> None:
+    """Refuse to resume with flags that change the run; warn for flags that do not (see the lists above).
+
+    Checkpoints without stored flags (the authors', or ours from before they were stored) resume with a warning.
+    """
+    stored = checkpoint.get("args")
+    if not isinstance(stored, dict):
+        logger.warning("warning: %s holds no training flags (e.g. a released checkpoint): this run's flags "
+                       "cannot be checked against the ones it was trained with", args.resume)
+        return
+    current = training_flags(args)
+    differing = [k for k in current if k in stored and not _same_flag(k, stored[k], current[k])]
+    changed = [k for k in differing if k not in RESUME_NEUTRAL_FLAGS]
+    if changed:
+        raise UserInputError(
+            f"--resume {args.resume} was trained with " + " ".join(f"--{k} {stored[k]!r}" for k in changed)
+            + ", this run has " + " ".join(f"--{k} {current[k]!r}" for k in changed)
+            + ": that changes the run (resume with the checkpoint's values, or start a new --savename)")
+    if differing:
+        logger.warning("warning: resuming %s with other %s than it was trained with; they do not change the run",
+                       args.resume, ", ".join(f"--{k} ({stored[k]!r} -> {current[k]!r})" for k in differing))
+
+
+def evaluate_split(args: argparse.Namespace, rt: Runtime, model: nn.Module, dataset: VIDDataset | ReferDataset,
+                   geometry: Geometry) -> Records:
+    """Validation: windows for a video dataset (``--eval_method``), images for an image dataset."""
+    if isinstance(dataset, VIDDataset):
+        return evaluate_video_split(args, rt, model, dataset, geometry, method=args.eval_method)
+    return evaluate_image_split(args, rt, model, dataset, geometry)
+
+
+def train(args: argparse.Namespace, rt: Runtime, model: nn.Module, train_set: VIDDataset | ReferDataset,
+          val_set: VIDDataset | ReferDataset, inference: dict | None = None) -> float:
     """Train ``model`` for ``--nb_epoch`` epochs (resuming from ``--resume``), validating after each epoch.
 
     Checkpoints (main process, atomic): ``<savename>_checkpoint.pth.tar`` after every epoch and
@@ -137,46 +180,52 @@ def fit(
     (:func:`app.builders.inference_config`). Returns the best accuracy.
     """
     latest, best_path = checkpoint_paths(args)
+    checkpoint = read_checkpoint(args.resume) if args.resume else {}
+    if args.resume:
+        check_resume_flags(args, checkpoint, rt.logger)
+    elif not args.overwrite and (latest.exists() or best_path.exists()):
+        raise UserInputError(f"{latest} already exists: choose another --savename, --resume it, or pass "
+                             "--overwrite to start over")
+    else:
+        initialise_for_training(args, model, rt.logger)
+    geometry = build_geometry(args)
+    loader, sampler = build_train_loader(args, train_set, rt.dist)
+    optimizer = build_optimizer(args, model)
     scaler = torch.amp.GradScaler("cuda") if rt.amp_dtype == torch.float16 else None
     start_epoch, best_accuracy = 0, float("-inf")
     if args.resume:
-        start_epoch, best_accuracy, exact = resume_training(args.resume, model, optimizer, scaler,
+        start_epoch, best_accuracy, exact = resume_training(checkpoint, args.resume, model, optimizer, scaler,
                                                             rt.dist.rank, rt.dist.world_size)
         rt.logger.info("resumed from %s at epoch %d (best accuracy %.4f)%s", args.resume, start_epoch,
                        best_accuracy, "" if exact else "; it holds no RNG state for this number of processes, "
                        "so the run is not bit-exact")
-    elif not args.overwrite and (latest.exists() or best_path.exists()):
-        raise UserInputError(f"{latest} already exists: choose another --savename, --resume it, or pass "
-                             "--overwrite to start over")
+    lr_scheduler = build_lr_scheduler(args, optimizer, len(loader), start_epoch * len(loader))
+    if "lr_scheduler" in checkpoint:  # (older checkpoints: the position above follows from the epoch)
+        lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
     criterion = GroundingCriterion().to(rt.device)
     trained = wrap_ddp(model, rt)
-    steps = len(train_loader)
-
-    def schedule(epoch: int, it: int) -> None:
-        progress = epoch + it / steps if args.lr_per_iter else epoch
-        lr = learning_rate(args.lr, progress, args.nb_epoch, args.power, epoch * steps + it, args.warmup_iters)
-        set_learning_rate(optimizer, lr, args.backbone_lr_scale)
 
     for epoch in range(start_epoch, args.nb_epoch):
-        train_sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         start = time.perf_counter()
-        losses = train_one_epoch(trained, criterion, train_loader, optimizer, rt.device, epoch, geometry,
+        losses = train_one_epoch(trained, criterion, loader, optimizer, rt.device, epoch, geometry,
                                  scaler=scaler, amp_dtype=rt.amp_dtype, print_freq=args.print_freq,
-                                 logger=rt.logger, progress=rt.progress,
-                                 lr_schedule=lambda it, epoch=epoch: schedule(epoch, it))
+                                 logger=rt.logger, progress=rt.progress, lr_scheduler=lr_scheduler)
         train_time = time.perf_counter() - start
-        metrics = validate(model)
+
+        metrics = summarize(evaluate_split(args, rt, model, val_set, geometry))
         is_best = metrics["accuracy"] > best_accuracy
         best_accuracy = max(best_accuracy, metrics["accuracy"])
         rt.logger.info("epoch %d/%d  lr %.3g  %s  (%.0f s)  val accuracy %.4f  mean IoU %.4f  best %.4f",
-                       epoch + 1, args.nb_epoch, optimizer.param_groups[0]["lr"],
+                       epoch + 1, args.nb_epoch, lr_scheduler.lr_at((epoch + 1) * len(loader) - 1),
                        "  ".join(f"{k} {v:.4f}" for k, v in losses.items()), train_time, metrics["accuracy"],
                        metrics["miou"], best_accuracy)
+
         rng_states = all_gather_objects([capture_rng_state()])
         if rt.is_main:
-            for path in (latest, best_path) if is_best else (latest,):
+            for path in [latest, best_path] if is_best else [latest]:
                 save_training_checkpoint(path, model, optimizer, epoch + 1, best_accuracy, scaler, rng_states,
-                                         inference)
+                                         lr_scheduler, training_flags(args), inference)
         barrier()
     return best_accuracy
 

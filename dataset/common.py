@@ -56,7 +56,7 @@ def resolve_image_root(first_image: str, roots: Sequence[Path], index_path: Path
     raise UserInputError(f"image {first_image!r} listed in index file {index_path} not found (tried {tried})")
 
 
-def check_image_file(path: str | os.PathLike, index_path: str | os.PathLike) -> None:
+def check_image_file(path: str | os.PathLike, index_path: str | os.PathLike | None = None) -> None:
     """A missing file, or a JPEG without its end-of-image marker (truncated), is an error naming both files.
 
     OpenCV and PIL decode a truncated JPEG without an error (libjpeg fills the rest grey and only warns), so
@@ -64,16 +64,17 @@ def check_image_file(path: str | os.PathLike, index_path: str | os.PathLike) -> 
     inside the entropy-coded data, where every ``FF`` byte is followed by ``00`` or a restart marker.
     """
     path = Path(path)
+    listed = f" (listed in index file {index_path})" if index_path is not None else ""
     try:
         with path.open("rb") as f:
             head = f.read(2)
             f.seek(max(0, os.fstat(f.fileno()).st_size - JPEG_TAIL_BYTES))
             tail = f.read()
     except OSError:
-        raise UserInputError(f"image {path} (listed in index file {index_path}) is missing") from None
+        raise UserInputError(f"image {path}{listed} is missing") from None
     if head == JPEG_START and JPEG_END not in tail:
-        raise UserInputError(f"image {path} (listed in index file {index_path}) cannot be decoded: "
-                             "a truncated or damaged JPEG (no end-of-image marker)")
+        raise UserInputError(f"image {path}{listed} cannot be decoded: a truncated or damaged JPEG "
+                             "(no end-of-image marker)")
 
 
 def read_rgb(path: str | os.PathLike, index_path: str | os.PathLike) -> np.ndarray:
@@ -170,6 +171,13 @@ def warn_empty_boxes(empty: np.ndarray, index_path: Path, describe: Callable[[in
 def int_box(box: Any) -> np.ndarray:
     """quirk: the reference casts annotation boxes to int (truncation toward zero) before anything else."""
     return np.asarray(box, dtype=np.float64).astype(np.int64)
+
+
+def check_image_paths(paths: Sequence[Any], describe: Callable[[int], str]) -> None:
+    """Every image path of an index is a non-empty string (else an error naming the entry)."""
+    for i, path in enumerate(paths):
+        if not isinstance(path, str) or not path.strip():
+            raise UserInputError(f"{describe(i)}: the image path must be a non-empty string, got {path!r:.100}")
 
 
 def check_phrases(phrases: Sequence[Any], corpus: Corpus | None, index_path: Path,

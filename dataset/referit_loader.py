@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from dataset.common import (
     check_boxes,
+    check_image_paths,
     check_phrases,
     encode_phrase,
     int_box,
@@ -81,6 +82,7 @@ class ReferDataset(Dataset):
         self.index_path = refer_index_path(split_root, dataset, split)
         self.items: list = load_index(self.index_path, split)
         fields = [_unpack(item, i, self.index_path) for i, item in enumerate(self.items)]
+        check_image_paths([image for image, _, _ in fields], self._source)
         empty = check_boxes([box for _, box, _ in fields], dataset in XYWH_DATASETS, self._source)
         check_phrases([phrase for _, _, phrase in fields], corpus, self.index_path, self._source)
         warn_empty_boxes(empty, self.index_path, self._source, skip_empty_boxes)

@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from dataset.common import (
     check_box_in_image,
     check_boxes,
+    check_image_paths,
     check_phrases,
     encode_phrase,
     image_size,
@@ -76,6 +77,7 @@ class VIDDataset(Dataset):
         self.videos: list[list[tuple[str, Any, str]]] = load_index(self.index_path, split)
         _check_videos(self.videos, self.index_path)
         frames = [(v, t) for v, video in enumerate(self.videos) for t in range(len(video))]
+        check_image_paths([self.videos[v][t][0] for v, t in frames], lambda i: self._source(*frames[i]))
         empty = check_boxes([self.videos[v][t][1] for v, t in frames], xywh=False,
                             describe=lambda i: self._source(*frames[i]))
         warn_empty_boxes(empty, self.index_path, lambda i: self._source(*frames[i]), skip_empty_boxes)

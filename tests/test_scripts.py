@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -102,6 +103,31 @@ def run_in_process(script: ModuleType, argv: list[str], capsys: pytest.CaptureFi
     return code, out, err
 
 
+# Runs the training script with app.pipeline.barrier (called once per epoch, after the checkpoint is saved)
+# interrupting the run after its first epoch, on every rank.
+INTERRUPT_AFTER_FIRST_EPOCH = """
+import runpy, sys
+sys.path.insert(0, {repo!r})
+import app.pipeline
+barrier = app.pipeline.barrier
+def interrupt():
+    barrier()
+    raise KeyboardInterrupt
+app.pipeline.barrier = interrupt
+runpy.run_path({script!r}, run_name="__main__")
+"""
+
+
+def interrupted_after_first_epoch(cwd: Path, script: Path, *args: str, launcher: tuple[str, ...] = ()
+                                  ) -> subprocess.CompletedProcess:
+    """``script`` run (through ``launcher``, e.g. torchrun) until its first epoch's checkpoint is written."""
+    wrapper = cwd / f"interrupted_{script.name}"
+    wrapper.write_text(INTERRUPT_AFTER_FIRST_EPOCH.format(repo=str(REPO), script=str(script)))
+    proc = run_cli(cwd, *launcher, wrapper, *args)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in proc.stderr, proc.stderr[-2000:]
+    return proc
+
+
 # ----------------------------------------------------------------------------------- the command chain
 
 @dataclass
@@ -123,10 +149,11 @@ class Chain:
 
 @pytest.fixture(scope="module")
 def chain(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Chain:
-    """train 1 epoch -> resume to 2 -> test with --cache/--save_pred/--save_plot -> post_processing.py."""
+    """train 2 epochs, interrupted after the first -> resume -> test with --cache/--save_pred/--save_plot ->
+    post_processing.py."""
     work = tmp_path_factory.mktemp("chain")
     flags = model_flags(tiny_root)
-    succeeded(run_cli(work, TRAIN_VIDEO, *flags, "--nb_epoch", "1", "--savename", "tiny"))
+    interrupted_after_first_epoch(work, TRAIN_VIDEO, *flags, "--nb_epoch", "2", "--savename", "tiny")
     epoch1 = shutil.copy(work / "saved_models" / "tiny_checkpoint.pth.tar", work / "epoch1.pth.tar")
     resume = succeeded(run_cli(work, TRAIN_VIDEO, *flags, "--nb_epoch", "2", "--savename", "tiny",
                                "--resume", "saved_models/tiny_checkpoint.pth.tar"))
@@ -214,6 +241,92 @@ def test_save_plot_writes_an_annotated_image_per_frame(chain: Chain, tiny_root: 
         assert cv2.imread(str(plot)).shape == cv2.imread(str(tiny_root / frame)).shape
 
 
+# ------------------------------------------------------------------------- the README's reference commands
+
+def readme_reference_commands() -> list[list[str]]:
+    """The commands of README.md's "The reference commands" block, as argument lists."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("### The reference commands"):]
+    start = section.index("```bash\n") + len("```bash\n")
+    block = section[start:section.index("\n```", start)]
+    lines = [line for line in block.replace("\\\n", " ").splitlines() if line and not line.startswith("#")]
+    return [shlex.split(line) for line in lines]
+
+
+# appended to each reference command: the small model at 64 px on the tiny set, one epoch, batches the tiny
+# image split can fill (9 training expressions), no loader processes, no progress bars
+SMALL_MODEL = ["--cfg", str(SMALL_CFG), "--size", "64", "--emb_size", str(EMB), "--workers", "0", "--no_progress"]
+SMALL_TRAINING = [*SMALL_MODEL, "--nb_epoch", "1", "--batch_size", "4"]
+SMALL_POST_PROCESSING = ["--size", "64", "--no_progress"]
+
+
+def reference_data(tiny_root: Path, work: Path) -> None:
+    """``./data`` as the README lays it out: VID-Sentence under data/VID, RefCOCO ('unc') under data/unc with its
+    images under data/other/images/mscoco/images/train2014 (here: the tiny set and its image-level export)."""
+    data = work / "data"
+    data.mkdir()
+    for name in ("VID", "frames"):
+        (data / name).symlink_to(tiny_root / name)
+    (data / "unc").mkdir()
+    for split in ("train", "val"):
+        shutil.copy(tiny_root / "synthvid" / f"synthvid_{split}.pth", data / "unc" / f"unc_{split}.pth")
+    shutil.copy(tiny_root / "synthvid" / "corpus.pth", data / "unc" / "corpus.pth")
+    coco = data / "other" / "images" / "mscoco" / "images" / "train2014"
+    coco.parent.mkdir(parents=True)
+    coco.symlink_to(tiny_root)
+
+
+@pytest.fixture(scope="module")
+def readme_runs(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory
+                ) -> tuple[Path, list[tuple[list[str], subprocess.CompletedProcess]]]:
+    """Every reference command, in README order; a released checkpoint a command resumes is stood in for by the
+    checkpoint the training command before it wrote for the same dataset."""
+    work = tmp_path_factory.mktemp("readme")
+    reference_data(tiny_root, work)
+    trained: dict[str, Path] = {}
+    runs = []
+    for argv in readme_reference_commands():
+        assert argv[0] == "python", argv
+        script, flags = argv[1], argv[2:]
+        option = dict(zip(flags, flags[1:]))
+        if script == POST_PROCESS.name:
+            extra = SMALL_POST_PROCESSING
+        elif "--test" in flags:
+            extra = SMALL_MODEL
+            released = work / option["--resume"]
+            released.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(trained[option["--dataset"]], released)
+        else:
+            extra = SMALL_TRAINING
+            trained[option["--dataset"]] = work / "saved_models" / f"{option['--savename']}_checkpoint.pth.tar"
+        runs.append((argv, run_cli(work, REPO / script, *flags, *extra)))
+    return work, runs
+
+
+def test_the_readme_lists_the_five_reference_commands():
+    scripts = [argv[1] for argv in readme_reference_commands()]
+    assert scripts == [TRAIN_VIDEO.name, TEST_VIDEO.name, POST_PROCESS.name, TRAIN_IMAGE.name, TRAIN_IMAGE.name]
+
+
+@pytest.mark.parametrize("index, printed", [
+    (0, r"epoch 1/1 .* val accuracy [01]\.\d{4}"),
+    (1, r"VID test: accuracy [01]\.\d{4}  mean IoU [01]\.\d{4}  centre accuracy [01]\.\d{4}  \(9 samples\)"),
+    (2, r"VID test after post-processing: accuracy [01]\.\d{4}  mean IoU [01]\.\d{4}  \(9 samples\)"),
+    (3, r"epoch 1/1 .* val accuracy [01]\.\d{4}"),
+    (4, r"unc val: accuracy [01]\.\d{4}  mean IoU [01]\.\d{4}  centre accuracy [01]\.\d{4}  \(3 samples\)"),
+], ids=["train video", "test video + cache", "post-processing", "train image", "test image"])
+def test_reference_command_runs_verbatim(readme_runs, index: int, printed: str) -> None:
+    _, runs = readme_runs
+    argv, proc = runs[index]
+    succeeded(proc)
+    assert re.search(printed, proc.stdout), (argv, proc.stdout)
+
+
+def test_reference_post_processing_logs_under_its_savename(readme_runs) -> None:
+    work, _ = readme_runs
+    assert "after post-processing: accuracy" in (work / "logs" / "model_post_processing.log").read_text()
+
+
 # ---------------------------------------------------------------------------------- exact resume, AMP
 
 def final_state(save_dir: Path, savename: str) -> dict[str, torch.Tensor]:
@@ -221,8 +334,9 @@ def final_state(save_dir: Path, savename: str) -> dict[str, torch.Tensor]:
 
 
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_root: Path, workdir: Path) -> None:
+    """Also from a checkpoint without the learning-rate scheduler and the flags (older ones, the authors')."""
     parser = train_video.get_args_parser()
-    flags = [*model_flags(tiny_root), "--nb_epoch", "2"]
+    flags = [*model_flags(tiny_root), "--nb_epoch", "2", "--lr_per_iter", "--warmup_iters", "5"]
     train_video.main(parser.parse_args([*flags, "--savename", "full"]))
 
     def interrupt() -> None:  # app.pipeline.barrier runs once per epoch, after the checkpoint is saved
@@ -233,13 +347,18 @@ def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_root: Path,
         with pytest.raises(KeyboardInterrupt):
             train_video.main(parser.parse_args([*flags, "--savename", "cut"]))
     interrupted = workdir / "saved_models" / "cut_checkpoint.pth.tar"
-    assert read_checkpoint(interrupted)["epoch"] == 1
+    checkpoint = read_checkpoint(interrupted)
+    assert checkpoint["epoch"] == 1 and checkpoint["lr_scheduler"]["last_epoch"] == 8  # 8 iterations per epoch
+    older = {k: v for k, v in checkpoint.items() if k not in ("lr_scheduler", "args")}
+    torch.save(older, workdir / "older.pth.tar")
     train_video.main(parser.parse_args([*flags, "--savename", "cut", "--resume", str(interrupted)]))
+    train_video.main(parser.parse_args([*flags, "--savename", "older", "--resume", "older.pth.tar"]))
 
-    full, resumed = final_state(workdir / "saved_models", "full"), final_state(workdir / "saved_models", "cut")
-    assert full.keys() == resumed.keys()
-    differing = [k for k in full if not torch.equal(full[k], resumed[k])]
-    assert differing == []
+    full = final_state(workdir / "saved_models", "full")
+    for name in ("cut", "older"):
+        resumed = final_state(workdir / "saved_models", name)
+        assert full.keys() == resumed.keys()
+        assert [k for k in full if not torch.equal(full[k], resumed[k])] == [], name
 
 
 def test_amp_bf16_training_gives_finite_losses(tiny_root: Path, workdir: Path, capsys: pytest.CaptureFixture,
@@ -270,24 +389,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-# Runs the training script with app.pipeline.barrier (called once per epoch, after the checkpoint is saved)
-# interrupting the run after its first epoch, on every rank.
-INTERRUPT_AFTER_FIRST_EPOCH = """
-import runpy, sys
-sys.path.insert(0, {repo!r})
-import app.pipeline
-barrier = app.pipeline.barrier
-def interrupt():
-    barrier()
-    raise KeyboardInterrupt
-app.pipeline.barrier = interrupt
-runpy.run_path({script!r}, run_name="__main__")
-"""
+def torchrun_launcher() -> tuple[str, ...]:
+    """``python -m torch.distributed.run`` with 2 processes on a free port."""
+    return "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())
 
 
 def torchrun(cwd: Path, script: Path, *args: str) -> subprocess.CompletedProcess:
-    return run_cli(cwd, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-                   script, *args)
+    return run_cli(cwd, *torchrun_launcher(), script, *args)
 
 
 @pytest.fixture(scope="module")
@@ -316,10 +424,8 @@ def test_two_process_ddp_training_on_gloo(ddp_run: tuple[Path, subprocess.Comple
 def test_interrupted_and_resumed_ddp_run_ends_with_the_same_weights(
         ddp_run: tuple[Path, subprocess.CompletedProcess], tiny_root: Path, tmp_path: Path) -> None:
     """Each rank must get its own random state back (they were seeded seed + rank), not rank 0's."""
-    wrapper = tmp_path / "interrupted_training.py"
-    wrapper.write_text(INTERRUPT_AFTER_FIRST_EPOCH.format(repo=str(REPO), script=str(TRAIN_VIDEO)))
     flags = [*model_flags(tiny_root), "--nb_epoch", "2", "--savename", "cut"]
-    assert torchrun(tmp_path, wrapper, *flags).returncode != 0
+    interrupted_after_first_epoch(tmp_path, TRAIN_VIDEO, *flags, launcher=torchrun_launcher())
     interrupted = tmp_path / "saved_models" / "cut_checkpoint.pth.tar"
     assert read_checkpoint(interrupted)["epoch"] == 1
     succeeded(torchrun(tmp_path, TRAIN_VIDEO, *flags, "--resume", str(interrupted)))
@@ -433,3 +539,29 @@ def test_a_run_without_lstm_is_refused(tiny_root: Path, workdir: Path, capsys: p
     code, _, err = run_in_process(train_video, [*flags, "--nb_epoch", "1"], capsys)
     assert_clean_error(code, err, "--lstm")
     assert files(workdir) == {}
+
+
+def test_resume_with_flags_that_change_the_run_is_refused(chain: Chain, tiny_root: Path, workdir: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    shutil.copy(chain.epoch1, workdir / "epoch1.pth.tar")
+    before = files(workdir)
+    code, _, err = run_in_process(train_video, [*model_flags(tiny_root), "--nb_epoch", "3", "--lr", "0.001",
+                                                "--savename", "tiny", "--resume", "epoch1.pth.tar"], capsys)
+    assert code == 2
+    assert_clean_error(code, err, "--resume epoch1.pth.tar was trained with --lr 0.0001 --nb_epoch 2",
+                       "this run has --lr 0.001 --nb_epoch 3")
+    assert files(workdir) == before
+
+
+def test_the_test_script_checks_the_cache_folder_before_work_also_without_test(chain: Chain, tiny_root: Path,
+                                                                               workdir: Path,
+                                                                               capsys: pytest.CaptureFixture) -> None:
+    """test_semantic_attention_cogrounding.py always evaluates, with or without --test (the reference flag)."""
+    (workdir / "cache" / "tiny" / "vid").mkdir(parents=True)
+    (workdir / "cache" / "tiny" / "vid" / "keep.pth").write_bytes(b"mine")
+    before = files(workdir)
+    code, _, err = run_in_process(test_video, [*model_flags(tiny_root), "--savename", "tiny", "--cache",
+                                               "--resume", str(chain.checkpoint)], capsys)
+    assert code == 2
+    assert_clean_error(code, err, "--cache_dir cache/tiny already exists and is not empty", "--overwrite")
+    assert files(workdir) == before

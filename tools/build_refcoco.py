@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tools.build_vid_sentence import resolve_corpus, write_outputs
+from tools.build_vid_sentence import is_coordinate, resolve_corpus, write_outputs
 from tools.restricted_pickle import load_plain_pickle
-from utils.cli import run_main
+from utils.cli import ArgumentParser, run_main
 from utils.io import UserInputError
 
 # dataset -> (refer folder, default splitBy)
@@ -81,7 +81,7 @@ def read_boxes(path: Path) -> dict[int, tuple[int, list[float]]]:
     boxes = {}
     for i, ann in enumerate(data["annotations"]):
         box = ann.get("bbox") if isinstance(ann, dict) else None
-        box_ok = isinstance(box, list) and len(box) == 4 and all(isinstance(v, (int, float)) for v in box)
+        box_ok = isinstance(box, list) and len(box) == 4 and all(map(is_coordinate, box))
         if not (box_ok and isinstance(ann.get("id"), int) and isinstance(ann.get("image_id"), int)):
             raise UserInputError(
                 f"instances file {path}: annotations[{i}] needs 'id', 'image_id' (ints), 'bbox' [x, y, w, h]"
@@ -150,7 +150,7 @@ def build(
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m tools.build_refcoco",
         description="Build data/<dataset>/<dataset>_<split>.pth and corpus.pth from the refer annotations.",
         epilog=LAYOUT,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Iterable, Sequence
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from utils.cli import run_main
+from utils.cli import ArgumentParser, run_main
 from utils.io import UserInputError, atomic_save, safe_load
 from utils.word_utils import Corpus, Dictionary, build_corpus, load_corpus, split_words
 
@@ -101,8 +102,9 @@ def read_ann_list(path: Path, num_tubes: int) -> list[tuple[int, str]]:
     return sentences
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def is_coordinate(value: Any) -> bool:
+    """A finite int or float (JSON allows NaN and Infinity, which are no coordinates)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def read_tube_file(path: Path, video: str) -> dict[str, list[tuple[int, list[float]]]]:
@@ -127,7 +129,7 @@ def read_tube_file(path: Path, video: str) -> dict[str, list[tuple[int, list[flo
         for j, frame in enumerate(annotation["track"]):
             number, box = (frame.get("frame"), frame.get("bbox")) if isinstance(frame, dict) else (None, None)
             number_ok = isinstance(number, int) and not isinstance(number, bool) and number >= 1
-            if not (number_ok and isinstance(box, list) and len(box) == 4 and all(map(_is_number, box))):
+            if not (number_ok and isinstance(box, list) and len(box) == 4 and all(map(is_coordinate, box))):
                 raise UserInputError(
                     f"tube file {path}: annotations[{i}].track[{j}] needs 'frame' (an int >= 1) and "
                     f"'bbox' ([x1, y1, x2, y2] numbers)"
@@ -247,7 +249,7 @@ def build(
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m tools.build_vid_sentence",
         description="Build data/VID/VID_video_level_{train,test}.pth and corpus.pth from VID-Sentence.",
         epilog=LAYOUT,

@@ -3,14 +3,16 @@
 Released checkpoints are ``{'epoch', 'state_dict', 'best_loss', 'optimizer'}`` with every key prefixed
 ``module.`` (saved from ``nn.DataParallel``, docs/behaviour.md §4). ``best_loss`` there is a numpy float64
 scalar (the reference's accuracy), so the loader allow-lists numpy scalars and their dtypes, nothing else.
-Ours add keys the reference code ignores: ``rng_state``, ``scaler`` and ``inference`` (what grounding needs
-besides the weights: model kind, cfg text, input and embedding sizes, anchors, corpus words).
+Ours add keys the reference code ignores: ``rng_state``, ``scaler``, ``lr_scheduler`` (its state, for exact
+resumption), ``args`` (the training flags, checked on resume) and ``inference`` (what grounding needs besides the
+weights: model kind, cfg text, input and embedding sizes, anchors, corpus words).
 """
 from __future__ import annotations
 
 import os
 import random
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -144,14 +146,16 @@ def save_training_checkpoint(
     best_accuracy: float,
     scaler: torch.amp.GradScaler | None = None,
     rng_states: list[dict] | None = None,
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    flags: Mapping[str, Any] | None = None,
     inference: dict | None = None,
 ) -> None:
     """Write a resumable checkpoint atomically, in the reference format plus our resume fields.
 
     ``epoch`` is the next epoch to run; ``best_loss`` keeps the reference's (misleading) name for the best
     validation accuracy. ``rng_state`` (one state per process, rank order; default: this process's),
-    ``scaler`` and ``inference`` (plain values a weights-only load accepts) are extra keys the reference code
-    ignores.
+    ``scaler``, ``lr_scheduler``, ``args`` (the run's flags) and ``inference`` (plain values a weights-only load
+    accepts) are extra keys the reference code ignores.
     """
     checkpoint = {
         "epoch": epoch,
@@ -162,12 +166,17 @@ def save_training_checkpoint(
     }
     if scaler is not None:
         checkpoint["scaler"] = scaler.state_dict()
+    if lr_scheduler is not None:
+        checkpoint["lr_scheduler"] = lr_scheduler.state_dict()
+    if flags is not None:
+        checkpoint["args"] = dict(flags)
     if inference is not None:
         checkpoint[INFERENCE_KEY] = inference
     atomic_save(checkpoint, path)
 
 
 def resume_training(
+    checkpoint: Mapping[str, Any],
     path: str | os.PathLike,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -175,13 +184,14 @@ def resume_training(
     rank: int = 0,
     world_size: int = 1,
 ) -> tuple[int, float, bool]:
-    """Restore model, optimiser, epoch, best accuracy, this process's RNG state (and AMP scaler) from ``path``.
+    """Restore model, optimiser, epoch, best accuracy, this process's RNG state (and AMP scaler) from
+    ``checkpoint`` (:func:`read_checkpoint` of ``path``). The learning-rate scheduler is the caller's: it is
+    built at the resumed position.
 
     Returns ``(start_epoch, best_accuracy, exact)``; ``exact`` is False for a checkpoint without RNG states for
     ``world_size`` processes (e.g. the authors', or one saved with another process count), which resumes with
     fresh random streams.
     """
-    checkpoint = read_checkpoint(path)
     load_model_state(model, checkpoint["state_dict"], str(path))
     for key in ("epoch", "optimizer"):
         if key not in checkpoint:

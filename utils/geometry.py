@@ -54,8 +54,8 @@ class Geometry:
 
 def grid_sizes(image_size: int) -> list[int]:
     """Grid side of each scale, coarse -> fine (``S/32, S/16, S/8``)."""
-    if image_size <= 0 or image_size % 32:
-        raise ValueError(f"image size must be a positive multiple of 32, got {image_size}")
+    if image_size <= 0 or image_size % STRIDES[0]:
+        raise ValueError(f"image size must be a positive multiple of {STRIDES[0]}, got {image_size}")
     return [image_size // stride for stride in STRIDES]
 
 

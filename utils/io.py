@@ -192,7 +192,7 @@ def safe_load(
         raise UserInputError(
             f"{what} {path} is truncated or not a file written by torch.save ({_first_line(err)})"
         ) from None
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError, OverflowError, UnicodeDecodeError):
+    except Exception:  # whatever the unpickler trips over in foreign bytes: struct.error, KeyError, ...
         raise UserInputError(f"{what} {path} is not a valid {what}: not a file written by torch.save, "
                              "or damaged") from None
 

@@ -91,11 +91,19 @@ def load_cache_entry(path: str | os.PathLike) -> CacheEntry:
         scores = scores.flatten().tolist()
     if not isinstance(scores, (list, tuple)) or len(scores) != k or not all(_is_real(s) for s in scores):
         raise _bad_entry(path, "pred_score_topk", f"a list of {k} numbers", _describe(scores))
-    return CacheEntry(
+    if boxes.is_complex() or feats.is_complex():
+        raise _bad_entry(path, "pred_bbox_topk" if boxes.is_complex() else "visu_feat", "a real tensor",
+                         "a complex one")
+    entry = CacheEntry(
         boxes=boxes[:, 0].float(),
         scores=torch.tensor([float(s) for s in scores], dtype=torch.float32),
         feats=feats[:, 0].float(),
     )
+    for key, values in zip(CACHE_KEYS, (entry.boxes, entry.scores, entry.feats)):
+        if not torch.isfinite(values).all():
+            raise UserInputError(f"cache file {path}: '{key}' holds NaN or infinite values (a diverged model, or a "
+                                 "damaged file): write the cache again")
+    return entry
 
 
 def _is_real(value: Any) -> bool:
@@ -136,12 +144,12 @@ class VideoRescorer:
     ``push`` the next frames' :class:`CacheEntry` (stacked: boxes (m, K, 4), scores (m, K), feats (m, K, E)); it
     returns the picks of the frames whose window is now complete, as ``(frame index, chosen candidate rank,
     box (4,))``; :meth:`finish` ends the video and returns the rest. Only the frames a window can still use
-    are kept, and centres are re-scored ``FRAMES_PER_CHUNK`` at a time.
+    are kept, and centres are re-scored ``frames_per_chunk`` at a time.
     """
 
-    def __init__(self, num_frames: int = EVAL_FRAMES) -> None:
+    def __init__(self, num_frames: int = EVAL_FRAMES, frames_per_chunk: int = FRAMES_PER_CHUNK) -> None:
         span = window_positions(0, num_frames)
-        self.num_frames = num_frames
+        self.num_frames, self.frames_per_chunk = num_frames, frames_per_chunk
         self.back, self.ahead = -span.start, span.stop - 1
         self.kept: CacheEntry | None = None
         self.offset = 0  # video index of kept's first frame
@@ -161,8 +169,8 @@ class VideoRescorer:
         """Picks of centres ``next_centre .. stop - 1``; positions at or past ``length`` (if known) are invalid."""
         picks = []
         end = self.offset + len(self.kept.feats)
-        for first in range(self.next_centre, stop, FRAMES_PER_CHUNK):
-            last = min(first + FRAMES_PER_CHUNK, stop)
+        for first in range(self.next_centre, stop, self.frames_per_chunk):
+            last = min(first + self.frames_per_chunk, stop)
             sources, valid = window_sources(length if length is not None else end, self.num_frames, first)
             sources, valid = sources[: last - first] - self.offset, valid[: last - first]  # (F, T)
             rows = torch.arange(first, last) - self.offset
@@ -268,16 +276,21 @@ def _load_video(paths: list[Path]) -> CacheEntry:
 
 
 def post_process(
-    videos: list[list[str]], cache_dir: str | os.PathLike, num_frames: int = EVAL_FRAMES, progress: bool = True
+    videos: list[list[str]],
+    cache_dir: str | os.PathLike,
+    num_frames: int = EVAL_FRAMES,
+    progress: bool = True,
+    frames_per_chunk: int = FRAMES_PER_CHUNK,
 ) -> list[dict[str, Any]]:
     """Re-score every test frame from the cache (docs/behaviour.md §8), streaming video by video.
 
-    ``videos``: image paths per video, in order (the same order as when the cache was written).
+    ``videos``: image paths per video, in order (the same order as when the cache was written). At most
+    ``frames_per_chunk`` frames are re-scored at once (it bounds the (F, T, K, E) window tensor).
     Returns one dict per frame in global order: ``index`` (global frame index), ``box`` (4,) original
     pixels of the chosen candidate, ``candidate`` (its rank in the frame's top-k).
     """
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if num_frames < 1 or frames_per_chunk < 1:
+        raise ValueError(f"num_frames and frames_per_chunk must be >= 1, got {num_frames}, {frames_per_chunk}")
     cache_dir = Path(cache_dir)
     _check_cache_dir(cache_dir)
     offsets = np.cumsum([0] + [len(v) for v in videos]).tolist()
@@ -291,7 +304,7 @@ def post_process(
         for video_paths, start in zip(paths, offsets):
             if not video_paths:
                 continue
-            rescorer = VideoRescorer(num_frames)
+            rescorer = VideoRescorer(num_frames, frames_per_chunk)
             picks = rescorer.push(_load_video(video_paths)) + rescorer.finish()  # each frame's file read once
             results.extend({"index": start + t, "box": box, "candidate": b} for t, b, box in picks)
             bar.update(len(picks))

@@ -21,6 +21,11 @@ def window_positions(t: int, k: int) -> range:
     return range(t - k // 2, t + (k + 1) // 2)
 
 
+def window_centre(k: int) -> int:
+    """Position of frame ``t`` itself in its window of ``k`` frames (``floor(k/2)``: 2 of 5, 1 of the pair)."""
+    return -window_positions(0, k).start
+
+
 def window_indices(t: int, n: int, k: int) -> list[int]:
     """The window of frame ``t`` of a video of ``n`` frames, clipped into ``[0, n-1]`` (what the loaders read)."""
     if not 0 <= t < n:

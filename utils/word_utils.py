@@ -106,7 +106,12 @@ def load_corpus(path: str | os.PathLike) -> Corpus:
     corpus = safe_load(path, what="corpus file", allowed_globals=[Corpus, Dictionary])
     if not isinstance(corpus, Corpus) or not isinstance(getattr(corpus, "dictionary", None), Dictionary):
         raise UserInputError(f"corpus file {path} does not hold a utils.word_utils.Corpus")
-    words = corpus.dictionary.idx2word
+    words, index = getattr(corpus.dictionary, "idx2word", None), getattr(corpus.dictionary, "word2idx", None)
+    consistent = (isinstance(words, list) and isinstance(index, dict) and len(words) == len(index)
+                  and all(isinstance(w, str) and index.get(w) == i for i, w in enumerate(words)))
+    if not consistent:
+        raise UserInputError(f"corpus file {path}: its dictionary must map each word (str) to its position in "
+                             "idx2word and back (word2idx), one to one")
     if not words or words[0] != PAD_TOKEN:
         raise UserInputError(f"corpus file {path}: index 0 must be {PAD_TOKEN!r} (padding id 0), got {words[:1]}")
     if UNK_TOKEN not in corpus.dictionary:

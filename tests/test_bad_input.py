@@ -1,0 +1,519 @@
+"""Bad input, as a new user gives it, across the four scripts, post_processing.py and the tools.
+
+Each case either exits 2 with one line on stderr, ``error: ...``, naming the file, flag or key and what was
+expected, or completes (exit 0) with its documented number of ``warning:`` lines (README "Bad input").
+The scripts' ``main`` runs in-process through ``run_main`` (the command line's code path minus interpreter
+start-up); most cases stop at parse or validation time, before any model is built.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import ground
+import post_processing
+import test_semantic_attention_cogrounding as test_video
+import train_semantic_attention_cogrounding as train_video
+import train_semantic_attention_visual_grounding as train_image
+from app.builders import LOGGERS
+from dataset.synthvid import cli as synthvid_cli
+from model import SMALL_CFG, build_grounding_model
+from tools import build_refcoco, build_vid_sentence, detect
+from utils.cli import run_main
+from utils.io import safe_load
+from utils.postprocess import MANIFEST
+from utils.word_utils import load_corpus
+
+EMB = 32
+
+
+@dataclass
+class Ctx:
+    """What a case builds its command line from: the tiny set, a fresh working folder, two checkpoints, a cache."""
+
+    root: Path  # the tiny synthetic set (read-only)
+    work: Path  # this case's current directory
+    video_ckpt: Path
+    image_ckpt: Path
+    cache: Path  # a complete cache of the test split, with its manifest (read-only: copy it to change it)
+
+    def data(self, dataset: str = "VID") -> list[str]:
+        return ["--data_root", str(self.root), "--split_root", str(self.root), "--dataset", dataset, "--size", "64"]
+
+    def model(self, dataset: str = "VID") -> list[str]:
+        return [*self.data(dataset), "--lstm", "--cfg", str(SMALL_CFG), "--emb_size", str(EMB), "--batch_size", "2",
+                "--workers", "0", "--no_progress"]
+
+    def train(self, dataset: str = "VID") -> list[str]:
+        return [*self.model(dataset), "--nb_epoch", "1", "--savename", "case", "--darknet_weights", ""]
+
+    def test(self, dataset: str = "VID") -> list[str]:
+        ckpt = self.video_ckpt if dataset == "VID" else self.image_ckpt
+        return [*self.model(dataset), "--test", "--resume", str(ckpt)]
+
+    def ground(self) -> list[str]:
+        """ground.py on the first test clip's frames (a folder) with the random video model."""
+        return [str(self.root / "frames" / "test" / "vid_00000"), "--resume", str(self.video_ckpt), "--corpus",
+                str(self.root / "VID" / "corpus.pth"), "--cfg", str(SMALL_CFG), "--size", "64", "--emb_size",
+                str(EMB), "--no_progress", "--phrase", "the triangle left of the square"]
+
+    def frames(self, damage: Callable[[Path], object]) -> str:
+        """A copy of the first test clip's frames with its second frame passed to ``damage``."""
+        folder = Path(shutil.copytree(self.root / "frames" / "test" / "vid_00000", self.work / "clip"))
+        damage(sorted(folder.iterdir())[1])
+        return str(folder)
+
+    def post(self, cache: Path | None = None) -> list[str]:
+        return [*self.data(), "--no_progress", "--cache_dir", str(cache or self.cache)]
+
+    def file(self, name: str, data: bytes = b"x") -> Path:
+        path = self.work / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return path
+
+    def copied_cache(self) -> Path:
+        return Path(shutil.copytree(self.cache, self.work / "cache", copy_function=shutil.copy2))
+
+    def video_index(self, edit: Callable[[list], None], split: str = "test", dataset: str = "VID") -> list[str]:
+        """``--split_root`` of a copy of the tiny set's ``split`` index (absolute image paths) changed by ``edit``."""
+        if dataset == "VID":
+            name = f"VID_video_level_{split}.pth"
+            entries = [[[str(self.root / p), box, phrase] for p, box, phrase in video]
+                       for video in safe_load(self.root / "VID" / name, what="index file")]
+        else:
+            name = f"synthvid_{split}.pth"
+            entries = [[str(self.root / dataset / item[0]), *item[1:]]
+                       for item in safe_load(self.root / dataset / name, what="index file")]
+        edit(entries)
+        folder = self.work / "split" / dataset
+        folder.mkdir(parents=True, exist_ok=True)
+        for other in (self.root / dataset).glob("*.pth"):
+            shutil.copy(other, folder / other.name)
+        torch.save(entries, folder / name)
+        return ["--split_root", str(folder.parent)]
+
+    def frame(self, v: int = 0, t: int = 1, copy: bool = True) -> Path:
+        """Test video ``v`` frame ``t`` copied into the working folder (to be damaged) under its own folder and file
+        name (which name its cache file); with ``copy=False`` only the path, where no file is."""
+        rel = Path(safe_load(self.root / "VID" / "VID_video_level_test.pth", what="index file")[v][t][0])
+        target = self.work / "frames" / rel.parent.name / rel.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copy(self.root / rel, target)) if copy else target
+
+    def with_frame(self, path: Path, v: int = 0, t: int = 1) -> list[str]:
+        """The test index with video ``v`` frame ``t`` read from ``path``."""
+        def edit(videos: list) -> None:
+            videos[v][t][0] = str(path)
+        return self.video_index(edit)
+
+
+def set_box(box: object, v: int = 0, t: int = 1) -> Callable[[list], None]:
+    def edit(videos: list) -> None:
+        videos[v][t][1] = box
+    return edit
+
+
+def set_phrase(phrase: object, v: int = 0) -> Callable[[list], None]:
+    def edit(videos: list) -> None:
+        for frame in videos[v]:
+            frame[2] = phrase
+    return edit
+
+
+def set_item_box(box: object, i: int = 0) -> Callable[[list], None]:
+    def edit(items: list) -> None:
+        items[i][2] = box
+    return edit
+
+
+def truncated(path: Path) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def malicious_pickle(ctx: Ctx) -> Path:
+    class Payload:
+        def __reduce__(self) -> tuple:
+            return os.system, ("touch pwned",)
+
+    path = ctx.work / "evil.pth"
+    torch.save({"state_dict": Payload()}, path)
+    return path
+
+
+def tiny_jpeg(ctx: Ctx) -> Path:
+    path = ctx.work / "tiny.JPEG"
+    assert cv2.imwrite(str(path), np.zeros((1, 1, 3), np.uint8))
+    return path
+
+
+def cache_with(ctx: Ctx, key: str, value: Callable[[dict], object]) -> Path:
+    """A copy of the cache whose first file's ``key`` is replaced by ``value(entry)`` (manifest removed)."""
+    cache = ctx.copied_cache()
+    (cache / MANIFEST).unlink()
+    first = sorted(cache.glob("*/*.pth"))[0]
+    entry = torch.load(first, weights_only=True)
+    entry[key] = value(entry)
+    torch.save(entry, first)
+    return cache
+
+
+def foreign_file_cache(ctx: Ctx) -> Path:
+    """A cache with one frame's file replaced by a file from another run (written now, after the manifest)."""
+    cache = ctx.copied_cache()
+    first = sorted(cache.glob("*/*.pth"))[0]
+    first.write_bytes(first.read_bytes())
+    os.utime(first, (first.stat().st_atime, first.stat().st_mtime + 3600))
+    return cache
+
+
+def refer_root(ctx: Ctx, refs: object) -> str:
+    folder = ctx.work / "refer" / "refcoco"
+    folder.mkdir(parents=True)
+    with (folder / "refs(unc).p").open("wb") as f:
+        pickle.dump(refs, f, protocol=2)
+    (folder / "instances.json").write_text('{"annotations": []}')
+    return str(ctx.work / "refer")
+
+
+def vid_sentence_root(ctx: Ctx, bbox: str) -> list[str]:
+    ann = ctx.work / "vs" / "Data" / "VID" / "annSamples"
+    ann.mkdir(parents=True)
+    for split, video in (("train", "v_train"), ("test", "v_test")):
+        (ann / f"{split}_valid_list.txt").write_text(f"{video},0\n")
+        (ann / f"{split}_ann_list_v2.txt").write_text("0, a red car\n")
+        tube = ctx.work / "vs" / "Annotations" / "VID" / "tubeGt" / ("train" if split == "train" else "val")
+        tube.mkdir(parents=True)
+        (tube / f"{video}.js").write_text(
+            f'{{"video": "{video}", "annotations": [{{"id": "0", "track": [{{"frame": 1, "bbox": {bbox}}}]}}]}}')
+    return ["--vid_sentence_root", str(ctx.work / "vs"), "--vid_frames_root", str(ctx.work / "frames"),
+            "--out", str(ctx.work / "out"), "--allow_missing"]
+
+
+# script -> its module (the tools' main takes argv itself)
+SCRIPTS: dict[str, ModuleType] = {"train_video": train_video, "train_image": train_image, "test_video": test_video,
+                                  "post": post_processing, "ground": ground, "build_vid": build_vid_sentence,
+                                  "build_refcoco": build_refcoco, "synthvid": synthvid_cli, "detect": detect}
+TOOLS = ("build_vid", "build_refcoco", "synthvid", "detect")  # their main parses argv itself
+
+Case = tuple[str, str, Callable[[Ctx], list[str]], tuple[str, ...] | int]
+# (id, script, argv of the context, the fragments of the one error line, or the number of warnings of a run
+# that completes)
+CASES: list[Case] = [
+    # ---- numeric and string flags, refused by the parser
+    ("batch_size_0", "train_video", lambda c: [*c.train(), "--batch_size", "0"], ("--batch_size", ">= 1", "'0'")),
+    ("batch_size_negative", "train_video", lambda c: [*c.train(), "--batch_size", "-3"], ("--batch_size", "'-3'")),
+    ("batch_size_text", "test_video", lambda c: [*c.test(), "--batch_size", "two"], ("--batch_size", "'two'")),
+    ("lr_negative", "train_video", lambda c: [*c.train(), "--lr", "-1"], ("--lr", "> 0")),
+    ("lr_zero", "train_image", lambda c: [*c.train("synthvid"), "--lr", "0"], ("--lr", "> 0")),
+    ("lr_nan", "train_video", lambda c: [*c.train(), "--lr", "nan"], ("--lr", "finite")),
+    ("workers_negative", "train_video", lambda c: [*c.train(), "--workers", "-1"], ("--workers", ">= 0")),
+    ("emb_size_0", "train_video", lambda c: [*c.train(), "--emb_size", "0"], ("--emb_size", ">= 1")),
+    ("size_not_multiple_of_32", "train_video", lambda c: [*c.train(), "--size", "100"], ("--size", "multiple of 32")),
+    ("size_0", "test_video", lambda c: [*c.test(), "--size", "0"], ("--size", "multiple of 32")),
+    ("time_0", "train_video", lambda c: [*c.train(), "--time", "0"], ("--time", ">= 1")),
+    ("nb_epoch_0", "train_video", lambda c: [*c.train(), "--nb_epoch", "0"], ("--nb_epoch", ">= 1")),
+    ("nb_epoch_0_image", "train_image", lambda c: [*c.train("synthvid"), "--nb_epoch", "0"], ("--nb_epoch",)),
+    ("num_frame_k_0_test", "test_video", lambda c: [*c.test(), "--num_frame_k", "0"], ("--num_frame_k", ">= 1")),
+    ("num_frame_k_0_post", "post", lambda c: [*c.post(), "--num_frame_k", "0"], ("--num_frame_k", ">= 1")),
+    ("print_freq_negative", "train_video", lambda c: [*c.train(), "--print_freq", "-1"], ("--print_freq", ">= 0")),
+    ("warmup_negative", "train_video", lambda c: [*c.train(), "--warmup_iters", "-5"], ("--warmup_iters",)),
+    ("weight_decay_negative", "train_image", lambda c: [*c.train("synthvid"), "--weight_decay", "-1"],
+     ("--weight_decay", ">= 0")),
+    ("power_inf", "train_video", lambda c: [*c.train(), "--power", "inf"], ("--power", "finite")),
+    ("backbone_lr_scale_negative", "train_video", lambda c: [*c.train(), "--backbone_lr_scale", "-0.1"],
+     ("--backbone_lr_scale",)),
+    ("seed_negative", "train_video", lambda c: [*c.train(), "--seed", "-1"], ("--seed", "from 0")),
+    ("anchor_imsize_0", "test_video", lambda c: [*c.test(), "--anchor_imsize", "0"], ("--anchor_imsize",)),
+    ("gpu_text", "test_video", lambda c: [*c.test(), "--gpu", "first"], ("--gpu", "device ids")),
+    ("max_plots_0", "test_video", lambda c: [*c.test(), "--max_plots", "0"], ("--max_plots", ">= 1")),
+    ("max_plots_negative_post", "post", lambda c: [*c.post(), "--max_plots", "-1"], ("--max_plots",)),
+    ("size_33_post", "post", lambda c: [*c.post(), "--size", "33"], ("--size", "multiple of 32")),
+    ("unknown_dataset", "test_video", lambda c: [*c.test(), "--dataset", "ImageNet"], ("--dataset", "ImageNet")),
+    ("post_without_cache_dir", "post", lambda c: c.data(), ("--cache_dir",)),
+    ("refcoco_unknown_dataset", "build_refcoco", lambda c: ["--refer_root", "x", "--dataset", "coco"],
+     ("--dataset", "coco")),
+    # ---- outputs checked before any work
+    ("save_dir_is_a_file", "train_video", lambda c: [*c.train(), "--save_dir", str(c.file("ckpts"))],
+     ("--save_dir", "is a file")),
+    ("save_dir_under_a_file", "train_video", lambda c: [*c.train(), "--save_dir", str(c.file("f") / "ckpts")],
+     ("--save_dir", "is a file, not a folder")),
+    ("log_dir_under_a_file", "train_image", lambda c: [*c.train("synthvid"), "--log_dir", str(c.file("f") / "l")],
+     ("--log_dir", "cannot be created")),
+    ("save_pred_is_a_folder", "test_video", lambda c: [*c.test(), "--save_pred", str(c.work)],
+     ("--save_pred", "is a folder")),
+    ("save_pred_under_a_file", "test_video", lambda c: [*c.test(), "--save_pred", str(c.file("f") / "p.jsonl")],
+     ("--save_pred", "cannot be created")),
+    ("save_pred_exists", "test_video", lambda c: [*c.test(), "--save_pred", str(c.file("p.jsonl"))],
+     ("--save_pred", "already exists", "--overwrite")),
+    ("save_plot_is_a_file", "test_video", lambda c: [*c.test(), "--save_plot", str(c.file("plots"))],
+     ("--save_plot", "is a file")),
+    ("cache_dir_under_a_file", "test_video", lambda c: [*c.test(), "--cache", "--cache_dir",
+                                                        str(c.file("f") / "cache")], ("--cache_dir",)),
+    ("cache_dir_not_empty", "test_video", lambda c: [*c.test(), "--cache", "--cache_dir", str(c.copied_cache())],
+     ("--cache_dir", "already exists", "--overwrite")),
+    ("post_save_pred_under_a_file", "post", lambda c: [*c.post(), "--save_pred", str(c.file("f") / "p.jsonl")],
+     ("--save_pred",)),
+    ("post_log_dir_is_a_file", "post", lambda c: [*c.post(), "--log_dir", str(c.file("logs"))],
+     ("--log_dir", "is a file")),
+    # ---- inputs named on the command line
+    ("darknet_weights_missing", "train_video", lambda c: [*c.train(), "--darknet_weights", "nowhere.weights"],
+     ("--darknet_weights nowhere.weights not found",)),
+    ("pretrain_missing", "train_video", lambda c: [*c.train(), "--pretrain", "nowhere.pth"],
+     ("checkpoint not found: nowhere.pth", "--pretrain")),
+    ("resume_missing", "test_video", lambda c: [*c.model(), "--test", "--resume", "nowhere.pth"],
+     ("checkpoint not found: nowhere.pth",)),
+    ("test_without_resume", "test_video", lambda c: c.model(), ("--resume",)),
+    ("resume_random_bytes", "test_video",
+     lambda c: [*c.model(), "--test", "--resume", str(c.file("r.pth", np.random.default_rng(0).bytes(4000)))],
+     ("r.pth is not a valid checkpoint",)),
+    ("resume_text_file", "train_image", lambda c: [*c.model("synthvid"), "--test", "--resume",
+                                                   str(c.file("notes.pth", b"hello world\n"))],
+     ("notes.pth is not a valid checkpoint",)),
+    ("resume_empty_file", "test_video", lambda c: [*c.model(), "--test", "--resume", str(c.file("e.pth", b""))],
+     ("e.pth is empty",)),
+    ("resume_malicious_pickle", "test_video", lambda c: [*c.model(), "--test", "--resume", str(malicious_pickle(c))],
+     ("evil.pth was refused", "system")),
+    ("resume_truncated", "test_video", lambda c: [*c.model(), "--test", "--resume",
+                                                  str(truncated(Path(shutil.copy(c.video_ckpt, c.work / "t.pth"))))],
+     ("t.pth is truncated",)),
+    ("resume_image_checkpoint_in_video_script", "test_video",
+     lambda c: [*c.model(), "--test", "--resume", str(c.image_ckpt)], ("missing keys: corr_conv",)),
+    ("corpus_random_bytes", "test_video", lambda c: [*c.test(), "--corpus", str(c.file("c.pth", b"\x80\x02junk"))],
+     ("corpus file", "c.pth")),
+    ("corpus_is_a_checkpoint", "test_video", lambda c: [*c.test(), "--corpus", str(c.video_ckpt)],
+     ("corpus file", "does not hold a utils.word_utils.Corpus")),
+    ("index_missing", "test_video", lambda c: [*c.test(), "--test_split", "val", "--split_root", str(c.work),
+                                               "--corpus", str(c.root / "VID" / "corpus.pth")],
+     ("index file for split 'val' not found",)),
+    # ---- ground-truth boxes, checked when the index is loaded
+    ("box_three_numbers", "test_video", lambda c: [*c.test(), *c.video_index(set_box([1, 2, 3]))],
+     ("video 0 frame 1", "[1, 2, 3]", "4 numbers")),
+    ("box_text", "test_video", lambda c: [*c.test(), *c.video_index(set_box("10 10 20 20"))],
+     ("video 0 frame 1", "4 numbers")),
+    ("box_none", "test_video", lambda c: [*c.test(), *c.video_index(set_box(None, 1, 0))],
+     ("video 1 frame 0", "None")),
+    ("box_nan", "test_video", lambda c: [*c.test(), *c.video_index(set_box([1.0, float("nan"), 5.0, 9.0]))],
+     ("video 0 frame 1", "NaN")),
+    ("box_inf", "train_video", lambda c: [*c.train(), *c.video_index(set_box([1, 2, float("inf"), 9]), "train")],
+     ("video 0 frame 1", "infinite")),
+    ("box_huge", "test_video", lambda c: [*c.test(), *c.video_index(set_box([1, 2, 1e30, 9]))], ("out-of-range",)),
+    ("box_inverted", "test_video", lambda c: [*c.test(), *c.video_index(set_box([30, 30, 10, 40]))],
+     ("video 0 frame 1", "[30, 30, 10, 40]", "inverted")),
+    ("box_left_of_image", "post", lambda c: [*c.post(), *c.video_index(set_box([-30, 5, -10, 20]))],
+     ("video 0 frame 1", "left of or above")),
+    ("box_outside_image", "test_video", lambda c: [*c.test(), *c.video_index(set_box([900, 5, 950, 20]))],
+     ("video 0 frame 1", "outside the", "image")),
+    ("box_outside_image_post", "post", lambda c: [*c.post(), *c.video_index(set_box([900, 5, 950, 20]))],
+     ("video 0 frame 1", "outside the")),
+    ("box_outside_image_in_a_worker", "test_video",
+     lambda c: [*c.test(), "--workers", "1", *c.video_index(set_box([900, 5, 950, 20]))], ("video 0 frame 1",)),
+    ("image_box_negative_width", "train_image",
+     lambda c: [*c.train("synthvid"), *c.video_index(set_item_box([5, 5, -3, 10]), "train", "synthvid")],
+     ("item 0", "negative width")),
+    ("image_path_not_a_string", "train_image",
+     lambda c: [*c.train("synthvid"), *c.video_index(lambda items: items[1].__setitem__(0, 7), "train", "synthvid")],
+     ("item 1", "image path")),
+    ("frame_not_a_triple", "test_video", lambda c: [*c.test(), *c.video_index(lambda v: v[0].append(["x"]))],
+     ("video 0", "(image_path, box, phrase)")),
+    ("index_not_a_list", "test_video", lambda c: [*c.test(), *c.video_index(lambda v: v.clear())],
+     ("non-empty list",)),
+    ("empty_phrase", "test_video", lambda c: [*c.test(), *c.video_index(set_phrase("  "))],
+     ("video 0 frame 0", "phrase")),
+    ("phrase_none", "train_video", lambda c: [*c.train(), *c.video_index(set_phrase(None, 1), "train")],
+     ("video 1 frame 0", "phrase", "None")),
+    # ---- frames
+    ("frame_missing", "test_video", lambda c: [*c.test(), *c.with_frame(c.frame(copy=False))],
+     ("000001.JPEG", "is missing")),
+    ("frame_missing_post", "post", lambda c: [*c.post(), *c.with_frame(c.frame(copy=False))],
+     ("000001.JPEG", "is missing")),
+    ("frame_truncated_jpeg", "test_video", lambda c: [*c.test(), *c.with_frame(truncated(c.frame()))],
+     ("000001.JPEG", "truncated")),
+    ("frame_truncated_jpeg_in_a_worker", "test_video",
+     lambda c: [*c.test(), "--workers", "2", *c.with_frame(truncated(c.frame()))], ("000001.JPEG", "truncated")),
+    ("frame_truncated_jpeg_post", "post", lambda c: [*c.post(), *c.with_frame(truncated(c.frame()))],
+     ("000001.JPEG", "truncated")),
+    ("frame_not_an_image_post", "post", lambda c: [*c.post(), *c.with_frame(_not_an_image(c.frame()))],
+     ("000001.JPEG", "cannot be decoded")),
+    ("frame_1x1", "test_video", lambda c: [*c.test(), *c.with_frame(tiny_jpeg(c))], ("video 0 frame 1", "1x1")),
+    # ---- caches
+    ("cache_nan_score", "post", lambda c: c.post(cache_with(c, "pred_score_topk", lambda e: [float("nan")] * 5)),
+     ("pred_score_topk", "NaN")),
+    ("cache_inf_feature", "post",
+     lambda c: c.post(cache_with(c, "visu_feat", lambda e: e["visu_feat"].fill_(float("inf")))), ("visu_feat",)),
+    ("cache_missing_key", "post", lambda c: c.post(cache_with(c, "visu_feat", lambda e: None)), ("visu_feat",)),
+    ("cache_random_bytes", "post", lambda c: c.post(_random_cache_file(c)), ("is not a valid cache file",)),
+    ("cache_mixed_from_two_runs", "post", lambda c: c.post(foreign_file_cache(c)),
+     ("not the output of one run", "written outside that run")),
+    ("cache_extra_file", "post", lambda c: c.post(_extra_file_cache(c)), ("not the output of one run",)),
+    ("cache_damaged_manifest", "post", lambda c: c.post(_damaged_manifest_cache(c)), ("manifest", "damaged")),
+    ("cache_folder_missing", "post", lambda c: c.post(c.work / "nowhere"), ("cache folder", "not found")),
+    # ---- tools
+    ("build_vid_missing_root", "build_vid", lambda c: ["--vid_sentence_root", str(c.work / "no"),
+                                                       "--vid_frames_root", str(c.work)], ("tube list not found",)),
+    ("build_vid_nan_bbox", "build_vid", lambda c: vid_sentence_root(c, "[1, 2, NaN, 4]"),
+     ("track[0]", "bbox")),
+    ("build_vid_three_number_bbox", "build_vid", lambda c: vid_sentence_root(c, "[1, 2, 3]"), ("bbox",)),
+    ("build_refcoco_missing_root", "build_refcoco", lambda c: ["--refer_root", str(c.work / "no"),
+                                                               "--dataset", "unc"], ("refs pickle not found",)),
+    ("build_refcoco_not_a_list", "build_refcoco", lambda c: ["--refer_root", refer_root(c, {"a": 1}),
+                                                             "--dataset", "unc"], ("expected a list of refs",)),
+    # ---- ground.py
+    ("ground_stride_0", "ground", lambda c: [*c.ground(), "--stride", "0"], ("--stride", ">= 1")),
+    ("ground_top_k_9", "ground", lambda c: [*c.ground(), "--top_k", "9"], ("--top_k", "from 1 to 5")),
+    ("ground_batch_size_0", "ground", lambda c: [*c.ground(), "--batch_size", "0"], ("--batch_size",)),
+    ("ground_fps_negative", "ground", lambda c: [*c.ground(), "--fps", "-25"], ("--fps", "> 0")),
+    ("ground_size_100", "ground", lambda c: [*c.ground(), "--size", "100"], ("--size", "multiple of 32")),
+    ("ground_gpu_text", "ground", lambda c: [*c.ground(), "--gpu", "cuda:0"], ("--gpu",)),
+    ("ground_no_output", "ground", lambda c: c.ground(), ("nothing to write", "--out_jsonl")),
+    ("ground_phrases_file_missing", "ground", lambda c: [*c.ground(), "--phrases", "nowhere.txt"],
+     ("--phrases nowhere.txt not found",)),
+    ("ground_input_missing", "ground", lambda c: ["nowhere.mp4", *c.ground()[1:], "--out_jsonl", "o.jsonl"],
+     ("input nowhere.mp4 not found",)),
+    ("ground_out_jsonl_exists", "ground", lambda c: [*c.ground(), "--out_jsonl", str(c.file("o.jsonl"))],
+     ("--out_jsonl", "--overwrite")),
+    ("ground_out_jsonl_under_a_file", "ground", lambda c: [*c.ground(), "--out_jsonl", str(c.file("f") / "o.jsonl")],
+     ("--out_jsonl", "cannot be created")),
+    ("ground_resume_random_bytes", "ground", lambda c: [*c.ground(), "--out_jsonl", "o.jsonl", "--resume",
+                                                        str(c.file("r.pth", np.random.default_rng(2).bytes(999)))],
+     ("r.pth is not a valid checkpoint",)),
+    ("ground_sentence_without_a_known_word", "ground", lambda c: [*c.ground(), "--out_jsonl", "o.jsonl", "--phrase",
+                                                                  "zebra xylophone"], ("'zebra xylophone'",)),
+    ("ground_truncated_frame", "ground", lambda c: [c.frames(truncated), *c.ground()[1:], "--out_jsonl", "o.jsonl"],
+     ("000001.JPEG", "truncated")),
+    ("synthvid_seed_negative", "synthvid", lambda c: ["--out", "sv", "--seed", "-5"], ("--seed", "from 0")),
+    ("synthvid_workers_0", "synthvid", lambda c: ["--out", "sv", "--workers", "0"], ("--workers", ">= 1")),
+    ("synthvid_train_videos_negative", "synthvid", lambda c: ["--out", "sv", "--train_videos", "-1"],
+     ("--train_videos", ">= 0")),
+    ("detect_size_100", "detect", lambda c: ["--cfg", str(SMALL_CFG), "--weights", "w", "--image", "i.jpg",
+                                             "--size", "100"], ("--size", "multiple of 32")),
+    ("detect_top_0", "detect", lambda c: ["--cfg", str(SMALL_CFG), "--weights", "w", "--image", "i.jpg",
+                                          "--top", "0"], ("--top", ">= 1")),
+    ("detect_cfg_missing", "detect", lambda c: ["--cfg", "no.cfg", "--weights", "w", "--image", "i.jpg"],
+     ("no.cfg",)),
+    # ---- runs that complete, with their documented warnings
+    ("default_darknet_weights_absent", "train_video",
+     lambda c: [arg for arg in c.train() if arg not in ("--darknet_weights", "")], 0),
+    ("zero_width_box_at_test", "test_video", lambda c: [*c.test(), *c.video_index(set_box([20, 20, 20.7, 40]))], 1),
+    ("zero_width_box_in_training", "train_video",
+     lambda c: [*c.train(), *c.video_index(set_box([20, 20, 20.7, 40]), "train")], 1),
+    ("phrase_without_a_known_word", "test_video", lambda c: [*c.test(), *c.video_index(set_phrase("zzz qqq"))], 1),
+    ("cache_without_manifest", "post", lambda c: c.post(_no_manifest_cache(c)), 0),
+    ("ground_sentence_with_an_unknown_word", "ground",
+     lambda c: [*c.ground(), "--out_jsonl", "o.jsonl", "--phrase", "the zebra left of the square"], 1),
+]
+
+
+def _not_an_image(path: Path) -> Path:
+    path.write_bytes(b"GIF89a but not really")
+    return path
+
+
+def _random_cache_file(ctx: Ctx) -> Path:
+    cache = ctx.copied_cache()
+    (cache / MANIFEST).unlink()
+    sorted(cache.glob("*/*.pth"))[2].write_bytes(np.random.default_rng(1).bytes(3000))
+    return cache
+
+
+def _extra_file_cache(ctx: Ctx) -> Path:
+    cache = ctx.copied_cache()
+    first = sorted(cache.glob("*/*.pth"))[0]
+    shutil.copy2(first, first.with_name("000099_99.pth"))
+    return cache
+
+
+def _damaged_manifest_cache(ctx: Ctx) -> Path:
+    cache = ctx.copied_cache()
+    (cache / MANIFEST).write_text("{not json")
+    return cache
+
+
+def _no_manifest_cache(ctx: Ctx) -> Path:
+    cache = ctx.copied_cache()
+    (cache / MANIFEST).unlink()
+    return cache
+
+
+def run(script: str, argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    """The script's command line in this process: (exit code, stdout, stderr); usage errors exit via SystemExit."""
+    module = SCRIPTS[script]
+    try:
+        if script in TOOLS:
+            code = module.main(argv)
+        else:
+            code = run_main(module.main, module.get_args_parser(), argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def assets(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Randomly initialised checkpoints of both models (no training needed to fail or pass validation) and a
+    complete cache of the tiny test split written by the test script."""
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("assets")
+    vocab = len(load_corpus(tiny_root / "VID" / "corpus.pth"))
+    found = {}
+    for kind, corpus in (("video", "VID"), ("image", "synthvid")):
+        torch.manual_seed(0)
+        model = build_grounding_model(kind, len(load_corpus(tiny_root / corpus / "corpus.pth")), SMALL_CFG,
+                                      image_size=64, emb_size=EMB)
+        found[kind] = folder / f"{kind}.pth"
+        torch.save({"state_dict": model.state_dict()}, found[kind])
+    assert vocab
+    found["cache"] = folder / "cache"
+    code = run_main(test_video.main, test_video.get_args_parser(), [
+        "--data_root", str(tiny_root), "--split_root", str(tiny_root), "--size", "64", "--lstm", "--cfg",
+        str(SMALL_CFG), "--emb_size", str(EMB), "--batch_size", "2", "--workers", "0", "--no_progress", "--test",
+        "--resume", str(found["video"]), "--cache", "--cache_dir", str(found["cache"]), "--log_dir",
+        str(folder / "logs")])
+    assert code == 0
+    return found
+
+
+@pytest.fixture
+def ctx(tiny_root: Path, assets: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ctx]:
+    monkeypatch.chdir(tmp_path)
+    yield Ctx(tiny_root, tmp_path, assets["video"], assets["image"], assets["cache"])
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in logger.handlers:
+            handler.close()
+        logger.handlers.clear()
+        logger.propagate = True
+
+
+def test_the_table_has_at_least_60_cases() -> None:
+    assert len(CASES) >= 60 and len({case[0] for case in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize(("script", "argv", "expected"), [case[1:] for case in CASES], ids=[c[0] for c in CASES])
+def test_bad_input(script: str, argv: Callable[[Ctx], list[str]], expected: tuple[str, ...] | int, ctx: Ctx,
+                   capsys: pytest.CaptureFixture) -> None:
+    code, out, err = run(script, argv(ctx), capsys)
+    if isinstance(expected, int):
+        assert code == 0, err
+        warnings = [line for line in (out + err).splitlines() if line.startswith("warning:")]
+        assert len(warnings) == expected, out
+        return
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, err)
+    for fragment in expected:
+        assert fragment in lines[0], lines[0]
+    assert not (ctx.work / "pwned").exists()

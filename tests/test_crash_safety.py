@@ -1,0 +1,182 @@
+"""Crash safety: training and cache writing killed (SIGKILL) at random moments leave every output either the old
+complete version or the new complete one, and the next run leaves no temporary file behind.
+
+The killed runs are real command lines in subprocesses; the references and the follow-up runs go through the
+scripts' ``main`` in-process (the same code path minus interpreter start-up).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+import test_semantic_attention_cogrounding as test_video
+import train_semantic_attention_cogrounding as train_video
+from app.builders import LOGGERS
+from model import SMALL_CFG, build_grounding_model
+from utils.checkpoint import read_checkpoint
+from utils.cli import run_main
+from utils.postprocess import MANIFEST, check_cache_manifest, load_cache_entry
+from utils.word_utils import load_corpus
+
+REPO = Path(__file__).resolve().parents[1]
+EMB = 32
+DIST_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def flags(root: Path) -> list[str]:
+    return ["--data_root", str(root), "--split_root", str(root), "--size", "64", "--lstm", "--cfg", str(SMALL_CFG),
+            "--emb_size", str(EMB), "--batch_size", "2", "--workers", "0", "--no_progress"]
+
+
+def temporaries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob(".*.tmp"))
+
+
+def in_process(module: object, argv: list[str]) -> None:
+    code = run_main(module.main, module.get_args_parser(), argv)
+    for name in LOGGERS:
+        for handler in logging.getLogger(name).handlers:
+            handler.close()
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    assert code == 0
+
+
+def written_since(folder: Path, pattern: str, start: float) -> Callable[[], bool]:
+    """Whether a file matching ``pattern`` under ``folder`` was written after ``start``."""
+    def check() -> bool:
+        for path in folder.rglob(pattern):
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime > start:
+                    return True
+        return False
+    return check
+
+
+def killed(argv: list[str], cwd: Path, seed: int, trigger: Callable[[], bool] | None, window: float) -> None:
+    """Run ``argv`` and SIGKILL it after a random delay of up to ``window`` seconds, counted from when
+    ``trigger()`` first holds (or from the start)."""
+    env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    rng = random.Random(seed)
+    try:
+        deadline = time.monotonic() + 120
+        while trigger is not None and proc.poll() is None and time.monotonic() < deadline and not trigger():
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, window))
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+
+
+def cache_files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.glob("*/*.pth"))}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two different randomly initialised video models: the old cache comes from one, the new from the other."""
+    folder = tmp_path_factory.mktemp("crash_ckpts")
+    vocab = len(load_corpus(tiny_root / "VID" / "corpus.pth"))
+    found = {}
+    for name, seed in (("old", 0), ("new", 1)):
+        torch.manual_seed(seed)
+        model = build_grounding_model("video", vocab, SMALL_CFG, image_size=64, emb_size=EMB)
+        found[name] = folder / f"{name}.pth"
+        torch.save({"state_dict": model.state_dict()}, found[name])
+    return found
+
+
+@pytest.fixture(scope="module")
+def single_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def cache_args(root: Path, checkpoint: Path, cache: Path) -> list[str]:
+    return [*flags(root), "--test", "--resume", str(checkpoint), "--cache", "--cache_dir", str(cache), "--overwrite",
+            "--log_dir", str(cache.parent / "logs")]
+
+
+@pytest.fixture(scope="module")
+def caches(tiny_root: Path, checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory,
+           single_thread: None) -> dict[str, Path]:
+    """The complete caches of the old and the new model."""
+    folder = tmp_path_factory.mktemp("crash_caches")
+    for name in ("old", "new"):
+        in_process(test_video, cache_args(tiny_root, checkpoints[name], folder / name))
+    return {"old": folder / "old", "new": folder / "new"}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_killed_cache_writing_leaves_the_old_or_the_new_cache(seed: int, tiny_root: Path,
+                                                               checkpoints: dict[str, Path], caches: dict[str, Path],
+                                                               tmp_path: Path) -> None:
+    cache = Path(shutil.copytree(caches["old"], tmp_path / "cache", copy_function=shutil.copy2))
+    old = cache_files(cache)
+    new = {k: load_cache_entry(caches["new"] / k) for k in cache_files(caches["new"])}
+
+    # seed 0 kills at a random moment of the whole run, the others once the new run has written a cache file
+    trigger = None if seed == 0 else written_since(tmp_path, "*.pth", time.time())
+    killed([str(REPO / "test_semantic_attention_cogrounding.py"), *cache_args(tiny_root, checkpoints["new"], cache)],
+           tmp_path, seed, trigger, window=8.0 if seed == 0 else 0.05)
+
+    now = cache_files(cache)
+    if now != old:
+        assert now.keys() == new.keys()
+        assert check_cache_manifest(cache)
+        for key, entry in new.items():
+            assert all(torch.allclose(a, b) for a, b in zip(load_cache_entry(cache / key), entry))
+    assert (cache / MANIFEST).is_file()
+
+    in_process(test_video, cache_args(tiny_root, checkpoints["new"], cache))
+    assert temporaries(tmp_path) == []
+
+
+def train_args(root: Path, work: Path) -> list[str]:
+    return [*flags(root), "--savename", "run", "--darknet_weights", "", "--save_dir", str(work / "saved_models"),
+            "--log_dir", str(work / "logs")]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory, single_thread: None) -> Path:
+    """The checkpoints of a one-epoch run (the old outputs)."""
+    work = tmp_path_factory.mktemp("crash_trained")
+    in_process(train_video, [*train_args(tiny_root, work), "--nb_epoch", "1"])
+    return work / "saved_models"
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_killed_training_leaves_complete_checkpoints(seed: int, tiny_root: Path, trained: Path,
+                                                     tmp_path: Path) -> None:
+    shutil.copytree(trained, tmp_path / "saved_models")
+    latest = tmp_path / "saved_models" / "run_checkpoint.pth.tar"
+    old = latest.read_bytes()
+
+    # seed 0 kills at a random moment, seed 1 as soon as a checkpoint is being written
+    trigger = None if seed == 0 else written_since(tmp_path / "saved_models", ".run_*", time.time())
+    killed([str(REPO / "train_semantic_attention_cogrounding.py"), *train_args(tiny_root, tmp_path),
+            "--nb_epoch", "3", "--overwrite"], tmp_path, seed, trigger, window=10.0 if seed == 0 else 0.0)
+
+    for path in (tmp_path / "saved_models").glob("run_*.pth.tar"):
+        assert read_checkpoint(path)["epoch"] in (1, 2, 3)  # complete: a truncated file raises
+    assert latest.read_bytes() == old or read_checkpoint(latest)["epoch"] in (2, 3)
+
+    in_process(train_video, [*train_args(tiny_root, tmp_path), "--nb_epoch", "1", "--overwrite"])
+    assert temporaries(tmp_path) == []
