@@ -28,13 +28,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from app.argparser import image_size, int_from, positive_float, positive_int, script_parser
+from app.argparser import script_parser
 from app.builders import build_amp_dtype
 from app.checks import FILE, check_output
 from app.grounder import FrameSource, Grounder, SourceFrame, read_frames
 from app.predictions import VideoOutput, check_writable, draw_sentences, save_gif
 from dataset.names import IMAGE_DATASETS, VIDEO_DATASETS
-from utils.cli import run_main
+from utils.cli import image_size, int_from, positive_float, positive_int, run_main
 from utils.geometry import anchors_for_dataset
 from utils.io import UserInputError, atomic_file
 

@@ -63,6 +63,9 @@ def setup_runtime(args: argparse.Namespace, log_name: str) -> Runtime:
     if device_type == "cpu":
         logger.info("CUDA is not available: running on the CPU")
     seed_everything(args.seed + dist.rank)
+    # float32 means float32: cuDNN would otherwise run convolutions in TF32 on Ampere and later GPUs, which moves
+    # predictions away from the CPU's and the reference's; --amp is the fast path
+    torch.backends.cudnn.allow_tf32 = False
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False

@@ -228,7 +228,7 @@ def _grounded_frame_meta(batch: dict) -> dict[str, Any]:
     return meta
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_images(
     model: nn.Module,
     loader: Iterable[dict],
@@ -247,7 +247,7 @@ def evaluate_images(
     return records
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_video_windows(
     model: nn.Module,
     loader: Iterable[dict],
@@ -257,24 +257,31 @@ def evaluate_video_windows(
     cache_dir: Path | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """Reference method: every window (B, T, 3, S, S) from images, the backbone run for each of its frames."""
+    """Reference method: every window (B, T, 3, S, S) from images, the backbone run for each of its frames.
+
+    As the reference's test loop (batch size 1, docs/behaviour.md §7), one window goes through the model at a
+    time whatever the loader's batch size, so memory is that of one window's T frames.
+    """
     model.eval()
     records: list[dict[str, Any]] = []
     for batch in _progress(loader, progress, desc="evaluate (windows)", unit="batch"):
-        with autocast(device, amp_dtype):
-            outputs = model(batch["images"].to(device), batch["word_id"].to(device), "window")
-        outputs = _float32(outputs)
         meta = _grounded_frame_meta(batch)
-        records += score_predictions(outputs["pred_anchor"], meta, geometry)
-        if cache_dir is not None:
-            write_cache(outputs, meta, geometry, cache_dir)
+        for b in range(batch["images"].shape[0]):
+            with autocast(device, amp_dtype):
+                outputs = model(batch["images"][b : b + 1].to(device), batch["word_id"][b : b + 1].to(device),
+                                "window")
+            outputs = _float32(outputs)
+            window_meta = {k: v[b : b + 1] for k, v in meta.items()}
+            records += score_predictions(outputs["pred_anchor"], window_meta, geometry)
+            if cache_dir is not None:
+                write_cache(outputs, window_meta, geometry, cache_dir)
     return records
 
 
 @dataclass
 class _Frame:
-    """One decoded frame: its per-scale ``model.frame_features`` and the sentences grounded on it (``queries``:
-    one metadata dict each, with ``word_id`` (L,))."""
+    """One decoded frame: its per-scale ``model.frame_features`` ((h, w, 2E) for the video model) and the sentences
+    grounded on it (``queries``: one metadata dict each, with ``word_id`` (L,))."""
 
     feats: list[Tensor]
     queries: list[dict[str, Any]]
@@ -351,12 +358,12 @@ def _ground_windows(model: nn.Module, windows: list[Window], device: torch.devic
             outputs = model.ground(visual, word_id)
         else:
             frame_feats = [torch.stack([torch.stack([f.feats[s] for f in frames]) for _, frames in windows])
-                           for s in range(len(windows[0][0].feats))]  # per scale (W, T, C, h, w)
+                           for s in range(len(windows[0][0].feats))]  # per scale (W, T, h, w, C)
             outputs = model.ground_windows(frame_feats, word_id, sentences)
     return _float32(outputs), meta
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def ground_stream(
     model: nn.Module,
     batches: Iterable[dict[str, Any]],
@@ -380,7 +387,7 @@ def ground_stream(
     pending: list[Window] = []
     for batch in batches:
         with autocast(device, amp_dtype):
-            feats = model.frame_features(batch["images"].to(device))  # per scale (F, C, h, w)
+            feats = model.frame_features(batch["images"].to(device))  # per scale (F, h, w, C) (video model)
         for f, (clip, t, n, queries) in enumerate(zip(batch["clip"], batch["frame"], batch["length"],
                                                       batch["queries"])):
             pending += stream.push(clip, t, n, _Frame([x[f] for x in feats], queries))
@@ -392,7 +399,7 @@ def ground_stream(
         yield _ground_windows(model, pending, device, amp_dtype)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_video(
     model: nn.Module,
     clip_loader: Iterable[dict],

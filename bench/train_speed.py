@@ -1,7 +1,7 @@
 """Training speed: iterations/s and frames/s of the real training step (loader, model, targets, losses,
 RMSprop) for the video model (pairs) and the image model, on a generated synthvid set.
 
-    python -m bench.train_speed [--iters 10] [--cfgs full small]
+    python -m bench.train_speed [--iters 10] [--cfgs full small] [--kinds video image] [--amp]
 
 Prints a table; the first iterations (kernel selection) are not timed.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +33,9 @@ CONFIGS = {  # name: (cfg, image size, embedding size, batch size)
 WARMUP = 2
 
 
-def bench(kind: str, name: str, root: Path, iters: int, device: torch.device) -> dict:
+def bench(kind: str, name: str, root: Path, iters: int, device: torch.device,
+          amp_dtype: torch.dtype | None = None) -> dict:
+    """Iterations/s, frames/s and peak memory (MB: CUDA allocations, or the process's peak RSS on the CPU)."""
     cfg, size, emb, batch = CONFIGS[name]
     corpus = load_corpus(root / "VID" / "corpus.pth")
     if kind == "video":
@@ -44,16 +47,25 @@ def bench(kind: str, name: str, root: Path, iters: int, device: torch.device) ->
     criterion = GroundingCriterion()
     geometry = Geometry(size, DEFAULT_ANCHORS, 416)
 
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+
     def run(steps: int) -> float:
         loader = DataLoader(Subset(dataset, range(steps * batch)), batch_size=batch, shuffle=False)
         start = time.perf_counter()
-        train_one_epoch(model, criterion, loader, optimizer, device, 0, geometry, progress=False)
+        train_one_epoch(model, criterion, loader, optimizer, device, 0, geometry, scaler=scaler, amp_dtype=amp_dtype,
+                        progress=False)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         return time.perf_counter() - start
 
     run(WARMUP)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     seconds = run(iters)
+    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
     frames_per_sample = 2 if kind == "video" else 1
-    return {"model": f"{kind} ({cfg.name}, {size} px, E={emb})", "batch": batch,
+    return {"model": f"{kind} ({cfg.name}, {size} px, E={emb})", "batch": batch, "peak_mb": peak,
             "it_s": iters / seconds, "frames_s": iters * batch * frames_per_sample / seconds}
 
 
@@ -61,19 +73,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iters", type=int, default=10, help="timed iterations per configuration")
     parser.add_argument("--cfgs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--kinds", nargs="+", default=["video", "image"], choices=("video", "image"))
+    parser.add_argument("--amp", action="store_true", help="mixed precision: bf16 on the CPU, fp16 on CUDA")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    amp_dtype = (torch.float16 if device.type == "cuda" else torch.bfloat16) if args.amp else None
     print(f"device: {device}  CPUs: {os.cpu_count()}  torch threads: {torch.get_num_threads()}  "
           f"torch {torch.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "synthvid"
         generate(root, SynthConfig(train_videos=12, val_videos=1, test_videos=1, expressions_per_video=1,
                                    image_stride=1))
-        rows = [bench(kind, name, root, args.iters, device) for name in args.cfgs for kind in ("video", "image")]
-    print("\n| model | batch (samples) | iterations/s | frames/s |")
-    print("|---|---|---|---|")
+        rows = [bench(kind, name, root, args.iters, device, amp_dtype) for name in args.cfgs for kind in args.kinds]
+    precision = f"amp ({amp_dtype})" if amp_dtype else "float32"
+    print("\n| model | precision | batch (samples) | iterations/s | frames/s |")
+    print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['batch']} | {r['it_s']:.2f} | {r['frames_s']:.1f} |")
+        print(f"| {r['model']} | {precision} | {r['batch']} | {r['it_s']:.2f} | {r['frames_s']:.1f} |")
 
 
 if __name__ == "__main__":

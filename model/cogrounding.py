@@ -20,7 +20,7 @@ from torch import nn
 
 from model.darknet import DEFAULT_CFG
 from model.grounding import GroundingModel
-from model.layers import ConvBatchNormReLU, l2_normalize, split_conv1x1
+from model.layers import ConvBatchNormReLU, float32, l2_normalize, split_conv1x1
 from utils.geometry import NUM_SCALES
 from utils.windows import window_centre
 
@@ -59,35 +59,42 @@ class CoGroundingModel(GroundingModel):
         self.fcn_out = self._modules.pop("fcn_out")
 
     def frame_features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Per scale (F, 2E, h, w): ``fvisu`` (docs/behaviour.md §4.1), then its projection by the attended half of
-        ``corr_conv``."""
+        """Per scale (F, h, w, 2E), channels last: ``fvisu`` (docs/behaviour.md §4.1), then its projection by the
+        attended half of ``corr_conv``. Channels last because the co-attention reads a frame's cells as rows."""
         feats = []
         for scale, visual in enumerate(super().frame_features(images)):
-            e = visual.shape[1]
-            _, w_attended = split_conv1x1(self.corr_conv[scale][0].conv, [e, e])
-            feats.append(torch.cat([visual, F.conv2d(visual, w_attended)], dim=1))  # (F, 2E, h, w)
+            _, w_attended = split_conv1x1(self.corr_conv[scale][0].conv, [visual.shape[1]] * 2)
+            cells = visual.permute(0, 2, 3, 1)  # (F, h, w, E)
+            feats.append(torch.cat([cells, cells @ w_attended.flatten(1).t()], dim=3))  # (F, h, w, 2E)
         return feats
 
-    def co_attend(self, x: torch.Tensor, y: torch.Tensor, scale: int) -> torch.Tensor:
-        """Co-grounded maps of frames ``x`` (M, 2E, h, w), each attending to its P frames ``y`` (M, P, 2E, h, w).
+    def co_attend(self, x: torch.Tensor, partners: list[torch.Tensor], scale: int) -> torch.Tensor:
+        """Co-grounded cells of frames ``x`` (M, hw, 2E), each attending to its frames in ``partners`` (each
+        (M, P_i, hw, 2E); several parts so that a window's frames around its centre need no gathering copy).
 
-        Both are :meth:`frame_features`. Every cell of x receives the average of the cells of y weighted by
-        ``softmax_j(10 <x_i, y_j>)``; then ``corr_conv(cat(x, attended))`` + L2 norm, where the attended half of
-        the 1x1 conv was already applied to y's cells. Returns (M, P, E, h, w).
+        Both are cells of :meth:`frame_features`. Every cell of x receives the average of the cells of y weighted
+        by ``softmax_j(10 <x_i, y_j>)``; then ``corr_conv(cat(x, attended))`` + L2 norm, where the attended half
+        of the 1x1 conv was already applied to y's cells. Returns (M, P, hw, E), P = sum of the P_i.
         """
-        m, p, _, h, w = y.shape
-        e = y.shape[2] // 2
-        query = x[:, :e].flatten(2).transpose(1, 2).contiguous()[:, None].expand(m, p, h * w, e)  # (M, P, hw, E)
-        key, value = y.flatten(3).transpose(2, 3).contiguous().split(e, dim=3)  # each (M, P, hw, E)
-        attended = F.scaled_dot_product_attention(query, key, value, scale=ATTENTION_SCALE)  # (M, P, hw, E)
+        e = x.shape[2] // 2
+        query = x[..., :e]  # (M, hw, E)
         block = self.corr_conv[scale][0]
         w_x, _ = split_conv1x1(block.conv, [e, e])
-        fused = F.conv2d(x[:, :e], w_x)[:, None] + attended.transpose(2, 3).view(m, p, e, h, w)  # (M, P, E, h, w)
-        return l2_normalize(block.relu(block.bn(fused.flatten(0, 1))), dim=1).view(m, p, e, h, w)
+        centre = query @ w_x.flatten(1).t()  # (M, hw, E): the query's half of corr_conv
+        with float32(x.device):  # the softmax of 10 x cosine is sensitive to rounding: float32 under --amp too
+            query = query.float()
+            fused = torch.cat([
+                centre[:, None].float() + F.scaled_dot_product_attention(
+                    query[:, None].expand(-1, y.shape[1], -1, -1), y[..., :e].float(), y[..., e:].float(),
+                    scale=ATTENTION_SCALE)
+                for y in partners], dim=1)  # (M, P, hw, E)
+            m, p, n, _ = fused.shape
+            fused = block.relu(block.bn(fused.flatten(0, 1).transpose(1, 2).unsqueeze(3)))  # (MP, E, hw, 1)
+            return l2_normalize(fused.squeeze(3).transpose(1, 2), dim=2).unflatten(0, (m, p))  # (M, P, hw, E)
 
     def ground_windows(self, frame_feats: list[torch.Tensor], word_id: torch.Tensor,
                        sentences: torch.Tensor | None = None) -> dict:
-        """Window layout from precomputed :meth:`frame_features`, per scale (W, T, 2E, h, w), T odd, centre T // 2.
+        """Window layout from precomputed :meth:`frame_features`, per scale (W, T, h, w, 2E), T odd, centre T // 2.
 
         ``sentences`` (W,) long: how many rows of ``word_id`` (R, L) each window grounds, in order (default one
         each). The co-grounded map does not depend on the sentence, so it is computed once per window and
@@ -97,12 +104,14 @@ class CoGroundingModel(GroundingModel):
         t = frame_feats[0].shape[1]
         if t < 3 or t % 2 == 0:
             raise ValueError(f"a window needs an odd number of frames >= 3, got {t}")
-        centre = window_centre(t)
-        others = [j for j in range(t) if j != centre]
-        corr = [self.co_attend(f[:, centre], f[:, others], s).mean(1)
-                for s, f in enumerate(frame_feats)]  # per scale (W, E, h, w)
+        c = window_centre(t)
+        corr = []
+        for s, f in enumerate(frame_feats):
+            cells = f.flatten(2, 3)  # (W, T, hw, 2E)
+            attended = self.co_attend(cells[:, c], [cells[:, :c], cells[:, c + 1:]], s).mean(1)  # (W, hw, E)
+            corr.append(_cells_to_map(attended, *f.shape[2:4]))  # (W, E, h, w)
         if sentences is not None:
-            corr = [c.repeat_interleave(sentences.to(c.device), dim=0) for c in corr]  # (R, E, h, w)
+            corr = [m.repeat_interleave(sentences.to(m.device), dim=0) for m in corr]  # (R, E, h, w)
         out = self.ground(corr, word_id)
         out["corr_feat"] = corr
         return out
@@ -114,9 +123,17 @@ class CoGroundingModel(GroundingModel):
             raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         if layout == "pairs" and t != 2:
             raise ValueError(f"the 'pairs' layout needs 2 frames per sample, got {t}")
-        feats = self.frame_features(images.flatten(0, 1))  # per scale (B*T, 2E, h, w)
+        feats = self.frame_features(images.flatten(0, 1))  # per scale (B*T, h, w, 2E)
         if layout == "window":
             return self.ground_windows([f.unflatten(0, (b, t)) for f in feats], word_id)
-        partners = [f.unflatten(0, (b, 2)).flip(1).flatten(0, 1)[:, None] for f in feats]  # [b0f1, b0f0, ...]
-        corr = [self.co_attend(f, p, s)[:, 0] for s, (f, p) in enumerate(zip(feats, partners))]  # (2B, E, h, w)
+        corr = []
+        for s, f in enumerate(feats):
+            cells = f.flatten(1, 2)  # (2B, hw, 2E)
+            partners = cells.unflatten(0, (b, 2)).flip(1).flatten(0, 1)[:, None]  # [b0f1, b0f0, ...] (2B, 1, hw, 2E)
+            corr.append(_cells_to_map(self.co_attend(cells, [partners], s)[:, 0], *f.shape[1:3]))  # (2B, E, h, w)
         return self.ground(corr, word_id.repeat_interleave(2, dim=0))
+
+
+def _cells_to_map(cells: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(M, hw, C) cells -> the (M, C, h, w) map, a view (channels-last memory), no copy."""
+    return cells.transpose(1, 2).unflatten(2, (h, w))

@@ -112,6 +112,7 @@ class Darknet(nn.Module):
         self.feature_channels = [channels[t] for t in self.taps]  # channels[t] = output of layer t - 1
         self.feature_strides = [strides[t] for t in self.taps]
         self._feature_layers = _closure(self.sources, [t - 1 for t in self.taps])
+        self._release_after = _last_reads(self.sources, self._feature_layers, self.taps)
 
     def _build_block(
         self, rd: _BlockReader, channels: list[int], strides: list[int]
@@ -186,7 +187,8 @@ class Darknet(nn.Module):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The feature taps of ``x`` (B, 3, S, S), in cfg order (coarse to fine): (B, C_s, S/stride_s, S/stride_s).
 
-        Only the layers the taps depend on run (the detection heads' outputs are not used here).
+        Only the layers the taps depend on run (the detection heads' outputs are not used here), and each
+        output is dropped after its last reader, so inference holds a few maps at a time, not all of them.
         """
         outputs: list[torch.Tensor | None] = []
         features = []
@@ -194,6 +196,8 @@ class Darknet(nn.Module):
             if i in self.taps:
                 features.append(x if i == 0 else outputs[i - 1])
             outputs.append(self._layer_output(i, x, outputs) if i in self._feature_layers else None)
+            for j in self._release_after.get(i, ()):
+                outputs[j] = None
         return features
 
     def detection_parameters(self) -> list[nn.Parameter]:
@@ -271,3 +275,16 @@ def _closure(sources: list[list[int]], targets: list[int]) -> set[int]:
             needed.add(j)
             stack.extend(sources[j])
     return needed
+
+
+def _last_reads(sources: list[list[int]], layers: set[int], taps: list[int]) -> dict[int, list[int]]:
+    """``{i: layers whose outputs nobody reads after step i}`` of :meth:`Darknet.forward` (tap t reads t - 1)."""
+    last: dict[int, int] = {}
+    readers = [(i, j) for i in layers for j in sources[i]] + [(t, t - 1) for t in taps]
+    for i, j in readers:
+        if j >= 0:
+            last[j] = max(last.get(j, i), i)
+    release: dict[int, list[int]] = {}
+    for j, i in last.items():
+        release.setdefault(i, []).append(j)
+    return release

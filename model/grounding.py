@@ -14,7 +14,7 @@ from torch import nn
 
 from model.darknet import DEFAULT_CFG, Darknet
 from model.language import PhraseAttention, RNNEncoder, trim_padding
-from model.layers import ConvBatchNormReLU, coord_map, l2_normalize
+from model.layers import ConvBatchNormReLU, coord_map, float32, l2_normalize
 from utils.geometry import NUM_ANCHORS_PER_SCALE, NUM_SCALES, flatten_cell_maps
 from utils.io import UserInputError
 
@@ -101,17 +101,25 @@ class GroundingModel(nn.Module):
         return [l2_normalize(m(f), dim=1) for m, f in zip(self.mapping_visu, self.visumodel(images))]
 
     def encode_phrase(self, word_id: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``flang``, subject and location phrase vectors of ``word_id`` (B, L), each (B, E), L2-normalised."""
+        """``flang``, subject and location phrase vectors of ``word_id`` (B, L), each (B, E), L2-normalised.
+
+        Always float32: the phrase network is tiny and its vectors scale every confidence.
+        """
         word_id = trim_padding(word_id)
-        context, embedded, sentence = self.textmodel(word_id)  # (B, L, 2E), (B, L, E), (B, 2E)
-        flang = l2_normalize(self.mapping_lang(sentence), dim=1)
-        subject = l2_normalize(self.sub_attn(context, embedded, word_id), dim=1)
-        location = l2_normalize(self.loc_attn(context, embedded, word_id), dim=1)
+        with float32(word_id.device):
+            context, embedded, sentence = self.textmodel(word_id)  # (B, L, 2E), (B, L, E), (B, 2E)
+            flang = l2_normalize(self.mapping_lang(sentence), dim=1)
+            subject = l2_normalize(self.sub_attn(context, embedded, word_id), dim=1)
+            location = l2_normalize(self.loc_attn(context, embedded, word_id), dim=1)
         return flang, subject, location
 
     def location_score(self, obj: list[torch.Tensor], location: torch.Tensor) -> list[torch.Tensor]:
         """Location score over all N cells (docs/behaviour.md §4.7), min-max normalised per sample; per scale (B, h,
-        w)."""
+        w). Always float32: the min-max normalisation amplifies rounding."""
+        with float32(location.device):
+            return self._location_score([o.float() for o in obj], location.float())
+
+    def _location_score(self, obj: list[torch.Tensor], location: torch.Tensor) -> list[torch.Tensor]:
         b = location.shape[0]
         shapes = [o.shape[1:] for o in obj]
         n = sum(h * w for h, w in shapes)
@@ -148,10 +156,11 @@ class GroundingModel(nn.Module):
             emb = self.fcn_emb[s][0].forward_concat(
                 [v, flang[:, :, None, None], coord_map(1, h, w, v.device, v.dtype)]
             )  # (B, E, h, w)
-            out = self.fcn_out[s](self.fcn_emb[s][1:](emb))
-            out = out.view(b, NUM_ANCHORS_PER_SCALE, 5, h, w)  # (B, 3, 5, h, w)
+            hidden = self.fcn_out[s][:-1](self.fcn_emb[s][1:](emb))
+            with float32(v.device):  # the confidences decide the arg-max box: their last conv and product in fp32
+                out = self.fcn_out[s][-1](hidden.float()).unflatten(1, (NUM_ANCHORS_PER_SCALE, 5))  # (B, 3, 5, h, w)
+                sim.append((subject[:, :, None, None] * v.float()).sum(1))  # (B, h, w)
             raw.append(out)
-            sim.append((subject[:, :, None, None] * v).sum(1))  # (B, h, w)
             only_obj.append(out[:, :, 4].mean(1))  # (B, h, w)
         loc = self.location_score([o * s for o, s in zip(only_obj, sim)], location)
         pred_anchor = [
