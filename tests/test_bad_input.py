@@ -517,3 +517,10 @@ def test_bad_input(script: str, argv: Callable[[Ctx], list[str]], expected: tupl
     for fragment in expected:
         assert fragment in lines[0], lines[0]
     assert not (ctx.work / "pwned").exists()
+
+
+def test_a_cache_without_manifest_is_used_with_a_note(ctx: Ctx, capsys: pytest.CaptureFixture) -> None:
+    """The authors' published cache folders have no manifest: post-processing uses them and says so."""
+    code, out, _ = run("post", ctx.post(_no_manifest_cache(ctx)), capsys)
+    assert code == 0
+    assert "has no .cache_manifest.json (e.g. the authors' published cache)" in out
