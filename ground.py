@@ -28,13 +28,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from app.argparser import image_size, int_from, positive_float, positive_int, script_parser
+from app.argparser import script_parser
 from app.builders import build_amp_dtype
 from app.checks import FILE, check_output
 from app.grounder import FrameSource, Grounder, SourceFrame, read_frames
 from app.predictions import VideoOutput, check_writable, draw_sentences, save_gif
 from dataset.names import IMAGE_DATASETS, VIDEO_DATASETS
-from utils.cli import run_main
+from utils.cli import image_size, int_from, positive_float, positive_int, run_main
 from utils.geometry import anchors_for_dataset
 from utils.io import UserInputError, atomic_file
 
@@ -136,14 +136,16 @@ def main(args: argparse.Namespace) -> None:
     gif: list = []
 
     def frames() -> Iterator[SourceFrame]:
-        total = source.frame_count if source.kind == "video" else len(source.paths)
-        for frame in tqdm(source, total=total, unit="frame", disable=args.no_progress, dynamic_ncols=True):
+        for frame in source:
             if annotate:
                 pending.append(frame)
             yield frame
 
+    total = source.frame_count if source.kind == "video" else len(source.paths)
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(atomic_file(args.out_jsonl, "w")) if args.out_jsonl else None
+        bar = stack.enter_context(tqdm(total=None if total is None else -(-total // args.stride), unit="frame",
+                                       desc="grounded", disable=args.no_progress, dynamic_ncols=True))
         video: VideoOutput | None = None
 
         def flush(boxes: dict[int, list[float]], before: int | None) -> None:
@@ -164,8 +166,10 @@ def main(args: argparse.Namespace) -> None:
             if out is not None:
                 out.write(json.dumps(json_record(record, source, fps)) + "\n")
             boxes[record["sentence"]] = record["box"]
-            if annotate and record["sentence"] == len(sentences) - 1:
-                flush(boxes, record["frame"] + args.stride)
+            if record["sentence"] == len(sentences) - 1:
+                bar.update()  # frames/s of grounded frames, all sentences
+                if annotate:
+                    flush(boxes, record["frame"] + args.stride)
         flush(boxes, None)
     if args.out_gif:
         save_gif(gif, args.out_gif, fps)

@@ -20,7 +20,7 @@ import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +65,7 @@ class FrameSource:
     kind: str
     paths: list[Path]
     fps: float | None = None
-    frame_count: int | None = None
-    size: tuple[int, int] | None = field(default=None)  # (w, h) of a video
+    frame_count: int | None = None  # of a video, as its header says (a progress-bar total, not trusted)
 
     def __iter__(self) -> Iterator[SourceFrame]:
         if self.kind == "video":
@@ -109,11 +108,10 @@ def read_frames(inputs: Sequence[str | os.PathLike]) -> FrameSource:
             raise UserInputError(f"video {paths[0]} cannot be decoded by OpenCV (not a video, or a codec its FFmpeg "
                                  "backend lacks)")
         fps = capture.get(cv2.CAP_PROP_FPS)
-        size = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
     finally:
         capture.release()
-    return FrameSource("video", paths, fps if fps > 0 else None, count if count > 0 else None, size)
+    return FrameSource("video", paths, fps if fps > 0 else None, count if count > 0 else None)
 
 
 def _video_frames(path: Path) -> Iterator[SourceFrame]:

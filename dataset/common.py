@@ -124,6 +124,8 @@ def check_boxes(boxes: Sequence[Any], xywh: bool, describe: Callable[[int], str]
     warned about by the dataset: the mask of boxes with zero width or height after the reference's int cast
     (:func:`int_box`), as (N,) bool. Whether the box overlaps its image is checked when the image is read.
     """
+    if not len(boxes):
+        return np.zeros(0, dtype=bool)
     try:
         values = np.asarray(boxes, dtype=np.float64)
         shaped = values.ndim == 2 and values.shape[1] == 4

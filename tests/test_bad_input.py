@@ -27,8 +27,9 @@ import test_semantic_attention_cogrounding as test_video
 import train_semantic_attention_cogrounding as train_video
 import train_semantic_attention_visual_grounding as train_image
 from app.builders import LOGGERS
+from dataset.synthvid import cli as synthvid_cli
 from model import SMALL_CFG, build_grounding_model
-from tools import build_refcoco, build_vid_sentence
+from tools import build_refcoco, build_vid_sentence, detect
 from utils.cli import run_main
 from utils.io import safe_load
 from utils.postprocess import MANIFEST
@@ -205,7 +206,8 @@ def vid_sentence_root(ctx: Ctx, bbox: str) -> list[str]:
 # script -> its module (the tools' main takes argv itself)
 SCRIPTS: dict[str, ModuleType] = {"train_video": train_video, "train_image": train_image, "test_video": test_video,
                                   "post": post_processing, "ground": ground, "build_vid": build_vid_sentence,
-                                  "build_refcoco": build_refcoco}
+                                  "build_refcoco": build_refcoco, "synthvid": synthvid_cli, "detect": detect}
+TOOLS = ("build_vid", "build_refcoco", "synthvid", "detect")  # their main parses argv itself
 
 Case = tuple[str, str, Callable[[Ctx], list[str]], tuple[str, ...] | int]
 # (id, script, argv of the context, the fragments of the one error line, or the number of warnings of a run
@@ -392,6 +394,16 @@ CASES: list[Case] = [
                                                                   "zebra xylophone"], ("'zebra xylophone'",)),
     ("ground_truncated_frame", "ground", lambda c: [c.frames(truncated), *c.ground()[1:], "--out_jsonl", "o.jsonl"],
      ("000001.JPEG", "truncated")),
+    ("synthvid_seed_negative", "synthvid", lambda c: ["--out", "sv", "--seed", "-5"], ("--seed", "from 0")),
+    ("synthvid_workers_0", "synthvid", lambda c: ["--out", "sv", "--workers", "0"], ("--workers", ">= 1")),
+    ("synthvid_train_videos_negative", "synthvid", lambda c: ["--out", "sv", "--train_videos", "-1"],
+     ("--train_videos", ">= 0")),
+    ("detect_size_100", "detect", lambda c: ["--cfg", str(SMALL_CFG), "--weights", "w", "--image", "i.jpg",
+                                             "--size", "100"], ("--size", "multiple of 32")),
+    ("detect_top_0", "detect", lambda c: ["--cfg", str(SMALL_CFG), "--weights", "w", "--image", "i.jpg",
+                                          "--top", "0"], ("--top", ">= 1")),
+    ("detect_cfg_missing", "detect", lambda c: ["--cfg", "no.cfg", "--weights", "w", "--image", "i.jpg"],
+     ("no.cfg",)),
     # ---- runs that complete, with their documented warnings
     ("default_darknet_weights_absent", "train_video",
      lambda c: [arg for arg in c.train() if arg not in ("--darknet_weights", "")], 0),
@@ -440,7 +452,7 @@ def run(script: str, argv: list[str], capsys: pytest.CaptureFixture) -> tuple[in
     """The script's command line in this process: (exit code, stdout, stderr); usage errors exit via SystemExit."""
     module = SCRIPTS[script]
     try:
-        if script.startswith("build_"):
+        if script in TOOLS:
             code = module.main(argv)
         else:
             code = run_main(module.main, module.get_args_parser(), argv)
@@ -505,3 +517,10 @@ def test_bad_input(script: str, argv: Callable[[Ctx], list[str]], expected: tupl
     for fragment in expected:
         assert fragment in lines[0], lines[0]
     assert not (ctx.work / "pwned").exists()
+
+
+def test_a_cache_without_manifest_is_used_with_a_note(ctx: Ctx, capsys: pytest.CaptureFixture) -> None:
+    """The authors' published cache folders have no manifest: post-processing uses them and says so."""
+    code, out, _ = run("post", ctx.post(_no_manifest_cache(ctx)), capsys)
+    assert code == 0
+    assert "has no .cache_manifest.json (e.g. the authors' published cache)" in out

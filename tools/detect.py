@@ -18,9 +18,10 @@ import numpy as np
 import torch
 import torchvision
 
+from dataset.common import check_image_file
 from model.darknet import Darknet, YoloHead
 from utils.box_ops import xywh2xyxy
-from utils.cli import run_main
+from utils.cli import ArgumentParser, image_size, positive_int, run_main
 from utils.io import UserInputError
 from utils.letterbox import letterbox as letterbox_image
 from utils.letterbox import unletterbox_boxes
@@ -102,28 +103,27 @@ def _read_names(path: Path | None) -> list[str] | None:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tools.detect",
-                                     description="Run a Darknet cfg + .weights as a plain YOLO detector.")
+    parser = ArgumentParser(prog="python -m tools.detect",
+                            description="Run a Darknet cfg + .weights as a plain YOLO detector.")
     parser.add_argument("--cfg", required=True, type=Path, help="Darknet cfg file")
     parser.add_argument("--weights", required=True, type=Path, help="Darknet .weights file")
     parser.add_argument("--image", required=True, type=Path, help="image file")
-    parser.add_argument("--size", type=int, default=416, help="network input size (multiple of 32)")
+    parser.add_argument("--size", type=image_size, default=416, help="network input size (multiple of 32)")
     parser.add_argument("--names", type=Path, help="class names, one per line (default: class indices)")
     parser.add_argument("--letterbox", action="store_true", help="letterbox like the grounding preprocessing")
-    parser.add_argument("--top", type=int, default=5, help="number of detections to print")
+    parser.add_argument("--top", type=positive_int, default=5, help="number of detections to print")
     return parser
 
 
 def run_detector(args: argparse.Namespace) -> None:
     """Print the top detections of ``--image``, best first: class, score, box x1 y1 x2 y2 in pixels."""
-    if args.size <= 0 or args.size % 32:
-        raise UserInputError(f"--size must be a positive multiple of 32, got {args.size}")
     names = _read_names(args.names)
     model = Darknet(args.cfg).eval()
     model.load_darknet_weights(args.weights)
-    image = cv2.imread(str(args.image), cv2.IMREAD_COLOR) if args.image.is_file() else None
+    check_image_file(args.image)
+    image = cv2.imread(str(args.image), cv2.IMREAD_COLOR)
     if image is None:
-        raise UserInputError(f"image not found or not readable: {args.image}")
+        raise UserInputError(f"image {args.image} cannot be decoded (corrupt or not an image)")
     for det in detect(model, image, args.size, args.letterbox, args.top):
         name = names[det.label] if names and det.label < len(names) else str(det.label)
         print(f"{name} {det.score:.4f} " + " ".join(f"{v:.1f}" for v in det.box))

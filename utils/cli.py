@@ -1,18 +1,63 @@
-"""Running an entry script: clean errors and exit codes instead of tracebacks for bad input."""
+"""Running an entry script: clean errors and exit codes instead of tracebacks for bad input, from the parser
+(one-line usage errors, ``type=`` checks of numeric flags) to ``main``."""
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from collections.abc import Callable
 from typing import NoReturn
 
 from utils.distributed import cleanup
+from utils.geometry import STRIDES
 from utils.io import UserInputError
 
 # a worker's exception reaches the main process as "Caught X in DataLoader worker process N.\nOriginal
 # Traceback ...\n<module>.UserInputError: <message>"; the message is the last line
 _WORKER_ERROR = re.compile(r"^(?:[\w.]+\.)?UserInputError: (.*)$")
+
+
+SIZE_STRIDE = STRIDES[0]  # the coarsest stride: letterboxed sizes are multiples of it
+MAX_SEED = 2**32 - 2  # numpy is seeded with seed + 1 (< 2**32)
+
+
+def _number(kind: Callable[[str], int | float], low: float, low_ok: bool, what: str,
+            multiple: int | None = None, high: float = math.inf) -> Callable[[str], int | float]:
+    """An argparse ``type=``: ``kind(text)`` within ``[low or (low, high]``, finite, optionally a multiple."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        in_range = (value >= low if low_ok else value > low) and value <= high
+        if not (math.isfinite(value) and in_range and (multiple is None or value % multiple == 0)):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+positive_int = _number(int, 0, False, "an integer >= 1")
+non_negative_int = _number(int, 0, True, "an integer >= 0")
+positive_float = _number(float, 0, False, "a finite number > 0")
+non_negative_float = _number(float, 0, True, "a finite number >= 0")
+image_size = _number(int, 0, False, f"a positive multiple of {SIZE_STRIDE}", multiple=SIZE_STRIDE)
+seed = _number(int, 0, True, f"an integer from 0 to {MAX_SEED}", high=MAX_SEED)
+
+
+def int_from(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type=`` for an integer from ``low`` to ``high``."""
+    return _number(int, low, True, f"an integer from {low} to {high}", high=high)
+
+
+def gpu_ids(text: str) -> str:
+    """``--gpu``: comma-separated device ids, e.g. ``0`` or ``0,1``."""
+    if not re.fullmatch(r"\d+(,\d+)*", text.strip()):
+        raise argparse.ArgumentTypeError(f"expected device ids like '0' or '0,1', got {text!r}")
+    return text.strip()
 
 
 class ArgumentParser(argparse.ArgumentParser):

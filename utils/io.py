@@ -42,6 +42,9 @@ def _temp_prefix(name: str) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (signal 0 probes it on POSIX; elsewhere assume it does: keep its files)."""
+    if os.name != "posix":
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -114,8 +117,9 @@ def publish_folder(staged: Path, path: str | os.PathLike) -> Path:
     """Replace the folder ``path`` (if any) by the complete folder ``staged`` (from :func:`staging_folder`).
 
     An existing ``path`` is swapped out in one atomic exchange where the system has one (Linux
-    ``renameat2(RENAME_EXCHANGE)``), else renamed aside first; the old folder is deleted only after the new one
-    is in place. A crash in between leaves a stale ``.tmp`` folder that the next write removes.
+    ``renameat2(RENAME_EXCHANGE)``); the old folder, now under the staging name, is deleted after that, and a
+    crash in between leaves it as a stale ``.tmp`` folder that the next write removes. Without the exchange the
+    old folder is renamed aside first: a crash between those two renames leaves no folder at ``path``.
     """
     path = Path(path)
     if not path.exists():

@@ -7,7 +7,7 @@ import os
 import dataset.synthvid
 from dataset.synthvid.config import SynthConfig
 from dataset.synthvid.writer import generate
-from utils.cli import run_main
+from utils.cli import ArgumentParser, positive_int, run_main, seed
 from utils.io import UserInputError
 
 
@@ -18,16 +18,16 @@ def run(args: argparse.Namespace) -> None:
     config = SynthConfig(args.seed, args.train_videos, args.val_videos, args.test_videos, args.frames[0],
                          args.frames[-1], args.expressions, args.image_stride, tuple(args.type_mix),
                          args.jpeg_quality, tuple(args.eval_frames) if args.eval_frames else None)
-    written = generate(args.out, config, force=args.force, workers=max(1, args.workers))
+    written = generate(args.out, config, force=args.force, workers=args.workers)
     print(f"synthvid: {'wrote' if written else 'already complete, nothing to do:'} {args.out}")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dataset.synthvid",
-                                     description=dataset.synthvid.__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m dataset.synthvid",
+                            description=dataset.synthvid.__doc__.split("\n")[0])
     defaults = SynthConfig()
     parser.add_argument("--out", default="data/synthvid", help="output root R (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--seed", type=seed, default=defaults.seed)
     parser.add_argument("--train_videos", type=int, default=defaults.train_videos)
     parser.add_argument("--val_videos", type=int, default=defaults.val_videos)
     parser.add_argument("--test_videos", type=int, default=defaults.test_videos)
@@ -43,7 +43,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--type_mix", type=float, nargs=3, default=list(defaults.type_mix),
                         metavar=("ATTRIBUTE", "LOCATION", "MOTION"))
     parser.add_argument("--jpeg_quality", type=int, default=defaults.jpeg_quality)
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+    parser.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1),
                         help="processes (the output does not depend on it)")
     parser.add_argument("--force", action="store_true",
                         help="write over a non-empty --out that is not this very set (other files are kept)")
