@@ -1,12 +1,14 @@
 """Code only the tests need: writers of reference-format files and the reference's dense target maps."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from app.builders import LOGGERS
 from model.darknet import Darknet
 from model.losses import Targets
 from utils.geometry import NUM_ANCHORS_PER_SCALE, grid_sizes
@@ -46,3 +48,13 @@ def dense_targets(targets: Targets, image_size: int) -> tuple[list[Tensor], list
         for m, g in zip(per_cell.split(scale_cells, 1), grids)
     ]
     return gt_param, gt_center_param
+
+
+def reset_script_loggers() -> None:
+    """Close and remove the handlers an in-process script run installed (they hold the test's captured stdout)."""
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in logger.handlers:
+            handler.close()
+        logger.handlers.clear()
+        logger.propagate = True

@@ -7,7 +7,6 @@ start-up); most cases stop at parse or validation time, before any model is buil
 """
 from __future__ import annotations
 
-import logging
 import os
 import pickle
 import shutil
@@ -26,9 +25,9 @@ import post_processing
 import test_semantic_attention_cogrounding as test_video
 import train_semantic_attention_cogrounding as train_video
 import train_semantic_attention_visual_grounding as train_image
-from app.builders import LOGGERS
 from dataset.synthvid import cli as synthvid_cli
 from model import SMALL_CFG, build_grounding_model
+from tests.helpers import reset_script_loggers
 from tools import build_refcoco, build_vid_sentence, detect
 from utils.cli import run_main
 from utils.io import safe_load
@@ -491,12 +490,7 @@ def assets(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[st
 def ctx(tiny_root: Path, assets: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ctx]:
     monkeypatch.chdir(tmp_path)
     yield Ctx(tiny_root, tmp_path, assets["video"], assets["image"], assets["cache"])
-    for name in LOGGERS:
-        logger = logging.getLogger(name)
-        for handler in logger.handlers:
-            handler.close()
-        logger.handlers.clear()
-        logger.propagate = True
+    reset_script_loggers()
 
 
 def test_the_table_has_at_least_60_cases() -> None:

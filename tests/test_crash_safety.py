@@ -7,7 +7,6 @@ scripts' ``main`` in-process (the same code path minus interpreter start-up).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import random
 import shutil
@@ -15,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,8 +22,8 @@ import torch
 
 import test_semantic_attention_cogrounding as test_video
 import train_semantic_attention_cogrounding as train_video
-from app.builders import LOGGERS
 from model import SMALL_CFG, build_grounding_model
+from tests.helpers import reset_script_loggers
 from utils.checkpoint import read_checkpoint
 from utils.cli import run_main
 from utils.postprocess import MANIFEST, check_cache_manifest, load_cache_entry
@@ -46,11 +45,7 @@ def temporaries(folder: Path) -> list[str]:
 
 def in_process(module: object, argv: list[str]) -> None:
     code = run_main(module.main, module.get_args_parser(), argv)
-    for name in LOGGERS:
-        for handler in logging.getLogger(name).handlers:
-            handler.close()
-        logging.getLogger(name).handlers.clear()
-        logging.getLogger(name).propagate = True
+    reset_script_loggers()
     assert code == 0
 
 
@@ -101,14 +96,6 @@ def checkpoints(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     return found
 
 
-@pytest.fixture(scope="module")
-def single_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def cache_args(root: Path, checkpoint: Path, cache: Path) -> list[str]:
     return [*flags(root), "--test", "--resume", str(checkpoint), "--cache", "--cache_dir", str(cache), "--overwrite",
             "--log_dir", str(cache.parent / "logs")]
@@ -116,7 +103,7 @@ def cache_args(root: Path, checkpoint: Path, cache: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def caches(tiny_root: Path, checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory,
-           single_thread: None) -> dict[str, Path]:
+           one_thread: None) -> dict[str, Path]:
     """The complete caches of the old and the new model."""
     folder = tmp_path_factory.mktemp("crash_caches")
     for name in ("old", "new"):
@@ -155,7 +142,7 @@ def train_args(root: Path, work: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory, single_thread: None) -> Path:
+def trained(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory, one_thread: None) -> Path:
     """The checkpoints of a one-epoch run (the old outputs)."""
     work = tmp_path_factory.mktemp("crash_trained")
     in_process(train_video, [*train_args(tiny_root, work), "--nb_epoch", "1"])

@@ -6,7 +6,6 @@ The fidelity tests run the evaluation scripts in-process on the tiny synthetic s
 from __future__ import annotations
 
 import argparse
-import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +19,11 @@ import ground
 import post_processing
 import test_semantic_attention_cogrounding as test_video
 import train_semantic_attention_visual_grounding as image_script
-from app.builders import LOGGERS, inference_config
+from app.builders import inference_config
 from app.grounder import Grounder, natural_key, read_frames
 from app.predictions import read_predictions
 from model import SMALL_CFG, build_grounding_model
+from tests.helpers import reset_script_loggers
 from utils.checkpoint import INFERENCE_KEY, read_checkpoint, save_training_checkpoint
 from utils.cli import run_main
 from utils.io import safe_load
@@ -38,12 +38,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def close_logs() -> Iterator[None]:
     """The in-process scripts' log handlers closed and removed after each test (they hold its captured stdout)."""
     yield
-    for name in LOGGERS:
-        logger = logging.getLogger(name)
-        for handler in logger.handlers:
-            handler.close()
-        logger.handlers.clear()
-        logger.propagate = True
+    reset_script_loggers()
 
 
 def write_checkpoint(path: Path, kind: str, root: Path, dataset: str) -> Path:
