@@ -52,5 +52,5 @@ def progress_bar(iterable: Iterable | None = None, *, enabled: bool = True, leav
         return tqdm(iterable, disable=True, **kwargs)
     if is_terminal(stream):
         return tqdm(iterable, file=stream, leave=leave, dynamic_ncols=True, **kwargs)
-    return LogLines(iterable, file=stream, leave=False, ncols=0, smoothing=0, mininterval=interval, maxinterval=interval,
-                    **kwargs)
+    return LogLines(iterable, file=stream, leave=False, ncols=0, smoothing=0, mininterval=interval,
+                    maxinterval=interval, **kwargs)
