@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 import av
+import cv2
 import numpy as np
 
 from utils.io import UserInputError, atomic_file
@@ -115,7 +116,11 @@ class VideoWriter(contextlib.AbstractContextManager):
         elif (w, h) != self.size:
             raise UserInputError(f"video {self.path}: frame of {w}x{h} pixels in a video of "
                                  f"{self.size[0]}x{self.size[1]} (the frames of a folder must have one size)")
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(pad_to_even(img)), format="bgr24")
+        img = pad_to_even(img)
+        if self.pix_fmt == "yuv420p":  # OpenCV's BT.601 conversion rounds exactly; swscale's default is ~3 levels dark
+            frame = av.VideoFrame.from_ndarray(cv2.cvtColor(img, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
+        else:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")
         self._container.mux(self._stream.encode(frame))
         self.frames += 1
 
