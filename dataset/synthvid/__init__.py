@@ -63,11 +63,11 @@ CLI: ``python -m dataset.synthvid --out DIR --seed S [--train_videos N] [--frame
 [--force]``.
 
 Modules: ``expressions`` (grammar, parser, meaning over tracks, the check), ``queries`` (choosing an expression
-of each kind), ``scene`` (objects, trajectories, visibility, rendering), ``clips`` (one clip, sampled until its
-expressions exist), ``hard`` (hard-frame degradations), ``writer`` (the set on disk, idempotent), ``config`` (parameters), ``cli``.
+of each kind), ``scene`` (objects, trajectories, visibility, rendering), ``hard`` (hard-frame degradations),
+``clips`` (one clip, sampled until its expressions exist), ``writer`` (the set on disk, idempotent), ``config``
+(parameters), ``cli``.
 """
 from dataset.synthvid.config import SPLITS, SynthConfig
-from dataset.synthvid.hard import DEGRADATIONS, HardFrames
 from dataset.synthvid.expressions import (
     KINDS,
     VISIBLE_MIN,
@@ -78,8 +78,9 @@ from dataset.synthvid.expressions import (
     parse_phrase,
     render_phrase,
 )
+from dataset.synthvid.hard import DEGRADATIONS, HardFrames
 from dataset.synthvid.writer import MANIFEST, build_synthvid_corpus, degradations_path, generate, load_clips
 
-__all__ = ["DEGRADATIONS", "KINDS", "MANIFEST", "HardFrames", "SPLITS", "VISIBLE_MIN", "ClipObjects", "Query", "SynthConfig",
-           "build_synthvid_corpus", "check_expression", "degradations_path", "expression_types", "generate", "load_clips",
-           "parse_phrase", "render_phrase"]
+__all__ = ["DEGRADATIONS", "KINDS", "MANIFEST", "SPLITS", "VISIBLE_MIN", "ClipObjects", "HardFrames", "Query",
+           "SynthConfig", "build_synthvid_corpus", "check_expression", "degradations_path", "expression_types",
+           "generate", "load_clips", "parse_phrase", "render_phrase"]
