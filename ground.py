@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from app.annotate import ground_and_draw, json_record
 from app.argparser import script_parser
@@ -38,6 +37,7 @@ from dataset.names import IMAGE_DATASETS, VIDEO_DATASETS
 from utils.cli import image_size, int_from, positive_float, positive_int, run_main
 from utils.geometry import anchors_for_dataset
 from utils.io import UserInputError, atomic_file
+from utils.progress import progress_bar
 from utils.video import VIDEO_SUFFIXES, VideoWriter, output_path
 
 DEFAULT_FPS = 25.0  # of the annotated video of a folder of frames
@@ -141,8 +141,8 @@ def main(args: argparse.Namespace) -> None:
     total = source.frame_count if source.kind == "video" else len(source.paths)
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(atomic_file(args.out_jsonl, "w")) if args.out_jsonl else None
-        bar = stack.enter_context(tqdm(total=None if total is None else -(-total // args.stride), unit="frame",
-                                       desc="grounded", disable=args.no_progress, dynamic_ncols=True))
+        bar = stack.enter_context(progress_bar(total=None if total is None else -(-total // args.stride),
+                                               unit="frame", desc="grounded", enabled=not args.no_progress))
         video = stack.enter_context(VideoWriter(args.out_video, fps)) if args.out_video else None
 
         def on_frame(img: np.ndarray) -> None:
