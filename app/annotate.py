@@ -7,12 +7,15 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from app.grounder import FrameSource, Grounder, SourceFrame
 from app.predictions import draw_sentences
+from dataset.common import load_index
+from dataset.vid_loader import video_index_path
 
 
 def ground_and_draw(grounder: Grounder, frames: Iterable[SourceFrame], sentences: list[str],
@@ -60,3 +63,12 @@ def json_record(record: dict[str, Any], source: FrameSource, fps: float) -> dict
     if "candidate" in record:
         out["candidate"] = record["candidate"]
     return out
+
+
+def test_clips(data: Path) -> list[tuple[list[Path], list[str]]]:
+    """The test clips of a VID-format set (the demo's synthetic one) in index order: each clip's frame paths and
+    the sentences of its entries (an index entry is one sentence on one clip)."""
+    clips: dict[tuple[str, ...], list[str]] = {}
+    for video in load_index(video_index_path(data, "VID", "test"), "test"):
+        clips.setdefault(tuple(path for path, _, _ in video), []).append(video[0][2])
+    return [([data / path for path in frames], sentences) for frames, sentences in clips.items()]
