@@ -32,7 +32,7 @@ from PIL import Image
 from app.annotate import test_clips
 from app.predictions import draw_record, read_predictions
 from dataset.common import load_index
-from dataset.synthvid import SynthConfig, generate
+from dataset.synthvid import HardFrames, SynthConfig, generate
 from dataset.vid_loader import video_index_path
 from utils.box_ops import box_iou
 from utils.io import UserInputError, atomic_write_text
@@ -40,12 +40,15 @@ from utils.video import write_video
 
 ROOT = Path(__file__).resolve().parent
 TYPES = ("attribute", "location", "motion")
+# about a quarter of the frames in every split are hard (the paper's motion blur, occlusion, defocus, low light),
+# each event 1-3 frames with a clean neighbour: what co-grounding is meant to fix
+HARD_FRAMES = HardFrames(motion_blur=0.1, occlusion=0.06, defocus=0.06, low_light=0.06)
 # many short training clips (scene variety matters more than clip length), longer test clips; every frame in
 # the image-level export so that SL-Att is evaluated on exactly the frames CG-SL-Att is
 DATA = SynthConfig(seed=0, train_videos=800, val_videos=16, test_videos=60, min_frames=6, max_frames=8,
-                   expressions_per_video=3, image_stride=1, eval_frames=(12, 16))
+                   expressions_per_video=3, image_stride=1, eval_frames=(12, 16), hard_frames=HARD_FRAMES)
 QUICK_DATA = SynthConfig(seed=0, train_videos=12, val_videos=2, test_videos=3, min_frames=4, max_frames=5,
-                         expressions_per_video=2, image_stride=1, eval_frames=(6, 8))
+                         expressions_per_video=2, image_stride=1, eval_frames=(6, 8), hard_frames=HARD_FRAMES)
 MODEL = ["--lstm", "--cfg", str(ROOT / "model" / "yolov3_small.cfg"), "--size", "128", "--emb_size", "64",
          "--anchor_imsize", "256"]
 # from scratch, so AdamW at one learning rate for all parts, per-iteration poly decay after a short warm-up; the
