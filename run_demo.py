@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from app.annotate import test_clips
 from app.predictions import draw_record, read_predictions
 from dataset.common import load_index
 from dataset.synthvid import HardFrames, SynthConfig, generate
@@ -128,11 +129,8 @@ def save_gif(records_by_method: dict[str, list[dict[str, Any]]], data: Path, pat
 def render_test_clip(data: Path, path: Path, fps: float = 10.0) -> tuple[Path, list[str]]:
     """The first test clip of the synthetic set as an H.264 MP4 (as a user would bring one), and two of its
     sentences."""
-    videos = load_index(video_index_path(data, "VID", "test"), "test")
-    frames = [path for path, _, _ in videos[0]]
-    phrases = [video[0][2] for video in videos if [p for p, _, _ in video] == frames][:2]
-    path = write_video(path, [cv2.imread(str(data / frame), cv2.IMREAD_COLOR) for frame in frames], fps)
-    return path, phrases
+    frames, sentences = test_clips(data)[0]
+    return write_video(path, [cv2.imread(str(frame), cv2.IMREAD_COLOR) for frame in frames], fps), sentences[:2]
 
 
 def main() -> None:
@@ -211,6 +209,8 @@ def main() -> None:
     print("\n" + text)
     print(f"\nresults: {out / 'results.md'}   animation: {out / 'demo.gif'}   predictions: {out}/*.jsonl   "
           f"grounded MP4: {out / 'grounded.mp4'} ({out / 'grounded.jsonl'})")
+    print("\nsee it in a browser (pip install -r requirements-web.txt first):\n"
+          f"  {shlex.join(['python', 'web_demo.py', '--resume', str(cgslatt), '--examples', str(data)])}")
 
 
 if __name__ == "__main__":
