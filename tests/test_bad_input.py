@@ -397,6 +397,7 @@ CASES: list[Case] = [
     ("synthvid_workers_0", "synthvid", lambda c: ["--out", "sv", "--workers", "0"], ("--workers", ">= 1")),
     ("synthvid_train_videos_negative", "synthvid", lambda c: ["--out", "sv", "--train_videos", "-1"],
      ("--train_videos", ">= 0")),
+    ("synthvid_occlusion_rate_2", "synthvid", lambda c: ["--out", "sv", "--occlusion", "2"], ("--occlusion", "0..1")),
     ("detect_size_100", "detect", lambda c: ["--cfg", str(SMALL_CFG), "--weights", "w", "--image", "i.jpg",
                                              "--size", "100"], ("--size", "multiple of 32")),
     ("detect_top_0", "detect", lambda c: ["--cfg", str(SMALL_CFG), "--weights", "w", "--image", "i.jpg",
