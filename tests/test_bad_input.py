@@ -1,7 +1,7 @@
 """Bad input, as a new user gives it, across the four scripts, post_processing.py and the tools.
 
 Each case either exits 2 with one line on stderr, ``error: ...``, naming the file, flag or key and what was
-expected, or completes (exit 0) with its documented number of ``warning:`` lines (README "Bad input").
+expected, or completes (exit 0) with its documented number of ``warning:`` lines (docs/behaviour.md §10).
 The scripts' ``main`` runs in-process through ``run_main`` (the command line's code path minus interpreter
 start-up); most cases stop at parse or validation time, before any model is built.
 """
@@ -397,6 +397,7 @@ CASES: list[Case] = [
     ("synthvid_workers_0", "synthvid", lambda c: ["--out", "sv", "--workers", "0"], ("--workers", ">= 1")),
     ("synthvid_train_videos_negative", "synthvid", lambda c: ["--out", "sv", "--train_videos", "-1"],
      ("--train_videos", ">= 0")),
+    ("synthvid_occlusion_rate_2", "synthvid", lambda c: ["--out", "sv", "--occlusion", "2"], ("--occlusion", "0..1")),
     ("detect_size_100", "detect", lambda c: ["--cfg", str(SMALL_CFG), "--weights", "w", "--image", "i.jpg",
                                              "--size", "100"], ("--size", "multiple of 32")),
     ("detect_top_0", "detect", lambda c: ["--cfg", str(SMALL_CFG), "--weights", "w", "--image", "i.jpg",
