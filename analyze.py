@@ -6,7 +6,7 @@
 The report (docs/analysis.md): accuracy at IoU 0.3/0.5/0.7 and mean IoU; accuracy by expression type, object size
 and degradation; temporal stability; per-video IoU timelines; the worst frames drawn; and every run against the
 first, paired by frame and phrase, with bootstrap intervals over videos. Images go to ``<report stem>_files/``.
-Plots need matplotlib (``pip install -r requirements-analysis.txt``); without it the report has no plots.
+Plots need matplotlib (optional, in requirements-dev.txt); without it the report has no plots.
 """
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def main(args: argparse.Namespace) -> None:
     plots = importlib.util.find_spec("matplotlib") is not None
     if not plots:
         print("analyze: matplotlib is not installed, so the report has no plots "
-              "(pip install -r requirements-analysis.txt)", file=sys.stderr)
+              "(pip install matplotlib; it is in requirements-dev.txt)", file=sys.stderr)
     write_report(runs, info, dict(zip(names, args.predictions)), out, args.gallery, args.timelines, plots,
                  args.seed)
     print(f"report: {out}")

@@ -442,7 +442,7 @@ def report_sections(runs: dict[str, Sequence[Frame]], info: IndexInfo, sources: 
     """The report's sections; gallery images and timeline plots are written into ``folder``, which the report
     links as ``link``."""
     sections: list[tuple[str, list[Block]]] = [
-        ("Runs", [Table(["run", "predictions file"], [[n, sources[n]] for n in runs]),
+        ("Runs", ["; ".join(f"**{n}**: {sources[n]}" for n in runs) + ".",
                   f"Index: {info.path}. A frame is a hit when its IoU with the ground truth is above the threshold; "
                   "accuracy without a threshold named is at IoU 0.5. Temporal stability: fraction of consecutive "
                   f"frames of a video entry whose predicted boxes overlap with IoU > {STABLE_IOU}."]),
@@ -468,7 +468,7 @@ def report_sections(runs: dict[str, Sequence[Frame]], info: IndexInfo, sources: 
         chosen = timelines(runs, timeline_count)
         if not plots:
             sections.append(("IoU timelines", ["No plots: matplotlib is not installed "
-                                               "(pip install -r requirements-analysis.txt)."]))
+                                               "(pip install matplotlib; it is in requirements-dev.txt)."]))
         elif chosen:
             plot_timelines(chosen, folder / "timelines.png", lambda e: f"entry {e}: {_entry_label(runs, e)}")
             sections.append(("IoU timelines", [
