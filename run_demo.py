@@ -28,21 +28,23 @@ import numpy as np
 from PIL import Image
 
 from app.analysis import Frame, demo_table, load_index_info, markdown_table, read_run, study_comparison, summary
+from app.annotate import test_clips
 from app.predictions import draw_record
-from dataset.common import load_index
-from dataset.synthvid import SynthConfig, generate
-from dataset.vid_loader import video_index_path
+from dataset.synthvid import HardFrames, SynthConfig, generate
 from utils.io import UserInputError, atomic_write_text
 from utils.video import write_video
 
 ROOT = Path(__file__).resolve().parent
 TYPES = ("attribute", "location", "motion")
+# about a quarter of the frames in every split are hard (the paper's motion blur, occlusion, defocus, low light),
+# each event 1-3 frames with a clean neighbour: what co-grounding is meant to fix
+HARD_FRAMES = HardFrames(motion_blur=0.1, occlusion=0.06, defocus=0.06, low_light=0.06)
 # many short training clips (scene variety matters more than clip length), longer test clips; every frame in
 # the image-level export so that SL-Att is evaluated on exactly the frames CG-SL-Att is
 DATA = SynthConfig(seed=0, train_videos=800, val_videos=16, test_videos=60, min_frames=6, max_frames=8,
-                   expressions_per_video=3, image_stride=1, eval_frames=(12, 16))
+                   expressions_per_video=3, image_stride=1, eval_frames=(12, 16), hard_frames=HARD_FRAMES)
 QUICK_DATA = SynthConfig(seed=0, train_videos=12, val_videos=2, test_videos=3, min_frames=4, max_frames=5,
-                         expressions_per_video=2, image_stride=1, eval_frames=(6, 8))
+                         expressions_per_video=2, image_stride=1, eval_frames=(6, 8), hard_frames=HARD_FRAMES)
 MODEL = ["--lstm", "--cfg", str(ROOT / "model" / "yolov3_small.cfg"), "--size", "128", "--emb_size", "64",
          "--anchor_imsize", "256"]
 # from scratch, so AdamW at one learning rate for all parts, per-iteration poly decay after a short warm-up; the
@@ -88,11 +90,8 @@ def save_gif(runs: dict[str, list[Frame]], data: Path, path: Path, videos: int =
 def render_test_clip(data: Path, path: Path, fps: float = 10.0) -> tuple[Path, list[str]]:
     """The first test clip of the synthetic set as an H.264 MP4 (as a user would bring one), and two of its
     sentences."""
-    videos = load_index(video_index_path(data, "VID", "test"), "test")
-    frames = [path for path, _, _ in videos[0]]
-    phrases = [video[0][2] for video in videos if [p for p, _, _ in video] == frames][:2]
-    path = write_video(path, [cv2.imread(str(data / frame), cv2.IMREAD_COLOR) for frame in frames], fps)
-    return path, phrases
+    frames, sentences = test_clips(data)[0]
+    return write_video(path, [cv2.imread(str(frame), cv2.IMREAD_COLOR) for frame in frames], fps), sentences[:2]
 
 
 def train_and_evaluate(data: Path, out: Path, seed: int, image_epochs: int, video_epochs: int,
@@ -189,6 +188,8 @@ def main() -> None:
         save_gif(runs, data, out / "demo.gif")
         print(f"\nresults: {out / 'results.md'}   animation: {out / 'demo.gif'}   predictions: {out}/*.jsonl   "
               f"grounded MP4: {out / 'grounded.mp4'} ({out / 'grounded.jsonl'})")
+        print("\nsee it in a browser (pip install -r requirements-web.txt first):\n"
+              f"  {shlex.join(['python', 'web_demo.py', '--resume', str(cgslatt), '--examples', str(data)])}")
 
 if __name__ == "__main__":
     main()

@@ -31,7 +31,8 @@ from utils.io import UserInputError
 from utils.word_utils import Corpus, load_corpus
 
 SGD_MOMENTUM = 0.99  # the reference's value
-LOGGERS = ("cgslatt", "dataset", "utils")  # the scripts' logger, then the libraries' (logging.getLogger(__name__))
+# the scripts' logger, then the libraries' (logging.getLogger(__name__))
+LOGGERS = ("cgslatt", "app", "dataset", "utils")
 
 
 @dataclass

@@ -5,10 +5,10 @@
         print(record["frame"], record["box"])
 
 Frames are decoded once, in order, and never held beyond the windows that still need them: the streaming core
-of the test script's evaluation (:func:`app.engine.ground_stream`) computes each frame's backbone once for all
+of the test script's evaluation (:func:`app.stream.ground_stream`) computes each frame's backbone once for all
 sentences and co-grounds 5-frame windows clipped at both ends of the video exactly as the test script does.
 ``post_process=True`` re-scores each frame's top-5 candidates over its window in memory with the same code as
-``post_processing.py`` (:class:`utils.postprocess.VideoRescorer`).
+``post_processing.py`` (:class:`app.cache.VideoRescorer`).
 
 Checkpoints written by our training scripts carry what grounding needs under ``inference``
 (:func:`app.builders.inference_config`); the authors' released ones take the reference defaults (full cfg, 256
@@ -29,14 +29,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.engine import CACHE_TOPK, ground_stream, topk_candidates
+from app.cache import CACHE_TOPK, CacheEntry, VideoRescorer, topk_candidates
+from app.stream import ground_stream
 from dataset.common import check_image_file
 from model import DEFAULT_CFG, build_grounding_model
 from utils.checkpoint import INFERENCE_KEY, load_model_state, model_kind, read_checkpoint
 from utils.geometry import DEFAULT_ANCHORS, Geometry
 from utils.io import UserInputError
 from utils.letterbox import letterbox
-from utils.postprocess import CacheEntry, VideoRescorer
 from utils.transforms import to_tensor
 from utils.windows import EVAL_FRAMES
 from utils.word_utils import END_TOKEN, PAD_TOKEN, UNK_TOKEN, Corpus, Dictionary, load_corpus, split_words
@@ -236,7 +236,7 @@ class Grounder:
 
     def _batches(self, frames: Iterable[tuple[SourceFrame, int, bool]], sentences: Sequence[str],
                  word_ids: list[torch.Tensor]) -> Iterator[dict[str, Any]]:
-        """Letterboxed frames, ``batch_size`` at a time, as :func:`app.engine.ground_stream` takes them."""
+        """Letterboxed frames, ``batch_size`` at a time, as :func:`app.stream.ground_stream` takes them."""
         batch: list[tuple[np.ndarray, SourceFrame, int, bool, dict]] = []
         for frame, t, last in frames:
             h, w = frame.image.shape[:2]

@@ -13,6 +13,7 @@ import torch
 
 import analyze
 from app.analysis import Frame, load_index_info, read_run
+from bench.attention import attention_stats
 from bench.seed_study import aggregate, load_seed, markdown
 from utils.bootstrap import cluster_bootstrap, two_level_bootstrap
 from utils.cli import run_main
@@ -240,3 +241,15 @@ def test_read_run_keeps_the_index_order_of_repeated_frames(video_set: Path, runs
     info = load_index_info(video_set, video_set, "VID", "test")
     frames = read_run(runs[0], info)
     assert [(f.entry, f.position) for f in frames] == [(v, t) for v in (0, 1) for t in range(3)]
+
+
+def test_attention_of_a_uniform_softmax_has_entropy_one_and_peak_one_over_keys() -> None:
+    entropy, peak = attention_stats(torch.full((2, 4, 16, 64), 1 / 64))
+    assert entropy.tolist() == pytest.approx([1.0, 1.0]) and peak.tolist() == pytest.approx([1 / 64, 1 / 64])
+
+
+def test_attention_on_one_key_has_entropy_zero_and_peak_one() -> None:
+    weights = torch.zeros(1, 4, 16, 64)
+    weights[..., 5] = 1
+    entropy, peak = attention_stats(weights)
+    assert entropy.tolist() == pytest.approx([0.0], abs=1e-6) and peak.tolist() == [1.0]
