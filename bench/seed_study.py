@@ -189,8 +189,12 @@ def main() -> None:
         loaded = [load_seed(out / f"seed_{s}", info) for s in seeds]
     except UserInputError as err:
         raise SystemExit(f"seed study: {err}") from err
+    used = {r.get("backbone") for _, r in loaded}
+    if len(used) != 1 or (args.backbone and used != {args.backbone}):
+        raise SystemExit(f"seed study: the seeds ran with backbones {sorted(map(str, used))}, not all "
+                         f"{args.backbone or 'the same'} (a fallback to random? see the seed logs)")
     result = aggregate([runs for runs, _ in loaded], seeds)
-    result.update(backbone=args.backbone or "demo default", parallel=args.parallel,
+    result.update(backbone=used.pop(), parallel=args.parallel,
                   date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                   machine=f"{platform.machine()}, {os.cpu_count()} CPU cores ({platform.processor() or '?'})",
                   wall_time_s={"per_seed": {str(s): r["total_s"] for s, (_, r) in zip(seeds, loaded)},
