@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 
 from app.analysis import CLEAN, HARD, Frame, Table, groups, hits, load_index_info, markdown_table, pair, read_run
+from tools.fetch_backbone import fetch_backbone
 from utils.bootstrap import cluster_bootstrap, two_level_bootstrap
-from utils.cli import ArgumentParser, positive_int
+from utils.cli import ArgumentParser, one_line, positive_int
 from utils.io import UserInputError, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,6 +181,11 @@ def main() -> None:
     extra = [*(["--backbone", args.backbone] if args.backbone else []), *(["--quick"] if args.quick else [])]
     seeds = list(range(FIRST_SEED, FIRST_SEED + args.seeds))
     start = time.perf_counter()
+    if args.backbone == "pretrained":  # once, before the seeds run in parallel (each would fetch it)
+        try:
+            fetch_backbone()
+        except UserInputError as err:
+            raise SystemExit(f"seed study: no pretrained backbone: {one_line(err)}") from err
     if subprocess.run(demo_command("--steps", "data", "--data", str(data), *extra), check=False).returncode:
         raise SystemExit("seed study: generating the data failed (see above)")
     run_seeds(seeds, out, data, extra, args.parallel, args.threads or max(1, (os.cpu_count() or 1) // args.parallel))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import analyze
-from app.analysis import Frame, load_index_info, read_run
+from app.analysis import Frame, load_index_info, read_run, study_comparison
 from bench.attention import attention_stats
 from bench.seed_study import aggregate, load_seed, markdown
 from utils.bootstrap import cluster_bootstrap, two_level_bootstrap
@@ -253,3 +253,10 @@ def test_attention_on_one_key_has_entropy_zero_and_peak_one() -> None:
     weights[..., 5] = 1
     entropy, peak = attention_stats(weights)
     assert entropy.tolist() == pytest.approx([0.0], abs=1e-6) and peak.tolist() == [1.0]
+
+
+def test_the_demo_compares_its_run_with_the_study_of_its_backbone_only() -> None:
+    study = {"backbone": "pretrained", "seeds": [13, 14, 15],
+             "methods": {"CG-SL-Att": {"accuracy": {"mean": 0.7, "std": 0.02}}}}
+    assert "CG-SL-Att 0.690 vs 0.700 ± 0.020" in study_comparison({"CG-SL-Att": 0.69}, study, "pretrained")
+    assert "no comparison" in study_comparison({"CG-SL-Att": 0.69}, study, "random")
