@@ -237,3 +237,13 @@ def test_without_a_checkpoint_web_demo_says_how_to_get_one(tmp_path: Path, monke
 def test_the_server_binds_this_machine_only_by_default() -> None:
     args = web_demo.get_args_parser().parse_args([])
     assert (args.host, args.port) == ("127.0.0.1", 8000)
+
+
+def test_a_missing_optional_requirement_skips_loudly_here_and_fails_under_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.warns(UserWarning, match="SKIPPED: no_such_module is not installed"), \
+            pytest.raises(pytest.skip.Exception, match="SKIPPED LOUDLY"):
+        require("no_such_module", "an example")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true but no_such_module is not installed"):
+        require("no_such_module", "an example")
