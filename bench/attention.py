@@ -99,7 +99,10 @@ def summarise(runs: dict[str, list[dict[str, list[tuple]]]], degradations: dict[
                 for found in checkpoints:
                     rows = [r for r in found[scale] if group == "all"
                             or (group == CLEAN) == (not degradations[r[0]])]
-                    values.append((np.mean([r[1] for r in rows]), np.mean([r[2] for r in rows]), len(rows)))
+                    if rows:
+                        values.append((np.mean([r[1] for r in rows]), np.mean([r[2] for r in rows]), len(rows)))
+                if len(values) < len(checkpoints):  # no window of this group
+                    continue
                 values = np.array(values)
                 out[label][scale][group] = {
                     "windows": int(values[0, 2]), "entropy": float(values[:, 0].mean()),
