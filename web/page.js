@@ -149,6 +149,7 @@ function colour(s) {
 }
 
 function showResult(result, started) {
+  $("placeholder").hidden = true;
   $("result").hidden = false;
   const video = $("video");
   const shown = new Promise((resolve) => {
@@ -195,8 +196,8 @@ function drawPlot(result) {
     label.textContent = v.toFixed(2);
     root.append(label);
   }
-  for (const f of [x0, Math.round((x0 + x1) / 2), x1]) {
-    const label = svg("text", {x: x(f), y: H - 6, "text-anchor": "middle", "font-size": 11, fill: "#6b7383"});
+  for (const [f, anchor] of [[x0, "start"], [Math.round((x0 + x1) / 2), "middle"], [x1, "end"]]) {
+    const label = svg("text", {x: x(f), y: H - 6, "text-anchor": anchor, "font-size": 11, fill: "#6b7383"});
     label.textContent = `frame ${f}`;
     root.append(label);
   }
@@ -241,6 +242,7 @@ $("clip").addEventListener("change", () => {
   if (!file) return;
   example = null;
   document.querySelectorAll("#examples button").forEach((b) => b.classList.remove("on"));
-  $("chosen").textContent = `Upload: ${file.name} (${(file.size / 1024 / 1024).toFixed(1)} MB)`;
+  const size = file.size < 1024 * 1024 ? `${Math.ceil(file.size / 1024)} KB` : `${(file.size / 1024 / 1024).toFixed(1)} MB`;
+  $("chosen").textContent = `Upload: ${file.name} (${size})`;
 });
 loadConfig().catch((err) => showError(err.message));
