@@ -174,6 +174,8 @@ def main() -> None:
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="OMP threads per seed (default: CPU cores / --parallel)")
     parser.add_argument("--quick", action="store_true", help="run_demo.py --quick (a smoke test of the study)")
+    parser.add_argument("--summary_only", action="store_true",
+                        help="run nothing: summarise the seeds that are done (e.g. while the others still run)")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -181,14 +183,20 @@ def main() -> None:
     extra = [*(["--backbone", args.backbone] if args.backbone else []), *(["--quick"] if args.quick else [])]
     seeds = list(range(FIRST_SEED, FIRST_SEED + args.seeds))
     start = time.perf_counter()
-    if args.backbone == "pretrained":  # once, before the seeds run in parallel (each would fetch it)
-        try:
-            fetch_backbone()
-        except UserInputError as err:
-            raise SystemExit(f"seed study: no pretrained backbone: {one_line(err)}") from err
-    if subprocess.run(demo_command("--steps", "data", "--data", str(data), *extra), check=False).returncode:
-        raise SystemExit("seed study: generating the data failed (see above)")
-    run_seeds(seeds, out, data, extra, args.parallel, args.threads or max(1, (os.cpu_count() or 1) // args.parallel))
+    if args.summary_only:
+        seeds = [s for s in seeds if (out / f"seed_{s}" / "results.json").is_file()]
+        if not seeds:
+            raise SystemExit(f"seed study: no seed is done in {out}")
+    else:
+        if args.backbone == "pretrained":  # once, before the seeds run in parallel (each would fetch it)
+            try:
+                fetch_backbone()
+            except UserInputError as err:
+                raise SystemExit(f"seed study: no pretrained backbone: {one_line(err)}") from err
+        if subprocess.run(demo_command("--steps", "data", "--data", str(data), *extra), check=False).returncode:
+            raise SystemExit("seed study: generating the data failed (see above)")
+        run_seeds(seeds, out, data, extra, args.parallel,
+                  args.threads or max(1, (os.cpu_count() or 1) // args.parallel))
     degradations = data / "VID" / "degradations_test.json"
     try:
         info = load_index_info(data, data, "VID", "test", degradations if degradations.is_file() else None)
