@@ -158,8 +158,10 @@ def markdown(result: dict[str, Any]) -> str:
              markdown_table(diffs)]
     if walls:
         lines += ["", "Wall time per seed (s): " + ", ".join(f"{s}: {t:.0f}" for s, t in walls["per_seed"].items())
-                  + f"; sum {sum(walls['per_seed'].values()):.0f} s; this invocation of the study (data, the seeds "
-                  f"not done before, {result['parallel']} at a time, and this summary) {walls['this_run']:.0f} s."]
+                  + f"; sum {sum(walls['per_seed'].values()):.0f} s."]
+        if "this_run" in walls:
+            lines[-1] += (f" This invocation of the study (data, the seeds not done before, {result['parallel']} at a "
+                          f"time, and this summary): {walls['this_run']:.0f} s.")
     return "\n".join(lines) + "\n"
 
 
@@ -211,8 +213,9 @@ def main() -> None:
     result.update(backbone=used.pop(), parallel=args.parallel,
                   date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                   machine=f"{platform.machine()}, {os.cpu_count()} CPU cores ({platform.processor() or '?'})",
-                  wall_time_s={"per_seed": {str(s): r["total_s"] for s, (_, r) in zip(seeds, loaded)},
-                               "this_run": time.perf_counter() - start})
+                  wall_time_s={"per_seed": {str(s): r["total_s"] for s, (_, r) in zip(seeds, loaded)}})
+    if not args.summary_only:
+        result["wall_time_s"]["this_run"] = time.perf_counter() - start
     atomic_write_text(json.dumps(result, indent=1) + "\n", out / "summary.json")
     text = markdown(result)
     atomic_write_text(text, out / "summary.md")
