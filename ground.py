@@ -28,13 +28,13 @@ import numpy as np
 import torch
 
 from app.annotate import ground_and_draw, json_record
-from app.argparser import script_parser
+from app.argparser import image_size, script_parser
 from app.builders import build_amp_dtype
 from app.checks import FILE, check_output
 from app.grounder import FrameSource, Grounder, read_frames
 from app.predictions import check_writable, save_gif
 from dataset.names import IMAGE_DATASETS, VIDEO_DATASETS
-from utils.cli import image_size, int_from, positive_float, positive_int, run_main
+from utils.cli import int_from, positive_float, positive_int, run_main
 from utils.geometry import anchors_for_dataset
 from utils.io import UserInputError, atomic_file
 from utils.progress import progress_bar

@@ -13,16 +13,18 @@ from model import DEFAULT_CFG
 from utils.cli import (
     ArgumentParser,
     gpu_ids,
-    image_size,
     non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
+    positive_multiple_of,
     seed,
 )
+from utils.geometry import STRIDES
 from utils.windows import EVAL_FRAMES, TRAIN_FRAMES
 
 DEFAULT_DARKNET_WEIGHTS = Path("saved_models") / "yolov3.weights"
+image_size = positive_multiple_of(STRIDES[0])  # letterboxed sizes are multiples of the coarsest stride
 
 
 def _parent(title: str) -> tuple[argparse.ArgumentParser, argparse._ArgumentGroup]:

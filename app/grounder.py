@@ -32,8 +32,8 @@ from torch import nn
 from app.cache import CACHE_TOPK, CacheEntry, VideoRescorer, topk_candidates
 from app.stream import ground_stream
 from dataset.common import check_image_file
-from model import DEFAULT_CFG, build_grounding_model
-from utils.checkpoint import INFERENCE_KEY, load_model_state, model_kind, read_checkpoint
+from model import DEFAULT_CFG, build_grounding_model, model_kind
+from utils.checkpoint import INFERENCE_KEY, load_model_state, read_checkpoint
 from utils.geometry import DEFAULT_ANCHORS, Geometry
 from utils.io import UserInputError
 from utils.letterbox import letterbox
