@@ -156,8 +156,8 @@ def topk_candidates(outputs: dict, meta: dict[str, Any], geometry: Geometry, k: 
 def write_cache(
     outputs: dict, meta: dict[str, Any], geometry: Geometry, cache_dir: Path, k: int = CACHE_TOPK
 ) -> None:
-    """One docs/behaviour.md §8 cache file per grounded frame: top-k boxes (original pixels), confidences, corr
-    features."""
+    """One cache file per grounded frame (docs/behaviour.md §8): its top-k boxes in original pixels, their
+    confidences and co-grounded features."""
     boxes, scores, feats = (t.cpu() for t in topk_candidates(outputs, meta, geometry, k))  # one copy per batch
     for b in range(boxes.shape[0]):
         path = cache_file_path(cache_dir, meta["image_path"][b], int(meta["index"][b]))
@@ -200,8 +200,8 @@ def write_cache_manifest(cache_dir: str | os.PathLike, started: float) -> Path:
 def check_cache_manifest(cache_dir: str | os.PathLike) -> bool:
     """Refuse a cache folder whose files are not exactly those one run wrote; False where there is no manifest.
 
-    A folder without a manifest (the authors' published caches, or ours before manifests) cannot be checked:
-    it is accepted, with a note in the log.
+    A folder without a manifest (e.g. the authors' published caches) cannot be checked: it is accepted, with a
+    note in the log.
     """
     cache_dir = Path(cache_dir)
     path = cache_dir / MANIFEST

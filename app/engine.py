@@ -127,8 +127,8 @@ def _len(loader: Iterable) -> str:
 def score_predictions(
     pred_anchor: list[Tensor], meta: dict[str, Any], geometry: Geometry
 ) -> list[dict[str, Any]]:
-    """Records of a batch of predictions (docs/behaviour.md §7): arg-max box and ground truth in original pixels, IoU,
-    hits.
+    """Records of a batch of predictions (docs/behaviour.md §7): the arg-max box and the ground truth in original
+    pixels, their IoU and the hits.
 
     ``meta`` holds the grounded frame's ``boxes`` (B, 4) letterboxed ground truth, ``ratio``/``dw``/``dh`` (B,),
     ``orig_size`` (B, 2) as (h, w), and ``index``, ``image_path``, ``phrase`` (length B).

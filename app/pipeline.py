@@ -158,7 +158,7 @@ def train(args: argparse.Namespace, rt: Runtime, model: nn.Module, train_set: VI
                        best_accuracy, "" if exact else "; it holds no RNG state for this number of processes, "
                        "so the run is not bit-exact")
     lr_scheduler = build_lr_scheduler(args, optimizer, len(loader), start_epoch * len(loader))
-    if "lr_scheduler" in checkpoint:  # (older checkpoints: the position above follows from the epoch)
+    if "lr_scheduler" in checkpoint:  # else the position above follows from the epoch
         lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
     criterion = GroundingCriterion().to(rt.device)
     trained = wrap_ddp(model, rt)

@@ -128,10 +128,10 @@ class VIDDataset(Dataset):
         return image_size(self.root / self.videos[video_idx][frame_idx][0], self.index_path)
 
     def frame_meta(self, index: int) -> dict[str, Any]:
-        """Evaluation metadata of sample ``index``'s own frame without decoding it (docs/behaviour.md §7 geometry from
-        the
-        file header): ``boxes`` (4,) letterboxed ground truth, ``ratio``/``dw``/``dh``, ``orig_size`` (h, w),
-        ``index``, ``image_path``, ``phrase``, ``video``, ``frame`` (used to score cached predictions)."""
+        """Evaluation metadata of sample ``index``'s own frame, its docs/behaviour.md §7 letterbox computed from the
+        file header without decoding the image: ``boxes`` (4,) letterboxed ground truth, ``ratio``/``dw``/``dh``,
+        ``orig_size`` (h, w), ``index``, ``image_path``, ``phrase``, ``video``, ``frame`` (to score cached
+        predictions)."""
         v, t = self.samples[index]
         path, box, phrase = self.videos[v][t]
         h, w = self.frame_size(v, t)

@@ -1,11 +1,11 @@
-"""Reading checkpoints (ours and the authors' released ones) and loading them into a model.
+"""Reading checkpoints (the training scripts' and the authors' released ones) and loading them into a model.
 
 Released checkpoints are ``{'epoch', 'state_dict', 'best_loss', 'optimizer'}`` with every key prefixed
 ``module.`` (saved from ``nn.DataParallel``, docs/behaviour.md §4). ``best_loss`` there is a numpy float64
 scalar (the reference's accuracy), so the loader allow-lists numpy scalars and their dtypes, nothing else.
-Ours add keys the reference code ignores: ``rng_state``, ``scaler``, ``lr_scheduler`` (its state, for exact
-resumption), ``args`` (the training flags, checked on resume) and ``inference`` (what grounding needs besides the
-weights: model kind, cfg text, input and embedding sizes, anchors, corpus words).
+The training scripts add keys the reference code ignores: ``rng_state``, ``scaler``, ``lr_scheduler`` (its state,
+for exact resumption), ``args`` (the training flags, checked on resume) and ``inference`` (what grounding needs
+besides the weights: model kind, cfg text, input and embedding sizes, anchors, corpus words).
 """
 from __future__ import annotations
 

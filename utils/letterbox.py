@@ -85,6 +85,6 @@ def boxes_to_original(
 def gt_to_original(
     gt: Tensor, image_size: int, ratio: Tensor, dw: Tensor, dh: Tensor, orig_w: Tensor, orig_h: Tensor
 ) -> Tensor:
-    """Ground-truth round trip of docs/behaviour.md §7: letterboxed (B, 4) clamped to [0, S-1], then as the
-    predictions."""
+    """The ground truth's round trip (docs/behaviour.md §7): letterboxed (B, 4), clamped to [0, S-1], then mapped
+    back as the predictions are."""
     return boxes_to_original(gt.clamp(0, image_size - 1), ratio, dw, dh, orig_w, orig_h)
