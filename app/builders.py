@@ -167,7 +167,8 @@ def build_eval_loader(args: argparse.Namespace, dataset: Dataset, indices: list[
 
 
 def build_model(args: argparse.Namespace, vocab_size: int, kind: str) -> nn.Module:
-    """The image (SL-Att) or video (CG-SL-Att) model of ``--cfg``/``--size``/``--emb_size``/``--light``.
+    """The image (SL-Att) or video (CG-SL-Att) model of ``--cfg``/``--size``/``--emb_size``/``--light``, its backbone
+    fixed with ``--freeze_backbone``.
 
     The Darknet detection heads, which grounding never runs, are frozen (they keep their checkpoint values
     and need no gradient, also under DistributedDataParallel).
@@ -176,6 +177,8 @@ def build_model(args: argparse.Namespace, vocab_size: int, kind: str) -> nn.Modu
                                   emb_size=args.emb_size, light=args.light)
     for param in model.visumodel.detection_parameters():
         param.requires_grad_(False)
+    if args.freeze_backbone:
+        model.visumodel.freeze()
     return model
 
 

@@ -26,13 +26,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from app.stream import SlidingWindow
 from utils.geometry import Geometry, decode_topk
 from utils.io import UserInputError, atomic_save, atomic_write_text, numpy_scalar_globals, safe_load
 from utils.letterbox import boxes_to_original
 from utils.postprocess import rescore_window
+from utils.progress import progress_bar
 from utils.windows import EVAL_FRAMES, window_sources
 
 logger = logging.getLogger(__name__)
@@ -327,7 +327,7 @@ def post_process(
     check_cache_manifest(cache_dir)
 
     results: list[dict[str, Any]] = []
-    with tqdm(total=offsets[-1], disable=not progress, desc="post-processing", unit="frame") as bar:
+    with progress_bar(total=offsets[-1], enabled=progress, desc="post-processing", unit="frame") as bar:
         for video_paths, start in zip(paths, offsets):
             if not video_paths:
                 continue

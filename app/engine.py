@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from app.cache import letterbox_meta, write_cache
 from app.stream import ground_stream
@@ -31,13 +30,10 @@ from utils.box_ops import box_iou
 from utils.distributed import all_reduce_sum
 from utils.geometry import Geometry, centre_cell, decode_topk
 from utils.letterbox import boxes_to_original, gt_to_original
+from utils.progress import progress_bar
 from utils.windows import EVAL_FRAMES, window_centre
 
 META_KEYS = ("boxes", "ratio", "dw", "dh", "orig_size")
-
-
-def _progress(iterable: Iterable, enabled: bool, **kwargs: Any) -> tqdm:
-    return tqdm(iterable, disable=not enabled, dynamic_ncols=True, leave=False, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -79,7 +75,7 @@ def train_one_epoch(
     criterion.train()
     sums: dict[str, float] = defaultdict(float)
     steps = 0
-    bar = _progress(loader, progress, desc=f"epoch {epoch}", unit="batch")
+    bar = progress_bar(loader, enabled=progress, leave=False, desc=f"epoch {epoch}", unit="batch")
     for it, batch in enumerate(bar):
         inputs, boxes = training_step_inputs(batch, device)
         with autocast(device, amp_dtype):
@@ -191,7 +187,7 @@ def evaluate_images(
     """Evaluate the image model (SL-Att) on ``loader``; one record per sample, in loader order."""
     model.eval()
     records: list[dict[str, Any]] = []
-    for batch in _progress(loader, progress, desc="evaluate", unit="batch"):
+    for batch in progress_bar(loader, enabled=progress, leave=False, desc="evaluate", unit="batch"):
         with autocast(device, amp_dtype):
             outputs = model(batch["image"].to(device), batch["word_id"].to(device))
         records += score_predictions(outputs_to_float32(outputs)["pred_anchor"], _grounded_frame_meta(batch), geometry)
@@ -215,7 +211,7 @@ def evaluate_video_windows(
     """
     model.eval()
     records: list[dict[str, Any]] = []
-    for batch in _progress(loader, progress, desc="evaluate (windows)", unit="batch"):
+    for batch in progress_bar(loader, enabled=progress, leave=False, desc="evaluate (windows)", unit="batch"):
         meta = _grounded_frame_meta(batch)
         for b in range(batch["images"].shape[0]):
             with autocast(device, amp_dtype):
@@ -248,7 +244,7 @@ def evaluate_video(
     Returns the records in dataset (index) order.
     """
     records: list[dict[str, Any]] = []
-    bar = _progress(clip_loader, progress, desc="evaluate (video)", unit="batch")
+    bar = progress_bar(clip_loader, enabled=progress, leave=False, desc="evaluate (video)", unit="batch")
     for outputs, meta in ground_stream(model, bar, device, num_frames, batch_size, amp_dtype):
         records += score_predictions(outputs["pred_anchor"], meta, geometry)
         if cache_dir is not None:

@@ -7,13 +7,13 @@ from collections.abc import Mapping
 import torch
 
 from model.cogrounding import CoGroundingModel
-from model.darknet import DEFAULT_CFG, SMALL_CFG, Darknet, parse_cfg
+from model.darknet import DEFAULT_CFG, SMALL_CFG, TINY_CFG, Darknet, parse_cfg
 from model.grounding import GroundingModel
 from utils.checkpoint import MODULE_PREFIX
 
 MODEL_KINDS = ("image", "video")
 VIDEO_ONLY_PREFIX = "corr_conv."  # the co-grounding layers: only the video model (CG-SL-Att) has them
-__all__ = ["DEFAULT_CFG", "MODEL_KINDS", "SMALL_CFG", "CoGroundingModel", "Darknet", "GroundingModel",
+__all__ = ["DEFAULT_CFG", "MODEL_KINDS", "SMALL_CFG", "TINY_CFG", "CoGroundingModel", "Darknet", "GroundingModel",
            "build_grounding_model", "model_kind", "parse_cfg"]
 
 
