@@ -134,18 +134,12 @@ def _describe(value: Any) -> str:
 
 # --------------------------------------------------------------------------------------------------- writer
 
-def letterbox_meta(meta: dict[str, Any], device: torch.device) -> tuple[Tensor, ...]:
-    """``(ratio, dw, dh, orig_w, orig_h)`` of a batch, each (B,), as :mod:`utils.letterbox` takes them."""
-    orig_h, orig_w = meta["orig_size"].to(device).unbind(1)
-    return meta["ratio"].to(device), meta["dw"].to(device), meta["dh"].to(device), orig_w, orig_h
-
-
 def topk_candidates(outputs: dict, meta: dict[str, Any], geometry: Geometry, k: int = CACHE_TOPK
                     ) -> tuple[Tensor, Tensor, Tensor | None]:
     """The ``k`` most confident boxes of each row (B, K, 4) in original pixels, their confidences (B, K), and the
     co-grounded feature at each box's cell (B, K, E), None for the image model (docs/behaviour.md §8)."""
     decoded = decode_topk(outputs["pred_anchor"], geometry.image_size, geometry.anchors, geometry.anchor_imsize, k=k)
-    boxes = boxes_to_original(decoded.boxes, *letterbox_meta(meta, decoded.boxes.device))  # (B, K, 4)
+    boxes = boxes_to_original(decoded.boxes, *meta["letterbox"].params(decoded.boxes.device))  # (B, K, 4)
     if "corr_feat" not in outputs:
         return boxes, decoded.scores, None
     feats = torch.cat([f.flatten(2) for f in outputs["corr_feat"]], dim=2).transpose(1, 2)  # (B, N, E)

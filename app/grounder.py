@@ -36,7 +36,7 @@ from model import DEFAULT_CFG, build_grounding_model, model_kind
 from utils.checkpoint import INFERENCE_KEY, load_model_state, read_checkpoint
 from utils.geometry import DEFAULT_ANCHORS, Geometry
 from utils.io import UserInputError
-from utils.letterbox import letterbox
+from utils.letterbox import Letterbox, letterbox
 from utils.transforms import to_tensor
 from utils.windows import EVAL_FRAMES
 from utils.word_utils import END_TOKEN, PAD_TOKEN, UNK_TOKEN, Corpus, Dictionary, load_corpus, split_words
@@ -241,9 +241,7 @@ class Grounder:
         for frame, t, last in frames:
             h, w = frame.image.shape[:2]
             img, ratio, dw, dh = letterbox(cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB), self.geometry.image_size)
-            geometry = {"ratio": torch.tensor(ratio, dtype=torch.float32), "dw": torch.tensor(dw, dtype=torch.float32),
-                        "dh": torch.tensor(dh, dtype=torch.float32), "orig_size": torch.tensor([h, w])}
-            batch.append((img, frame, t, last, geometry))
+            batch.append((img, frame, t, last, Letterbox.build(ratio, dw, dh, (h, w))))
             if len(batch) == self.batch_size:
                 yield self._collate(batch, sentences, word_ids)
                 batch = []
@@ -257,9 +255,9 @@ class Grounder:
             "clip": [frame.clip for _, frame, *_ in batch],
             "frame": [t for _, _, t, _, _ in batch],
             "length": [t + 1 if last else None for _, _, t, last, _ in batch],
-            "queries": [[{**geometry, "word_id": word_id, "sentence": s, "phrase": sentences[s],
+            "queries": [[{"letterbox": frame_letterbox, "word_id": word_id, "sentence": s, "phrase": sentences[s],
                           "frame": frame.index, "clip": frame.clip, "name": frame.name}
-                         for s, word_id in enumerate(word_ids)] for _, frame, _, _, geometry in batch],
+                         for s, word_id in enumerate(word_ids)] for _, frame, _, _, frame_letterbox in batch],
         }
 
     def _decode(self, outputs: dict, meta: dict[str, Any]) -> Iterator[dict[str, Any]]:

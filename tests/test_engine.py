@@ -16,6 +16,7 @@ from dataset.vid_loader import VIDDataset, collate_clip_frames
 from model import SMALL_CFG, build_grounding_model
 from utils.geometry import Geometry
 from utils.io import safe_load
+from utils.letterbox import Letterbox
 from utils.windows import window_indices
 from utils.word_utils import load_corpus
 
@@ -241,10 +242,7 @@ def hand_made_meta() -> dict:
     return {
         # sample 0: x2 = 70 lies past the letterbox edge and is clamped to S - 1 = 63 (docs/behaviour.md §7)
         "boxes": torch.tensor([[40.0, 24.0, 70.0, 40.0], [16.0, 24.0, 32.0, 40.0]]),
-        "ratio": torch.tensor([0.32, 0.32]),
-        "dw": torch.tensor([0.0, 0.0]),
-        "dh": torch.tensor([16.0, 16.0]),
-        "orig_size": torch.tensor([[100, 200], [100, 200]]),
+        "letterbox": Letterbox.build([0.32, 0.32], [0.0, 0.0], [16.0, 16.0], [(100, 200), (100, 200)]),
         "index": [7, 8],
         "image_path": ["frames/a/000000.JPEG", "frames/a/000001.JPEG"],
         "phrase": ["the red circle", "the big square"],
