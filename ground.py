@@ -8,7 +8,7 @@ checkpoint.
     python ground.py frames/ --resume saved_models/VID_cogrounding_semantic_attn.pth.tar \\
         --corpus data/VID/corpus.pth --phrases sentences.txt --out_jsonl out.jsonl --post_process
 
-Input: one video file (whatever OpenCV's FFmpeg backend decodes: mp4, avi, mkv, webm, ...), one folder of
+Input: one video file (whatever FFmpeg decodes, read through PyAV: mp4, mov, avi, mkv, webm, ...), one folder of
 frames (natural sort order), or image files (each grounded alone). Each frame's backbone runs once for all
 sentences; the video model grounds 5-frame windows clipped at both ends as the test script does. Writes JSON
 Lines (one record per frame and sentence: frame, time (s, videos), sentence, box [x1, y1, x2, y2] in original

@@ -53,10 +53,11 @@ def ground_and_draw(grounder: Grounder, frames: Iterable[SourceFrame], sentences
 
 
 def json_record(record: dict[str, Any], source: FrameSource, fps: float) -> dict[str, Any]:
-    """The JSON Lines fields: frame, time (videos), image (folders and images), sentence, box, score, candidates."""
+    """The JSON Lines fields: frame, time (videos: seconds from the first frame), image (folders and images),
+    sentence, box, score, candidates."""
     out = {"frame": record["frame"]}
-    if source.kind == "video":
-        out["time"] = round(record["frame"] / fps, 4)
+    if source.kind == "video":  # the frame's timestamp (variable frame rates), else its number over the rate
+        out["time"] = round(record["frame"] / fps if record.get("time") is None else record["time"], 4)
     else:
         out["image"] = record["name"]
     out.update(sentence=record["phrase"], box=record["box"], score=record["score"], candidates=record["candidates"])

@@ -195,8 +195,8 @@ function drawPlot(result) {
     label.textContent = v.toFixed(2);
     root.append(label);
   }
-  for (const f of [x0, Math.round((x0 + x1) / 2), x1]) {
-    const label = svg("text", {x: x(f), y: H - 6, "text-anchor": "middle", "font-size": 11, fill: "#6b7383"});
+  for (const [f, anchor] of [[x0, "start"], [Math.round((x0 + x1) / 2), "middle"], [x1, "end"]]) {
+    const label = svg("text", {x: x(f), y: H - 6, "text-anchor": anchor, "font-size": 11, fill: "#6b7383"});
     label.textContent = `frame ${f}`;
     root.append(label);
   }
