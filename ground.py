@@ -137,10 +137,10 @@ def main(args: argparse.Namespace) -> None:
             if args.out_gif and len(gif) < args.gif_frames:
                 gif.append(img[::2, ::2])
 
-        for records in ground_and_draw(grounder, source, sentences, on_frame if video or args.out_gif else None,
+        for predictions in ground_and_draw(grounder, source, sentences, on_frame if video or args.out_gif else None,
                                        stride=args.stride, top_k=args.top_k, post_process=args.post_process):
             if out is not None:
-                out.writelines(json.dumps(json_record(record, source, fps)) + "\n" for record in records)
+                out.writelines(json.dumps(json_record(p, source, fps)) + "\n" for p in predictions)
             bar.update()  # frames/s of grounded frames, all sentences
     if args.out_gif:
         save_gif(gif, args.out_gif, fps)

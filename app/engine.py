@@ -3,8 +3,8 @@
 Batches are the default-collated dicts of the loaders (see ``dataset/``), one layout for both models:
 ``images`` (B, T, 3, S, S), ``boxes`` (B, T, 4) and their ``letterbox`` (:class:`utils.letterbox.Letterbox`,
 fields (B, T)), with T = 1 for the image datasets.
-Evaluation turns every sample into a record (``index``, ``image``, ``phrase``, ``pred``, ``gt``, ``iou``,
-``hit``, ``centre_hit``; boxes in original image pixels, docs/behaviour.md §7) in dataset order.
+Evaluation turns every sample into an evaluation record (:mod:`app.records`) in dataset order; the streaming
+of frames into windows is :mod:`app.stream`, the cache :mod:`app.cache`.
 
 Video evaluation streams each video's frames once: :func:`evaluate_video` computes every frame's backbone
 features a single time and co-grounds the (up to 5) windows that contain it from those features, where the
@@ -24,13 +24,13 @@ import torch
 from torch import Tensor, nn
 
 from app.cache import write_cache
+from app.records import score_predictions
 from app.stream import ground_stream
 from model.losses import GroundingCriterion, build_targets
 from utils.amp import autocast, outputs_to_float32
-from utils.box_ops import box_iou
 from utils.distributed import all_reduce_sum
-from utils.geometry import Geometry, centre_cell, decode_topk
-from utils.letterbox import Letterbox, boxes_to_original, gt_to_original
+from utils.geometry import Geometry
+from utils.letterbox import Letterbox
 from utils.progress import progress_bar
 from utils.windows import EVAL_FRAMES, window_centre
 
@@ -116,50 +116,6 @@ def _len(loader: Iterable) -> str:
 
 # --------------------------------------------------------------------------------------------- evaluation
 
-def score_predictions(
-    pred_anchor: list[Tensor], meta: dict[str, Any], geometry: Geometry
-) -> list[dict[str, Any]]:
-    """Records of a batch of predictions (docs/behaviour.md §7): the arg-max box and the ground truth in original
-    pixels, their IoU and the hits.
-
-    ``meta`` holds the grounded frame's ``boxes`` (B, 4) letterboxed ground truth, its ``letterbox`` (fields
-    (B,)), and ``index``, ``image_path``, ``phrase`` (length B).
-    """
-    decoded = decode_topk(pred_anchor, geometry.image_size, geometry.anchors, geometry.anchor_imsize, k=1)
-    device = decoded.boxes.device
-    pred = boxes_to_original(decoded.boxes[:, 0], *meta["letterbox"].params(device))  # (B, 4)
-    target = centre_cell(meta["boxes"].to(device), geometry.image_size, geometry.anchors, geometry.anchor_imsize)
-    centre_hit = (decoded.gi[:, 0] == target.gi) & (decoded.gj[:, 0] == target.gj)
-    return score_boxes(pred, meta, geometry.image_size, centre_hit)
-
-
-def score_boxes(pred: Tensor, meta: dict[str, Any], image_size: int, centre_hit: Tensor | None = None
-                ) -> list[dict[str, Any]]:
-    """Records of (B, 4) predicted boxes already in original pixels against the ground truth in ``meta``."""
-    gt = gt_to_original(meta["boxes"].to(pred.device), image_size, *meta["letterbox"].params(pred.device))  # (B, 4)
-    iou = box_iou(pred, gt).tolist()
-    pred, gt = pred.tolist(), gt.tolist()  # one device sync per batch, not per value
-    hits_centre = None if centre_hit is None else centre_hit.tolist()
-    extra = {k: meta[k] for k in ("video", "frame") if k in meta}
-    records = []
-    for b in range(len(pred)):
-        record = {
-            "index": int(meta["index"][b]),
-            "image": meta["image_path"][b],
-            "phrase": meta["phrase"][b],
-            "pred": [round(v, 4) for v in pred[b]],
-            "gt": [round(v, 4) for v in gt[b]],
-            "iou": iou[b],
-            "hit": iou[b] > 0.5,
-        }
-        if hits_centre is not None:
-            # quirk: the reference compares gi and gj only, not the scale (docs/behaviour.md §7 "centre accuracy")
-            record["centre_hit"] = hits_centre[b]
-        record.update({k: int(v[b]) for k, v in extra.items()})
-        records.append(record)
-    return records
-
-
 def _grounded_frame_meta(batch: dict) -> dict[str, Any]:
     """The per-sample evaluation metadata of the grounded frame (the centre of a video window)."""
     centre = window_centre(batch["images"].shape[1])
@@ -244,16 +200,3 @@ def evaluate_video(
         if cache_dir is not None:
             write_cache(outputs, meta, geometry, cache_dir)
     return sorted(records, key=lambda r: r["index"])
-
-
-# ---------------------------------------------------------------------------------------------- summaries
-
-def summarize(records: list[dict[str, Any]]) -> dict[str, float]:
-    """Accuracy (IoU > 0.5), mean IoU, and centre accuracy where the records carry it, of evaluation records."""
-    n = len(records)
-    summary: dict[str, float] = {"count": n}
-    summary["accuracy"] = sum(r["hit"] for r in records) / n if n else float("nan")
-    summary["miou"] = sum(r["iou"] for r in records) / n if n else float("nan")
-    if n and all("centre_hit" in r for r in records):
-        summary["centre_accuracy"] = sum(r["centre_hit"] for r in records) / n
-    return summary

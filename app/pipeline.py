@@ -28,8 +28,9 @@ from app.builders import (
     initialise_for_training,
 )
 from app.cache import default_cache_dir, write_cache_manifest
-from app.engine import evaluate_images, evaluate_video, evaluate_video_windows, summarize, train_one_epoch
+from app.engine import evaluate_images, evaluate_video, evaluate_video_windows, train_one_epoch
 from app.predictions import save_plots, write_predictions
+from app.records import summarize
 from dataset.referit_loader import ReferDataset
 from dataset.vid_loader import VIDDataset, collate_clip_frames, group_videos
 from model.losses import GroundingCriterion

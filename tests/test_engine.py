@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Subset
 
-import app.engine
+import app.records
 from app.cache import load_cache_entry
-from app.engine import evaluate_video, evaluate_video_windows, score_boxes, summarize
+from app.engine import evaluate_video, evaluate_video_windows
+from app.records import score_boxes, summarize
 from app.stream import WindowStream
 from dataset.vid_loader import VIDDataset, collate_clip_frames
 from model import SMALL_CFG, build_grounding_model
@@ -112,7 +113,7 @@ def model(test_set: VIDDataset) -> torch.nn.Module:
 def cells(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
     """The arg-max cell (flat over the 3 scales) of every scored sample, in scoring order."""
     seen: list[torch.Tensor] = []
-    decode = app.engine.decode_topk
+    decode = app.records.decode_topk
 
     def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         decoded = decode(*args, **kwargs)
@@ -120,7 +121,7 @@ def cells(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
             seen.append(decoded.cell[:, 0])
         return decoded
 
-    monkeypatch.setattr(app.engine, "decode_topk", spy)
+    monkeypatch.setattr(app.records, "decode_topk", spy)
     return seen
 
 
