@@ -412,7 +412,11 @@ def create_app(jobs: JobQueue, model_name: str) -> FastAPI:
                 job_id, folder = jobs.new_folder()
             else:
                 raise WebError(NO_CLIP)
-        job = jobs.submit(job_id, folder, clip, sentences, warnings, options)
+        try:
+            job = jobs.submit(job_id, folder, clip, sentences, warnings, options)
+        except WebError:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         return jobs.status(job)
 
     @app.get("/api/jobs/{job_id}")
