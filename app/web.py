@@ -269,12 +269,12 @@ class JobQueue:
         grounder.amp_dtype = self.amp_dtype if options.amp else None
         rows, lines = [], []
         with VideoWriter(job.folder / "annotated.mp4", fps) as video:
-            for records in ground_and_draw(grounder, self._frames(source), job.sentences, video.write,
+            for predictions in ground_and_draw(grounder, self._frames(source), job.sentences, video.write,
                                            stride=options.stride, post_process=options.post_process):
-                for record in records:
-                    line = json_record(record, source, fps)
+                for prediction in predictions:
+                    line = json_record(prediction, source, fps)
                     lines.append(json.dumps(line))
-                    rows.append({"frame": line["frame"], "time": line["time"], "sentence": record["sentence"],
+                    rows.append({"frame": line["frame"], "time": line["time"], "sentence": prediction.sentence,
                                  "box": line["box"], "score": round(line["score"], 4)})
                 with self.lock:
                     job.done += 1
