@@ -36,7 +36,7 @@ from app.predictions import VideoOutput, check_writable, draw_sentences, save_gi
 from dataset.names import IMAGE_DATASETS, VIDEO_DATASETS
 from utils.cli import image_size, int_from, positive_float, positive_int, run_main
 from utils.geometry import anchors_for_dataset
-from utils.io import UserInputError, atomic_file
+from utils.io import UserInputError, atomic_file, read_text
 
 DEFAULT_FPS = 25.0  # of the annotated video of a folder of frames
 
@@ -87,10 +87,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 def read_sentences(args: argparse.Namespace) -> list[str]:
     sentences = [s.strip() for s in args.phrase]
     if args.phrases:
-        path = Path(args.phrases)
-        if not path.is_file():
-            raise UserInputError(f"--phrases {path} not found")
-        sentences += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not Path(args.phrases).exists():
+            raise UserInputError(f"--phrases {args.phrases} not found")
+        text = read_text(args.phrases, "--phrases")
+        sentences += [line.strip() for line in text.splitlines() if line.strip()]
     if not sentences or not all(sentences):
         raise UserInputError("give the sentences to ground: --phrase TEXT (repeatable) or --phrases FILE, none empty")
     return sentences

@@ -27,7 +27,7 @@ from model import build_grounding_model
 from utils.checkpoint import load_matching_state, read_checkpoint
 from utils.distributed import DistInfo, init_distributed_mode
 from utils.geometry import Geometry
-from utils.io import UserInputError
+from utils.io import UserInputError, read_text
 from utils.word_utils import Corpus, load_corpus
 
 SGD_MOMENTUM = 0.99  # the reference's value
@@ -123,7 +123,7 @@ def build_corpus(args: argparse.Namespace) -> Corpus:
 def inference_config(args: argparse.Namespace, corpus: Corpus, kind: str) -> dict:
     """What grounding with a checkpoint needs besides its weights (saved under ``inference``, read by
     :mod:`app.grounder`): model kind, the cfg's text, input and embedding sizes, anchors, corpus words."""
-    return {"kind": kind, "cfg": Path(args.cfg).read_text(), "cfg_name": Path(args.cfg).name, "size": args.size,
+    return {"kind": kind, "cfg": read_text(args.cfg, "--cfg"), "cfg_name": Path(args.cfg).name, "size": args.size,
             "emb_size": args.emb_size, "light": args.light,
             "anchors": [list(a) for a in build_geometry(args).anchors], "anchor_imsize": args.anchor_imsize,
             "max_query_len": args.time, "words": list(corpus.dictionary.idx2word)}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from app.argparser import DEFAULT_DARKNET_WEIGHTS
 from app.predictions import check_writable
-from utils.io import UserInputError
+from utils.io import UserInputError, check_not_folder
 
 # output flag -> what it names: a file, a folder we write into, or a folder replaced as a whole (staged)
 FILE, FOLDER, STAGED_FOLDER = "file", "folder", "staged folder"
@@ -69,6 +69,9 @@ def check_output(flag: str, path: Path, kind: str) -> None:
 def check_inputs(args: argparse.Namespace, training: bool) -> None:
     """Input paths given on the command line of a grounding script exist (a default path that does not is no
     error)."""
+    for flag in ("--resume", "--pretrain", "--darknet_weights") if training else ("--resume",):
+        if getattr(args, flag[2:]):
+            check_not_folder(getattr(args, flag[2:]), flag)
     if args.resume:
         if not Path(args.resume).is_file():
             raise UserInputError(f"checkpoint not found: {args.resume} (--resume)")

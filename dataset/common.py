@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from utils.io import UserInputError, safe_load
+from utils.io import UserInputError, check_not_folder, safe_load
 from utils.transforms import Rng, eval_frame, swap_left_right, to_tensor, train_frame
 from utils.word_utils import Corpus, has_known_word
 
@@ -33,6 +33,7 @@ def default_corpus_path(split_root: str | os.PathLike, dataset: str) -> Path:
 
 def load_index(path: Path, split: str) -> list:
     """Load an index file; a missing one is an error naming it and the split files that do exist beside it."""
+    check_not_folder(path, "index file")
     if not path.is_file():
         folder = path.parent
         found = sorted(p.name for p in folder.glob("*.pth") if p.name != "corpus.pth") if folder.is_dir() else []

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils.io import UserInputError
+from utils.io import UserInputError, read_text
 
 LEAKY_SLOPE = 0.1
 CONV_TYPES = ("convolutional", "yoloconvolutional")
@@ -29,10 +29,8 @@ SMALL_CFG = Path(__file__).with_name("yolov3_small.cfg")  # small cfg for CPU tr
 def parse_cfg(path: str | os.PathLike) -> list[dict[str, str]]:
     """Blocks of a Darknet cfg in file order, each ``{'type': name, key: value, ...}``; the first is ``[net]``."""
     path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"Darknet cfg not found: {path}")
     blocks: list[dict[str, str]] = []
-    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, raw in enumerate(read_text(path, "Darknet cfg").splitlines(), start=1):
         line = raw.split("#", 1)[0].split(";", 1)[0].strip()
         if not line:
             continue

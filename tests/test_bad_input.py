@@ -421,7 +421,7 @@ CASES: list[Case] = [
 # ==== encodings, non-finite numbers, truncation and ignored flags, geometry edges, tools, windows, wording ====
 # (docs/behaviour.md §10: one rule each, the same in every entry point it applies to)
 
-LATIN1 = "the café left of the square\n".encode("latin-1")  # é is byte 0xe9 at offset 8
+LATIN1 = "the café left of the square\n".encode("latin-1")  # é is byte 0xe9 at offset 7
 BOM = b"\xef\xbb\xbf"
 
 
@@ -525,17 +525,17 @@ def detect_args(ctx: Ctx, image: Path | str, *extra: str) -> list[str]:
 
 EDGE_CASES: list[Case] = [
     # ---- 4. text inputs: UTF-8 with or without a byte-order mark, else one line with the file and byte offset
-    ("phrases_latin1", "ground", lambda c: phrases_file(c, LATIN1), ("phrases.txt", "not UTF-8", "byte 8")),
+    ("phrases_latin1", "ground", lambda c: phrases_file(c, LATIN1), ("phrases.txt", "not UTF-8", "byte 7")),
     ("phrases_utf16", "ground", lambda c: phrases_file(c, "the square\n".encode("utf-16")),
      ("phrases.txt", "not UTF-8", "byte 0")),
     ("phrases_with_bom", "ground", lambda c: phrases_file(c, BOM + b"the triangle left of the square\n"), 0),
     ("names_latin1", "detect", lambda c: detect_args(c, c.root / "frames" / "test" / "vid_00000" / "000000.JPEG",
                                                      "--names", str(c.file("n.names", LATIN1))),
-     ("n.names", "not UTF-8", "byte 8")),
+     ("n.names", "not UTF-8", "byte 7")),
     ("cfg_latin1", "test_video", lambda c: [*c.test(), "--cfg", str(c.file("bad.cfg", b"[net]\n# caf\xe9\n"))],
-     ("bad.cfg", "not UTF-8", "byte 10")),
+     ("bad.cfg", "not UTF-8", "byte 11")),
     ("ann_list_latin1", "build_vid", lambda c: vid_root_edit(c, f"{ANN}/train_ann_list_v2.txt", b"0, " + LATIN1),
-     ("train_ann_list_v2.txt", "not UTF-8", "byte 11")),
+     ("train_ann_list_v2.txt", "not UTF-8", "byte 10")),
     ("valid_list_with_bom", "build_vid", lambda c: vid_root_edit(c, f"{ANN}/train_valid_list.txt",
                                                                  BOM + b"v_train,0\n"), 1),
     ("tube_file_latin1", "build_vid", lambda c: vid_root_edit(c, TUBE, TUBE_JSON.replace(b"v_train\"", b"v_tr\xe9\"")),

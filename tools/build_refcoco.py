@@ -21,7 +21,7 @@ from typing import Any
 from tools.build_vid_sentence import is_coordinate, resolve_corpus, write_outputs
 from tools.restricted_pickle import load_plain_pickle
 from utils.cli import ArgumentParser, run_main
-from utils.io import UserInputError
+from utils.io import UserInputError, read_text
 
 # dataset -> (refer folder, default splitBy)
 DATASETS = {"unc": ("refcoco", "unc"), "unc+": ("refcoco+", "unc"), "gref": ("refcocog", "umd")}
@@ -70,11 +70,9 @@ def read_refs(path: Path) -> list[dict[str, Any]]:
 
 def read_boxes(path: Path) -> dict[int, tuple[int, list[float]]]:
     """Annotation id -> ``(image_id, [x, y, w, h])`` from a COCO-style ``instances.json``."""
-    if not path.is_file():
-        raise UserInputError(f"instances file not found: {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        data = json.loads(read_text(path, "instances file"))
+    except json.JSONDecodeError as err:
         raise UserInputError(f"instances file {path} is not valid JSON ({err})") from err
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise UserInputError(f"instances file {path}: expected an object with an 'annotations' list")

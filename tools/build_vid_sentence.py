@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.cli import ArgumentParser, run_main
-from utils.io import UserInputError, atomic_save, safe_load
+from utils.io import UserInputError, atomic_save, read_text, safe_load
 from utils.word_utils import Corpus, Dictionary, build_corpus, load_corpus, split_words
 
 # VID-Sentence split -> ImageNet-VID folder of its tube files and frames (test tubes are VID "val" videos).
@@ -67,12 +67,7 @@ class SplitIndex:
 
 def _lines(path: Path, what: str) -> list[tuple[int, str]]:
     """Non-blank lines of ``path`` with their 1-based line numbers."""
-    if not path.is_file():
-        raise UserInputError(f"{what} not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise UserInputError(f"{what} {path} is not UTF-8 text ({err})") from err
+    text = read_text(path, what)
     return [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
@@ -109,11 +104,11 @@ def is_coordinate(value: Any) -> bool:
 
 def read_tube_file(path: Path, video: str) -> dict[str, list[tuple[int, list[float]]]]:
     """Track id -> ``[(frame, [x1, y1, x2, y2])]`` sorted by frame (1-based) from a ``tubeGt`` file."""
-    if not path.is_file():
+    if not path.exists():
         raise UserInputError(f"tube file not found: {path} (needed for video {video})")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        data = json.loads(read_text(path, "tube file"))
+    except json.JSONDecodeError as err:
         raise UserInputError(f"tube file {path} is not valid JSON ({err})") from err
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise UserInputError(f"tube file {path}: expected an object with an 'annotations' list")
