@@ -126,6 +126,10 @@ def main(args: argparse.Namespace) -> None:
     for sentence in sentences:
         grounder.encode(sentence)  # a sentence with no known word is an error, before any warning
     for sentence in sentences:
+        dropped = grounder.dropped_tokens(sentence)
+        if dropped:
+            print(f"warning: sentence {sentence!r}: its last {dropped} token(s) are past --time "
+                  f"{grounder.max_query_len} and are not read", file=sys.stderr)
         unknown = grounder.unknown_words(sentence)
         if unknown:
             print(f"warning: sentence {sentence!r}: {', '.join(unknown)} not in the vocabulary (read as <unk>)",
@@ -164,7 +168,7 @@ def main(args: argparse.Namespace) -> None:
         for record in grounder.ground(frames(), sentences, stride=args.stride, top_k=args.top_k,
                                       post_process=args.post_process):
             if out is not None:
-                out.write(json.dumps(json_record(record, source, fps)) + "\n")
+                out.write(json.dumps(json_record(record, source, fps), allow_nan=False) + "\n")
             boxes[record["sentence"]] = record["box"]
             if record["sentence"] == len(sentences) - 1:
                 bar.update()  # frames/s of grounded frames, all sentences

@@ -13,7 +13,14 @@ from __future__ import annotations
 import argparse
 
 from app.argparser import grounding_parsers, script_parser
-from app.builders import build_corpus, build_model, build_video_dataset, inference_config, setup_runtime
+from app.builders import (
+    build_corpus,
+    build_model,
+    build_test_model,
+    build_video_dataset,
+    inference_config,
+    setup_runtime,
+)
 from app.checks import check_before_work
 from app.pipeline import run_video_test, train
 from utils.cli import run_main
@@ -29,7 +36,8 @@ def main(args: argparse.Namespace) -> None:
     check_before_work(args, training=not args.test, cache=args.test and args.cache)
     rt = setup_runtime(args, args.savename if not args.test else f"{args.savename}_test")
     corpus = build_corpus(args)
-    model = build_model(args, len(corpus), "video").to(rt.device)
+    model = (build_test_model(args, rt, len(corpus), "video") if args.test
+             else build_model(args, len(corpus), "video").to(rt.device))
     if args.test:
         run_video_test(args, rt, model, corpus)
         return

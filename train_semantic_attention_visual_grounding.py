@@ -14,7 +14,14 @@ from __future__ import annotations
 import argparse
 
 from app.argparser import grounding_parsers, script_parser
-from app.builders import build_corpus, build_image_dataset, build_model, inference_config, setup_runtime
+from app.builders import (
+    build_corpus,
+    build_image_dataset,
+    build_model,
+    build_test_model,
+    inference_config,
+    setup_runtime,
+)
 from app.checks import check_before_work
 from app.pipeline import run_image_test, train
 from utils.cli import run_main
@@ -28,7 +35,8 @@ def main(args: argparse.Namespace) -> None:
     check_before_work(args, training=not args.test)
     rt = setup_runtime(args, args.savename if not args.test else f"{args.savename}_test")
     corpus = build_corpus(args)
-    model = build_model(args, len(corpus), "image").to(rt.device)
+    model = (build_test_model(args, rt, len(corpus), "image") if args.test
+             else build_model(args, len(corpus), "image").to(rt.device))
     if args.test:
         run_image_test(args, rt, model, corpus)
         return

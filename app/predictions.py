@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable, Iterable
@@ -33,7 +34,12 @@ def check_writable(path: str | os.PathLike | None, overwrite: bool, flag: str) -
 
 def write_predictions(records: Iterable[dict[str, Any]], path: str | os.PathLike) -> Path:
     """JSON Lines, one record per evaluated sample in dataset order: image, phrase, pred, gt, iou."""
-    lines = [json.dumps({k: r[k] for k in PRED_FIELDS}) for r in sorted(records, key=lambda r: r["index"])]
+    records = sorted(records, key=lambda r: r["index"])
+    for r in records:
+        if not all(math.isfinite(v) for v in [*r["pred"], r["iou"]]):
+            raise FloatingPointError(f"sample {r['index']} ({r['image']}): the model gave a non-finite box "
+                                     f"{r['pred']}; predictions not written")
+    lines = [json.dumps({k: r[k] for k in PRED_FIELDS}, allow_nan=False) for r in records]
     return atomic_write_text("\n".join(lines) + "\n" if lines else "", path)
 
 
