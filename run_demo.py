@@ -35,6 +35,7 @@ from dataset.synthvid import SynthConfig, generate
 from dataset.vid_loader import video_index_path
 from utils.box_ops import box_iou
 from utils.io import UserInputError, atomic_write_text
+from utils.video import write_video
 
 ROOT = Path(__file__).resolve().parent
 TYPES = ("attribute", "location", "motion")
@@ -122,15 +123,12 @@ def save_gif(records_by_method: dict[str, list[dict[str, Any]]], data: Path, pat
 
 
 def render_test_clip(data: Path, path: Path, fps: float = 10.0) -> tuple[Path, list[str]]:
-    """The first test clip of the synthetic set as an MP4 (as a user would bring one), and two of its sentences."""
+    """The first test clip of the synthetic set as an H.264 MP4 (as a user would bring one), and two of its
+    sentences."""
     videos = load_index(video_index_path(data, "VID", "test"), "test")
     frames = [path for path, _, _ in videos[0]]
     phrases = [video[0][2] for video in videos if [p for p, _, _ in video] == frames][:2]
-    first = cv2.imread(str(data / frames[0]), cv2.IMREAD_COLOR)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (first.shape[1], first.shape[0]))
-    for frame in frames:
-        writer.write(cv2.imread(str(data / frame), cv2.IMREAD_COLOR))
-    writer.release()
+    path = write_video(path, [cv2.imread(str(data / frame), cv2.IMREAD_COLOR) for frame in frames], fps)
     return path, phrases
 
 

@@ -66,7 +66,8 @@ def run_parser() -> argparse.ArgumentParser:
 def model_parser() -> argparse.ArgumentParser:
     parser, group = _parent("model")
     group.add_argument("--lstm", action="store_true",
-                       help="bidirectional-LSTM language encoder (required: BERT is not bundled)")
+                       help="bidirectional-LSTM language encoder (required: the reference's BERT branch cannot build "
+                            "these models, docs/behaviour.md §2)")
     group.add_argument("--corpus", default=None,
                        help="vocabulary file (default <split_root>/<dataset>/corpus.pth); a released checkpoint "
                             "needs the corpus it was trained with")

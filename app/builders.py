@@ -54,8 +54,8 @@ class Runtime:
 def setup_runtime(args: argparse.Namespace, log_name: str) -> Runtime:
     """Device (``--gpu``), process group (torchrun), seeds, determinism, logger and AMP dtype."""
     if not args.lstm:
-        raise UserInputError("pass --lstm: the BERT text encoder of the reference is not bundled (it needs "
-                             "downloaded weights); the LSTM encoder is the one the released checkpoints use")
+        raise UserInputError("pass --lstm: SL-Att and CG-SL-Att need the LSTM encoder's per-word features, so the "
+                             "reference's BERT branch cannot build them and no BERT checkpoint of them exists")
     if args.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = args.gpu
     device_type = "cuda" if torch.cuda.is_available() else "cpu"

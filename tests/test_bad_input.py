@@ -1,7 +1,7 @@
 """Bad input, as a new user gives it, across the four scripts, post_processing.py and the tools.
 
 Each case either exits 2 with one line on stderr, ``error: ...``, naming the file, flag or key and what was
-expected, or completes (exit 0) with its documented number of ``warning:`` lines (README "Bad input").
+expected, or completes (exit 0) with its documented number of ``warning:`` lines (docs/behaviour.md §10).
 The scripts' ``main`` runs in-process through ``run_main`` (the command line's code path minus interpreter
 start-up); most cases stop at parse or validation time, before any model is built.
 """

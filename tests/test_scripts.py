@@ -537,7 +537,7 @@ def test_training_over_an_existing_checkpoint_needs_resume_or_overwrite(chain: C
 def test_a_run_without_lstm_is_refused(tiny_root: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
     flags = [f for f in model_flags(tiny_root) if f != "--lstm"]
     code, _, err = run_in_process(train_video, [*flags, "--nb_epoch", "1"], capsys)
-    assert_clean_error(code, err, "--lstm")
+    assert_clean_error(code, err, "pass --lstm", "no BERT checkpoint of them exists")
     assert files(workdir) == {}
 
 
