@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 
 from app.argparser import script_parser
-from app.builders import build_amp_dtype
-from app.checks import FILE, check_output
+from app.builders import build_amp_dtype, ignored_flags
+from app.checks import FILE, check_output, check_suffix
 from app.grounder import FrameSource, Grounder, SourceFrame, read_frames
-from app.predictions import check_writable, draw_sentences, save_gif
+from app.predictions import JSONL_SUFFIXES, check_writable, draw_sentences, fit_frame, save_gif
 from dataset.names import IMAGE_DATASETS, VIDEO_DATASETS
-from utils.cli import image_size, int_from, positive_float, positive_int, run_main
+from utils.cli import given_flags, image_size, int_from, positive_float, positive_int, run_main
 from utils.geometry import anchors_for_dataset
 from utils.io import UserInputError, atomic_file, read_text
 from utils.progress import progress_bar
@@ -115,8 +115,11 @@ def check_outputs(args: argparse.Namespace, source: FrameSource) -> None:
         raise UserInputError("nothing to write: pass --out_jsonl, --out_video and/or --out_gif")
     if (args.out_video or args.out_gif) and source.kind == "images":
         raise UserInputError("--out_video / --out_gif need a video or a folder of frames, not separate images")
-    if args.out_video and Path(args.out_video).suffix.lower() not in VIDEO_SUFFIXES:
-        raise UserInputError(f"--out_video {args.out_video}: the suffix must be one of {', '.join(VIDEO_SUFFIXES)}")
+    for flag, path, suffixes in (("--out_jsonl", args.out_jsonl, JSONL_SUFFIXES),
+                                 ("--out_video", args.out_video, VIDEO_SUFFIXES),
+                                 ("--out_gif", args.out_gif, (".gif",))):
+        if path:
+            check_suffix(flag, path, suffixes)
     video = output_path(args.out_video) if args.out_video else None  # .webm where H.264 is unavailable
     for flag, path in (("--out_jsonl", args.out_jsonl), ("--out_video", video), ("--out_gif", args.out_gif)):
         if path:
@@ -124,11 +127,35 @@ def check_outputs(args: argparse.Namespace, source: FrameSource) -> None:
             check_writable(path, args.overwrite, flag)
 
 
+def ignored_ground_flags(args: argparse.Namespace, source: FrameSource) -> list[str]:
+    """One line per flag given that this run would not use (docs/behaviour.md §10)."""
+    notes = ignored_flags(args)
+    given = given_flags(args)
+    annotate = bool(args.out_video or args.out_gif)
+    if "fps" in given and source.kind == "video" and source.fps:
+        notes.append(f"--fps is ignored for a video input: its outputs keep its own {source.fps:g} frames/s")
+    elif "fps" in given and not annotate:
+        notes.append("--fps is ignored without --out_video or --out_gif")
+    if "gif_frames" in given and not args.out_gif:
+        notes.append("--gif_frames is ignored without --out_gif")
+    if "top_k" in given and not args.out_jsonl:
+        notes.append("--top_k is ignored without --out_jsonl")
+    frames = source.frame_count if source.kind == "video" else len(source.paths)
+    if args.stride > 1 and source.kind == "images":
+        notes.append("--stride is ignored for separate images (each one is grounded)")
+    elif args.stride > 1 and frames is not None and args.stride >= frames:
+        notes.append(f"--stride {args.stride} is not shorter than the input's {frames} frames: only its first frame "
+                     "is grounded, and its boxes are drawn on every frame")
+    return notes
+
+
 def main(args: argparse.Namespace) -> None:
     sentences = read_sentences(args)
     source = read_frames(args.inputs)
     check_outputs(args, source)
     grounder = build_grounder(args)
+    for note in ignored_ground_flags(args, source):
+        print(f"warning: {note}", file=sys.stderr)
     for sentence in sentences:
         grounder.encode(sentence)  # a sentence with no known word is an error, before any warning
     for sentence in sentences:
@@ -158,10 +185,15 @@ def main(args: argparse.Namespace) -> None:
                                                unit="frame", desc="grounded", enabled=not args.no_progress))
         video = stack.enter_context(VideoWriter(args.out_video, fps)) if args.out_video else None
 
+        canvas: list[tuple[int, int]] = []  # (W, H) of the annotated outputs: the first frame's
+
         def flush(boxes: dict[int, list[float]], before: int | None) -> None:
-            """Draw ``boxes`` on the waiting frames (those before frame ``before``, or all) and write them."""
+            """Draw ``boxes`` on the waiting frames (those before frame ``before``, or all) and write them, each
+            fitted into the first frame's size."""
             while pending and (before is None or pending[0].index < before):
                 img = draw_sentences(pending.popleft().image, sentences, boxes)
+                canvas[:] = canvas or [(img.shape[1], img.shape[0])]
+                img = fit_frame(img, canvas[0])
                 if video is not None:
                     video.write(img)
                 if args.out_gif and len(gif) < args.gif_frames:

@@ -6,11 +6,12 @@ given on the command line that does not exist, is found here, not after an epoch
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
 from app.argparser import DEFAULT_DARKNET_WEIGHTS
-from app.predictions import check_writable
+from app.predictions import JSONL_SUFFIXES, check_writable
 from utils.io import UserInputError, check_not_folder
 
 # output flag -> what it names: a file, a folder we write into, or a folder replaced as a whole (staged)
@@ -66,6 +67,12 @@ def check_output(flag: str, path: Path, kind: str) -> None:
                              f"({err.strerror or err})") from None
 
 
+def check_suffix(flag: str, path: str | os.PathLike, suffixes: tuple[str, ...]) -> None:
+    """An output's suffix names its format: ``--out_gif x.png`` would be GIF bytes under a PNG name."""
+    if Path(path).suffix.lower() not in suffixes:
+        raise UserInputError(f"{flag} {path}: the suffix must be {' or '.join(suffixes)} (the format written)")
+
+
 def check_inputs(args: argparse.Namespace, training: bool) -> None:
     """Input paths given on the command line of a grounding script exist (a default path that does not is no
     error)."""
@@ -91,6 +98,8 @@ def check_before_work(args: argparse.Namespace, training: bool, cache: bool = Fa
 
 def check_outputs(args: argparse.Namespace, training: bool = False, cache: bool = False) -> None:
     """Every output (see :func:`outputs`) writable and not clobbering user files."""
+    if args.save_pred:
+        check_suffix("--save_pred", args.save_pred, JSONL_SUFFIXES)
     for flag, (path, kind) in outputs(args, training, cache).items():
         check_output(flag, path, kind)
         if kind != FOLDER:

@@ -592,8 +592,7 @@ EDGE_CASES: list[Case] = [
      0),
     ("ground_mixed_sizes_to_gif", "ground", lambda c: ground_with(c, "--out_gif", "o.gif", inputs=[mixed_sizes(c)]),
      0),
-    ("test_4000x16_frame_in_an_index", "test_video",
-     lambda c: [*c.test(), *c.with_frame(image_file(c, "frames/w/000001.png", 16, 4000))], 0),
+    ("test_4000x16_frame_in_an_index", "test_video", lambda c: [*c.test(), *c.video_index(_wide_frame(c))], 0),
     ("detect_letterbox_4000x16", "detect", lambda c: detect_args(c, image_file(c, "wide.png", 16, 4000),
                                                                  "--letterbox"), 0),
     # ---- 9. tools that would write nothing useful
@@ -635,6 +634,15 @@ EDGE_CASES: list[Case] = [
     ("out_jsonl_named_mp4", "ground", lambda c: ground_with(c, "--out_jsonl", "o.mp4"), ("--out_jsonl", ".jsonl")),
     ("save_pred_named_png", "test_video", lambda c: [*c.test(), "--save_pred", "p.png"], ("--save_pred", ".jsonl")),
 ]
+
+
+def _wide_frame(ctx: Ctx) -> Callable[[list], None]:
+    """Test video 0 frame 1 read from a 4000 x 16 image, with a box inside it."""
+    path = image_file(ctx, "frames/w/000001.png", 16, 4000)
+
+    def edit(videos: list) -> None:
+        videos[0][1][:2] = [str(path), [100, 2, 900, 14]]
+    return edit
 
 
 def _tiny_frames(ctx: Ctx) -> str:
