@@ -26,7 +26,7 @@ from app.argparser import (
     window_parser,
 )
 from app.builders import setup_logger
-from app.checks import check_outputs
+from app.checks import check_outputs, check_window_frames
 from app.engine import collate_meta, score_boxes
 from app.pipeline import report, video_test_split
 from dataset.vid_loader import VIDDataset
@@ -52,6 +52,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    check_window_frames(args, training=False)
     check_outputs(args)
     log_name = args.savename or f"post_processing_{Path(args.cache_dir).name}"
     logger = setup_logger(Path(args.log_dir) / f"{log_name}.log")

@@ -24,7 +24,6 @@ from app.builders import (
 from app.checks import check_before_work
 from app.pipeline import run_video_test, train
 from utils.cli import run_main
-from utils.io import UserInputError
 from utils.windows import EVAL_FRAMES, TRAIN_FRAMES
 
 
@@ -41,8 +40,6 @@ def main(args: argparse.Namespace) -> None:
     if args.test:
         run_video_test(args, rt, model, corpus)
         return
-    if (args.num_frame_k or TRAIN_FRAMES) != TRAIN_FRAMES:
-        raise UserInputError(f"--num_frame_k {args.num_frame_k}: training uses frame pairs ({TRAIN_FRAMES})")
     train_set = build_video_dataset(args, "train", corpus, TRAIN_FRAMES, augment=not args.no_augment,
                                     training=True)
     val_set = build_video_dataset(args, args.val_split or "test", corpus, EVAL_FRAMES, augment=False)

@@ -13,6 +13,7 @@ from pathlib import Path
 from app.argparser import DEFAULT_DARKNET_WEIGHTS
 from app.predictions import JSONL_SUFFIXES, check_writable
 from utils.io import UserInputError, check_not_folder
+from utils.windows import EVAL_FRAMES, TRAIN_FRAMES
 
 # output flag -> what it names: a file, a folder we write into, or a folder replaced as a whole (staged)
 FILE, FOLDER, STAGED_FOLDER = "file", "folder", "staged folder"
@@ -90,9 +91,23 @@ def check_inputs(args: argparse.Namespace, training: bool) -> None:
                              f"or leave the flag out to use {DEFAULT_DARKNET_WEIGHTS} when it exists)")
 
 
+def check_window_frames(args: argparse.Namespace, training: bool) -> None:
+    """``--num_frame_k`` fits the run: frame pairs to train, an odd window of >= 3 frames to evaluate."""
+    k = getattr(args, "num_frame_k", None)
+    if k is None:
+        return
+    if training and k != TRAIN_FRAMES:
+        raise UserInputError(f"--num_frame_k {k}: training uses frame pairs ({TRAIN_FRAMES})")
+    if not training and (k < 3 or k % 2 == 0):
+        raise UserInputError(f"--num_frame_k {k}: evaluation grounds the centre of a window of an odd number of "
+                             f"frames >= 3 (default {EVAL_FRAMES}); {TRAIN_FRAMES} is for training")
+
+
 def check_before_work(args: argparse.Namespace, training: bool, cache: bool = False) -> None:
-    """A grounding script's checks: every input given on the command line present, then :func:`check_outputs`."""
+    """A grounding script's checks: every input given on the command line present, ``--num_frame_k``, then
+    :func:`check_outputs`."""
     check_inputs(args, training)
+    check_window_frames(args, training)
     check_outputs(args, training, cache)
 
 

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from app.checks import FOLDER, check_output
+from dataset.common import check_boxes
 from tools.build_vid_sentence import is_coordinate, resolve_corpus, write_outputs
 from tools.restricted_pickle import load_plain_pickle
 from utils.cli import ArgumentParser, run_main
@@ -125,6 +127,7 @@ def build(
     """Read the refs and instances of ``dataset``, report counts, write the split indexes and corpus.pth."""
     if dataset not in DATASETS:
         raise UserInputError(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
+    check_output("--out", Path(out), FOLDER)
     folder, default_split_by = DATASETS[dataset]
     refs_path = Path(refer_root) / folder / f"refs({split_by or default_split_by}).p"
     refs = read_refs(refs_path)
@@ -134,6 +137,9 @@ def build(
     if dataset in TRAINVAL_DATASETS and "val" in items:
         items["trainval"] = items["train"] + items["val"]
     sentence_at = 2 if dataset == "gref" else 3
+    for split, split_items in items.items():  # what the loaders check in the written index (dataset.common)
+        check_boxes([item[sentence_at - 1] for item in split_items], xywh=True,
+                    describe=lambda i, split=split: f"{split} split, item {i} (image {items[split][i][0]})")
     for split, split_items in items.items():
         print(f"{split}: {len(split_items)} sentences, {len({item[0] for item in split_items})} images")
     skipped = sum(len(ref["sentences"]) for ref in refs) - sum(

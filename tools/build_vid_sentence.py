@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.checks import FOLDER, check_output
+from dataset.common import check_boxes, check_image_paths, check_phrases
 from utils.cli import ArgumentParser, run_main
 from utils.io import UserInputError, atomic_save, read_text, safe_load
 from utils.word_utils import Corpus, Dictionary, build_corpus, load_corpus, split_words
@@ -165,6 +167,23 @@ def build_split(vid_sentence_root: Path, vid_frames_root: Path, split: str) -> S
     return SplitIndex(videos, [sentence for _, sentence in sentences], len(tubes), used_tubes)
 
 
+def check_split(index: SplitIndex, split: str, ann_list: Path) -> None:
+    """What the loaders will check in the written index (``dataset.common``), checked before writing: a split
+    with no sentence would be an empty index."""
+    if not index.videos:
+        raise UserInputError(f"{ann_list}: the {split} split has no sentence, so its index would be empty "
+                             "(the scripts refuse an empty index)")
+    frames = [(v, t) for v, video in enumerate(index.videos) for t in range(len(video))]
+
+    def describe(i: int) -> str:
+        v, t = frames[i]
+        return f"{split} split, video {v} frame {t} ({index.videos[v][t][0]})"
+
+    check_image_paths([index.videos[v][t][0] for v, t in frames], describe)
+    check_boxes([index.videos[v][t][1] for v, t in frames], xywh=False, describe=describe)
+    check_phrases([index.videos[v][t][2] for v, t in frames], None, ann_list, describe)
+
+
 def resolve_corpus(train_sentences: Iterable[str], corpus_path: str | os.PathLike | None) -> Corpus:
     """The given corpus (``--corpus``, e.g. the authors' vocabulary) or one built from the training sentences.
 
@@ -218,7 +237,10 @@ def build(
 ) -> None:
     """Read VID-Sentence, report counts and missing frames, write the two indexes and ``corpus.pth``."""
     root, frames_root = Path(vid_sentence_root), Path(vid_frames_root)
+    check_output("--out", Path(out), FOLDER)
     splits = {split: build_split(root, frames_root, split) for split in SPLIT_DIRS}
+    for split, index in splits.items():
+        check_split(index, split, root / "Data" / "VID" / "annSamples" / f"{split}_ann_list_v2.txt")
     missing, num_images = [], 0
     for split, index in splits.items():
         paths = index.frame_paths()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 import dataset.synthvid
 from dataset.synthvid.config import SynthConfig
@@ -18,6 +19,11 @@ def run(args: argparse.Namespace) -> None:
     config = SynthConfig(args.seed, args.train_videos, args.val_videos, args.test_videos, args.frames[0],
                          args.frames[-1], args.expressions, args.image_stride, tuple(args.type_mix),
                          args.jpeg_quality, tuple(args.eval_frames) if args.eval_frames else None)
+    for folder in (Path(args.out), *Path(args.out).parents):  # the nearest existing one must be a folder
+        if folder.exists():
+            if not folder.is_dir():
+                raise UserInputError(f"--out {args.out}: {folder} is a file, not a folder")
+            break
     written = generate(args.out, config, force=args.force, workers=args.workers)
     print(f"synthvid: {'wrote' if written else 'already complete, nothing to do:'} {args.out}")
 
