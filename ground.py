@@ -119,6 +119,7 @@ def check_outputs(args: argparse.Namespace, source: FrameSource) -> None:
                                  ("--out_video", args.out_video, VIDEO_SUFFIXES),
                                  ("--out_gif", args.out_gif, (".gif",))):
         if path:
+            check_output(flag, Path(path), FILE)
             check_suffix(flag, path, suffixes)
     video = output_path(args.out_video) if args.out_video else None  # .webm where H.264 is unavailable
     for flag, path in (("--out_jsonl", args.out_jsonl), ("--out_video", video), ("--out_gif", args.out_gif)):

@@ -113,9 +113,9 @@ def check_before_work(args: argparse.Namespace, training: bool, cache: bool = Fa
 
 def check_outputs(args: argparse.Namespace, training: bool = False, cache: bool = False) -> None:
     """Every output (see :func:`outputs`) writable and not clobbering user files."""
-    if args.save_pred:
-        check_suffix("--save_pred", args.save_pred, JSONL_SUFFIXES)
     for flag, (path, kind) in outputs(args, training, cache).items():
         check_output(flag, path, kind)
+        if flag == "--save_pred":
+            check_suffix(flag, path, JSONL_SUFFIXES)
         if kind != FOLDER:
             check_writable(path, args.overwrite, flag)
