@@ -16,8 +16,10 @@ px, E = 512, the default anchors in 416-px units) and a corpus.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -103,7 +105,8 @@ def read_frames(inputs: Sequence[str | os.PathLike]) -> FrameSource:
     if len(paths) > 1:
         raise UserInputError(f"inputs {' '.join(map(str, paths))}: give one video, one folder of frames, or images "
                              f"({', '.join(IMAGE_SUFFIXES)})")
-    capture = cv2.VideoCapture(str(paths[0]))
+    with quiet_decoder():
+        capture = cv2.VideoCapture(str(paths[0]))
     try:
         if not capture.isOpened():
             raise UserInputError(f"video {paths[0]} cannot be decoded by OpenCV (not a video, or a codec its FFmpeg "
@@ -115,8 +118,28 @@ def read_frames(inputs: Sequence[str | os.PathLike]) -> FrameSource:
     return FrameSource("video", paths, fps if fps > 0 else None, count if count > 0 else None)
 
 
+@contextlib.contextmanager
+def quiet_decoder() -> Iterator[None]:
+    """Silence OpenCV's and FFmpeg's own log lines while a video is opened: a file that cannot be decoded is
+    reported in our one line, not under lines such as ``moov atom not found`` (docs/behaviour.md §10).
+
+    Their C code writes to file descriptor 2 whatever the log-level variables say once the backend is loaded, so
+    the descriptor itself points at the null device meanwhile.
+    """
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
 def _video_frames(path: Path) -> Iterator[SourceFrame]:
-    capture = cv2.VideoCapture(str(path))
+    with quiet_decoder():
+        capture = cv2.VideoCapture(str(path))
     try:
         index = 0
         while True:

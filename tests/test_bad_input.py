@@ -760,6 +760,75 @@ def test_edge_input(script: str, argv: Callable[[Ctx], list[str]], expected: tup
     test_bad_input(script, argv, expected, ctx, capsys)
 
 
+
+def test_a_byte_order_mark_never_becomes_part_of_a_sentence(ctx: Ctx, capsys: pytest.CaptureFixture) -> None:
+    code, _, err = run("ground", phrases_file(ctx, BOM + b"the triangle left of the square\r\n"), capsys)
+    assert code == 0, err
+    records = [json.loads(line) for line in (ctx.work / "o.jsonl").read_text().splitlines()]
+    assert {r["sentence"] for r in records} == {"the triangle left of the square"}
+
+
+def test_the_warnings_name_only_the_tokens_read_each_once(ctx: Ctx, capsys: pytest.CaptureFixture) -> None:
+    """--time 6 reads 'zebra the zebra triangle left of': zebra is unknown (once); 'yak' and 'square' are cut."""
+    argv = ground_with(ctx, "--out_jsonl", "o.jsonl", "--time", "6", "--phrase", "zebra the zebra triangle left of "
+                       "the square yak")
+    code, _, err = run("ground", argv, capsys)
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert code == 0 and len(warnings) == 2, err
+    assert "its last 3 token(s) are past --time 6" in warnings[0]
+    assert warnings[1].endswith(": zebra not in the vocabulary (read as <unk>)")
+
+
+def test_a_model_that_gives_a_non_finite_box_writes_nothing(ctx: Ctx) -> None:
+    from app.grounder import Grounder, read_frames
+    grounder = Grounder.from_checkpoint(ctx.video_ckpt, corpus=ctx.root / "VID" / "corpus.pth", cfg=SMALL_CFG,
+                                        size=64, emb_size=EMB)
+    with torch.no_grad():
+        next(grounder.model.parameters()).fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="non-finite box"):
+        list(grounder.ground(read_frames([ctx.root / "frames" / "test" / "vid_00000"]), ["the triangle"]))
+
+
+def test_the_test_script_takes_the_checkpoints_stored_settings(ctx: Ctx, capsys: pytest.CaptureFixture) -> None:
+    """Without --size and --anchor_imsize, a checkpoint trained at 64 px with anchors in 64-px units is evaluated
+    so: the same predictions as with both flags given."""
+    ckpt = str(ckpt_with(ctx, "s.pth", with_inference(size=64, anchor_imsize=64)))
+    bare = [a for a in ctx.model() if a not in ("--size", "64")]
+    assert run("test_video", [*bare, "--test", "--resume", ckpt, "--save_pred", "a.jsonl"], capsys)[0] == 0
+    assert run("test_video", [*ctx.model(), "--test", "--resume", ckpt, "--anchor_imsize", "64", "--save_pred",
+                              "b.jsonl"], capsys)[0] == 0
+    assert run("test_video", [*ctx.model(), "--test", "--resume", ckpt, "--save_pred", "c.jsonl"], capsys)[0] == 0
+    assert (ctx.work / "a.jsonl").read_text() == (ctx.work / "b.jsonl").read_text()
+    assert (ctx.work / "a.jsonl").read_text() == (ctx.work / "c.jsonl").read_text()
+
+
+def test_mixed_frame_sizes_give_every_output_every_frame(ctx: Ctx, capsys: pytest.CaptureFixture) -> None:
+    """One rule: JSON Lines boxes in each frame's own pixels; the video and the GIF at the first frame's size,
+    the frame of another size fitted in (not cropped, not refused)."""
+    from PIL import Image
+    folder = mixed_sizes(ctx)
+    frames = sorted(Path(folder).iterdir())
+    code, _, err = run("ground", ground_with(ctx, "--out_jsonl", "o.jsonl", "--out_video", "o.mp4", "--out_gif",
+                                             "o.gif", inputs=[folder]), capsys)
+    assert code == 0, err
+    first = cv2.imread(str(frames[0])).shape
+    records = [json.loads(line) for line in (ctx.work / "o.jsonl").read_text().splitlines()]
+    assert len(records) == len(frames)
+    with Image.open(ctx.work / "o.gif") as gif:
+        assert gif.n_frames == len(frames) and gif.size == ((first[1] + 1) // 2, (first[0] + 1) // 2)
+    capture = cv2.VideoCapture(str(ctx.work / "o.mp4"))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    assert count == len(frames)
+
+
+def test_a_video_that_cannot_be_decoded_prints_only_our_line(ctx: Ctx, capfd: pytest.CaptureFixture) -> None:
+    argv = ground_with(ctx, "--out_jsonl", "o.jsonl", inputs=[str(video_file(ctx, truncate=True))])
+    code = run_main(ground.main, ground.get_args_parser(), argv)
+    err = capfd.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: video "), err
+
 def test_a_cache_without_manifest_is_used_with_a_note(ctx: Ctx, capsys: pytest.CaptureFixture) -> None:
     """The authors' published cache folders have no manifest: post-processing uses them and says so."""
     code, out, _ = run("post", ctx.post(_no_manifest_cache(ctx)), capsys)
