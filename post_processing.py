@@ -25,7 +25,7 @@ from app.argparser import (
     script_parser,
     window_parser,
 )
-from app.builders import setup_logger
+from app.builders import ignored_flags, setup_logger
 from app.checks import check_outputs, check_window_frames
 from app.engine import collate_meta, score_boxes
 from app.pipeline import report, video_test_split
@@ -56,6 +56,8 @@ def main(args: argparse.Namespace) -> None:
     check_outputs(args)
     log_name = args.savename or f"post_processing_{Path(args.cache_dir).name}"
     logger = setup_logger(Path(args.log_dir) / f"{log_name}.log")
+    for note in ignored_flags(args):
+        logger.warning("warning: %s", note)
     split, num_frames = video_test_split(args), args.num_frame_k or EVAL_FRAMES
     dataset = VIDDataset(args.data_root, args.split_root, args.dataset, split, corpus=None,
                          image_size=args.size, num_frames=num_frames)

@@ -33,7 +33,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     check_before_work(args, training=not args.test, cache=args.test and args.cache)
-    rt = setup_runtime(args, args.savename if not args.test else f"{args.savename}_test")
+    rt = setup_runtime(args, args.savename if not args.test else f"{args.savename}_test", training=not args.test)
     corpus = build_corpus(args)
     model = (build_test_model(args, rt, len(corpus), "video") if args.test
              else build_model(args, len(corpus), "video").to(rt.device))

@@ -51,8 +51,9 @@ class Runtime:
         return self.dist.rank == 0
 
 
-def setup_runtime(args: argparse.Namespace, log_name: str) -> Runtime:
-    """Device (``--gpu``), process group (torchrun), seeds, determinism, logger and AMP dtype."""
+def setup_runtime(args: argparse.Namespace, log_name: str, training: bool = False) -> Runtime:
+    """Device (``--gpu``), process group (torchrun), seeds, determinism, logger and AMP dtype; a warning for each
+    flag the run (``training`` or evaluating) ignores."""
     if not args.lstm:
         raise UserInputError("pass --lstm: SL-Att and CG-SL-Att need the LSTM encoder's per-word features, so the "
                              "reference's BERT branch cannot build them and no BERT checkpoint of them exists")
@@ -64,7 +65,7 @@ def setup_runtime(args: argparse.Namespace, log_name: str) -> Runtime:
     logger = setup_logger(Path(args.log_dir) / f"{log_name}.log", dist.rank == 0)
     if device_type == "cpu":
         logger.info("CUDA is not available: running on the CPU")
-    for note in ignored_flags(args):
+    for note in ignored_flags(args, training):
         logger.warning("warning: %s", note)
     seed_everything(args.seed + dist.rank)
     # float32 means float32: cuDNN would otherwise run convolutions in TF32 on Ampere and later GPUs, which moves
@@ -94,23 +95,24 @@ TRAINING_ONLY_FLAGS = ("lr", "backbone_lr_scale", "power", "nb_epoch", "lr_per_i
 EVALUATION_ONLY_FLAGS = ("test_split", "save_pred", "save_plot", "max_plots", "cache", "cache_dir")
 
 
-def ignored_flags(args: argparse.Namespace) -> list[str]:
-    """One line per flag given that this run would ignore (docs/behaviour.md §10): said, never silent."""
+def ignored_flags(args: argparse.Namespace, training: bool = False) -> list[str]:
+    """One line per flag given that this run (``training`` or not) would ignore (docs/behaviour.md §10)."""
     given = given_flags(args)
     notes = []
     if "amp_dtype" in given and not args.amp:
         notes.append(f"--amp_dtype {args.amp_dtype} is ignored without --amp (full precision)")
-    testing = getattr(args, "test", True)
-    if "cache_dir" in given and testing and not getattr(args, "cache", True):
-        notes.append("--cache_dir is ignored without --cache (add --cache to write the cache there)")
-    if testing and "test" in vars(args):
-        unused = [f"--{k}" for k in TRAINING_ONLY_FLAGS if k in given]
-        if unused:
-            notes.append(f"{', '.join(unused)}: training flags, ignored with --test")
-    elif not testing:
+    if training:
         unused = [f"--{k}" for k in EVALUATION_ONLY_FLAGS if k in given]
         if unused:
             notes.append(f"{', '.join(unused)}: evaluation flags, ignored without --test")
+        return notes
+    if "cache_dir" in given and "cache" in vars(args) and not args.cache:
+        notes.append("--cache_dir is ignored without --cache (add --cache to write the cache there)")
+    if "max_plots" in given and not args.save_plot:
+        notes.append("--max_plots is ignored without --save_plot")
+    unused = [f"--{k}" for k in TRAINING_ONLY_FLAGS if k in given]
+    if unused:
+        notes.append(f"{', '.join(unused)}: training flags, ignored when evaluating")
     return notes
 
 

@@ -71,6 +71,8 @@ def check_image_file(path: str | os.PathLike, index_path: str | os.PathLike | No
             head = f.read(2)
             f.seek(max(0, os.fstat(f.fileno()).st_size - JPEG_TAIL_BYTES))
             tail = f.read()
+    except IsADirectoryError:
+        raise UserInputError(f"image {path}{listed} is a folder; expected an image file") from None
     except OSError:
         raise UserInputError(f"image {path}{listed} is missing") from None
     if head == JPEG_START and JPEG_END not in tail:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils.io import UserInputError, read_text
+from utils.io import UserInputError, check_not_folder, read_text
 
 LEAKY_SLOPE = 0.1
 CONV_TYPES = ("convolutional", "yoloconvolutional")
@@ -231,6 +231,7 @@ class Darknet(nn.Module):
         A file whose value count differs from what the cfg needs is an error, never a partial load.
         """
         path = Path(path)
+        check_not_folder(path, "Darknet weights")
         if not path.is_file():
             raise UserInputError(f"Darknet weights not found: {path}")
         data = path.read_bytes()

@@ -569,6 +569,10 @@ EDGE_CASES: list[Case] = [
                                                                      "bf16"), 1),
     ("test_amp_dtype_without_amp", "test_video", lambda c: [*c.test(), "--amp_dtype", "bf16"], 1),
     ("test_cache_dir_without_cache", "test_video", lambda c: [*c.test(), "--cache_dir", "somewhere"], 1),
+    ("post_max_plots_without_save_plot", "post", lambda c: [*c.post(), "--max_plots", "3"], 1),
+    ("train_save_pred_when_training", "train_video", lambda c: [*c.train(), "--save_pred", "p.jsonl"], 1),
+    ("test_lr_with_test", "train_image", lambda c: [*c.model("synthvid"), "--test", "--resume", str(c.image_ckpt),
+                                                    "--lr", "0.1", "--nb_epoch", "3"], 1),
     ("ground_fps_for_a_video", "ground",
      lambda c: ground_with(c, "--out_jsonl", "o.jsonl", "--fps", "5", inputs=[str(video_file(c))]), 1),
     ("ground_stride_longer_than_the_clip", "ground", lambda c: ground_with(c, "--out_jsonl", "o.jsonl", "--stride",
@@ -626,6 +630,12 @@ EDGE_CASES: list[Case] = [
      ("cfg", "is a folder")),
     ("names_is_a_folder", "detect", lambda c: ["--cfg", str(SMALL_CFG), "--weights", "w", "--image", "i.jpg",
                                                "--names", str(c.work)], ("is a folder",)),
+    ("weights_is_a_folder", "detect", lambda c: ["--cfg", str(SMALL_CFG), "--weights", str(c.work), "--image",
+                                                 "i.jpg"], ("Darknet weights", "is a folder")),
+    ("frame_is_a_folder", "test_video", lambda c: [*c.test(), *c.with_frame(c.work)], ("is a folder",)),
+    ("image_input_is_a_folder_among_images", "ground",
+     lambda c: ground_with(c, "--out_jsonl", "o.jsonl", inputs=[str(c.frame()), str(_folder_named(c, "b.png"))]),
+     ("b.png", "is a folder")),
     ("ground_truncated_video", "ground",
      lambda c: ground_with(c, "--out_jsonl", "o.jsonl", inputs=[str(video_file(c, truncate=True))]),
      ("clip.mp4", "cannot be decoded")),
@@ -643,6 +653,11 @@ def _wide_frame(ctx: Ctx) -> Callable[[list], None]:
     def edit(videos: list) -> None:
         videos[0][1][:2] = [str(path), [100, 2, 900, 14]]
     return edit
+
+
+def _folder_named(ctx: Ctx, name: str) -> Path:
+    (ctx.work / name).mkdir()
+    return ctx.work / name
 
 
 def _tiny_frames(ctx: Ctx) -> str:
