@@ -8,7 +8,7 @@ checkpoint.
     python ground.py frames/ --resume saved_models/VID_cogrounding_semantic_attn.pth.tar \\
         --corpus data/VID/corpus.pth --phrases sentences.txt --out_jsonl out.jsonl --post_process
 
-Input: one video file (whatever OpenCV's FFmpeg backend decodes: mp4, avi, mkv, webm, ...), one folder of
+Input: one video file (whatever FFmpeg decodes, read through PyAV: mp4, mov, avi, mkv, webm, ...), one folder of
 frames (natural sort order), or image files (each grounded alone). Each frame's backbone runs once for all
 sentences; the video model grounds 5-frame windows clipped at both ends as the test script does. Writes JSON
 Lines (one record per frame and sentence: frame, time (s, videos), sentence, box [x1, y1, x2, y2] in original
@@ -22,17 +22,17 @@ import argparse
 import contextlib
 import json
 import sys
-from collections import deque
-from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from app.annotate import ground_and_draw, json_record
 from app.argparser import script_parser
 from app.builders import build_amp_dtype, ignored_flags
 from app.checks import FILE, check_output, check_suffix
-from app.grounder import FrameSource, Grounder, SourceFrame, read_frames
-from app.predictions import JSONL_SUFFIXES, check_writable, draw_sentences, fit_frame, save_gif
+from app.grounder import FrameSource, Grounder, read_frames
+from app.predictions import JSONL_SUFFIXES, check_writable, save_gif
 from dataset.names import IMAGE_DATASETS, VIDEO_DATASETS
 from utils.cli import given_flags, image_size, int_from, positive_float, positive_int, run_main
 from utils.geometry import anchors_for_dataset
@@ -169,16 +169,7 @@ def main(args: argparse.Namespace) -> None:
             print(f"warning: sentence {sentence!r}: {', '.join(unknown)} not in the vocabulary (read as <unk>)",
                   file=sys.stderr)
     fps = source.fps or args.fps or DEFAULT_FPS
-    pending: deque[SourceFrame] = deque()  # decoded frames waiting for their boxes (annotated outputs)
-    annotate = bool(args.out_video or args.out_gif)
     gif: list = []
-
-    def frames() -> Iterator[SourceFrame]:
-        for frame in source:
-            if annotate:
-                pending.append(frame)
-            yield frame
-
     total = source.frame_count if source.kind == "video" else len(source.paths)
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(atomic_file(args.out_jsonl, "w")) if args.out_jsonl else None
@@ -186,48 +177,22 @@ def main(args: argparse.Namespace) -> None:
                                                unit="frame", desc="grounded", enabled=not args.no_progress))
         video = stack.enter_context(VideoWriter(args.out_video, fps)) if args.out_video else None
 
-        canvas: list[tuple[int, int]] = []  # (W, H) of the annotated outputs: the first frame's
+        def on_frame(img: np.ndarray) -> None:
+            if video is not None:
+                video.write(img)
+            if args.out_gif and len(gif) < args.gif_frames:
+                gif.append(img[::2, ::2])
 
-        def flush(boxes: dict[int, list[float]], before: int | None) -> None:
-            """Draw ``boxes`` on the waiting frames (those before frame ``before``, or all) and write them, each
-            fitted into the first frame's size."""
-            while pending and (before is None or pending[0].index < before):
-                img = draw_sentences(pending.popleft().image, sentences, boxes)
-                canvas[:] = canvas or [(img.shape[1], img.shape[0])]
-                img = fit_frame(img, canvas[0])
-                if video is not None:
-                    video.write(img)
-                if args.out_gif and len(gif) < args.gif_frames:
-                    gif.append(img[::2, ::2])
-
-        boxes: dict[int, list[float]] = {}
-        for record in grounder.ground(frames(), sentences, stride=args.stride, top_k=args.top_k,
-                                      post_process=args.post_process):
+        for records in ground_and_draw(grounder, source, sentences, on_frame if video or args.out_gif else None,
+                                       stride=args.stride, top_k=args.top_k, post_process=args.post_process):
             if out is not None:
-                out.write(json.dumps(json_record(record, source, fps), allow_nan=False) + "\n")
-            boxes[record["sentence"]] = record["box"]
-            if record["sentence"] == len(sentences) - 1:
-                bar.update()  # frames/s of grounded frames, all sentences
-                if annotate:
-                    flush(boxes, record["frame"] + args.stride)
-        flush(boxes, None)
+                out.writelines(json.dumps(json_record(record, source, fps), allow_nan=False) + "\n"
+                               for record in records)
+            bar.update()  # frames/s of grounded frames, all sentences
     if args.out_gif:
         save_gif(gif, args.out_gif, fps)
     written = [str(p) for p in (args.out_jsonl, video and video.path, args.out_gif) if p]
     print(f"grounded {len(sentences)} sentence(s) with the {grounder.kind} model; wrote {', '.join(written)}")
-
-
-def json_record(record: dict, source: FrameSource, fps: float) -> dict:
-    """The JSON Lines fields: frame, time (videos), image (folders and images), sentence, box, score, candidates."""
-    out = {"frame": record["frame"]}
-    if source.kind == "video":
-        out["time"] = round(record["frame"] / fps, 4)
-    else:
-        out["image"] = record["name"]
-    out.update(sentence=record["phrase"], box=record["box"], score=record["score"], candidates=record["candidates"])
-    if "candidate" in record:
-        out["candidate"] = record["candidate"]
-    return out
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ from utils.io import UserInputError, read_text
 from utils.word_utils import Corpus, load_corpus
 
 SGD_MOMENTUM = 0.99  # the reference's value
-LOGGERS = ("cgslatt", "dataset", "utils")  # the scripts' logger, then the libraries' (logging.getLogger(__name__))
+# the scripts' logger, then the libraries' (logging.getLogger(__name__))
+LOGGERS = ("cgslatt", "app", "dataset", "utils")
 
 
 @dataclass
@@ -235,7 +236,8 @@ def build_eval_loader(args: argparse.Namespace, dataset: Dataset, indices: list[
 
 
 def build_model(args: argparse.Namespace, vocab_size: int, kind: str) -> nn.Module:
-    """The image (SL-Att) or video (CG-SL-Att) model of ``--cfg``/``--size``/``--emb_size``/``--light``.
+    """The image (SL-Att) or video (CG-SL-Att) model of ``--cfg``/``--size``/``--emb_size``/``--light``, its backbone
+    fixed with ``--freeze_backbone``.
 
     The Darknet detection heads, which grounding never runs, are frozen (they keep their checkpoint values
     and need no gradient, also under DistributedDataParallel).
@@ -244,6 +246,8 @@ def build_model(args: argparse.Namespace, vocab_size: int, kind: str) -> nn.Modu
                                   emb_size=args.emb_size, light=args.light)
     for param in model.visumodel.detection_parameters():
         param.requires_grad_(False)
+    if args.freeze_backbone:
+        model.visumodel.freeze()
     return model
 
 

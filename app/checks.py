@@ -11,17 +11,13 @@ import tempfile
 from pathlib import Path
 
 from app.argparser import DEFAULT_DARKNET_WEIGHTS
+from app.cache import default_cache_dir
 from app.predictions import JSONL_SUFFIXES, check_writable
 from utils.io import UserInputError, check_not_folder
 from utils.windows import EVAL_FRAMES, TRAIN_FRAMES
 
 # output flag -> what it names: a file, a folder we write into, or a folder replaced as a whole (staged)
 FILE, FOLDER, STAGED_FOLDER = "file", "folder", "staged folder"
-
-
-def default_cache_dir(args: argparse.Namespace) -> Path:
-    """``--cache_dir``, or ``cache/<savename>``."""
-    return Path(args.cache_dir) if args.cache_dir else Path("cache") / args.savename
 
 
 def outputs(args: argparse.Namespace, training: bool, cache: bool) -> dict[str, tuple[Path, str]]:

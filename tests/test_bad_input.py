@@ -26,13 +26,13 @@ import post_processing
 import test_semantic_attention_cogrounding as test_video
 import train_semantic_attention_cogrounding as train_video
 import train_semantic_attention_visual_grounding as train_image
+from app.cache import MANIFEST
 from dataset.synthvid import cli as synthvid_cli
 from model import SMALL_CFG, build_grounding_model
 from tests.helpers import reset_script_loggers
 from tools import build_refcoco, build_vid_sentence, detect
 from utils.cli import run_main
 from utils.io import safe_load
-from utils.postprocess import MANIFEST
 from utils.word_utils import load_corpus
 
 EMB = 32
@@ -398,6 +398,7 @@ CASES: list[Case] = [
     ("synthvid_workers_0", "synthvid", lambda c: ["--out", "sv", "--workers", "0"], ("--workers", ">= 1")),
     ("synthvid_train_videos_negative", "synthvid", lambda c: ["--out", "sv", "--train_videos", "-1"],
      ("--train_videos", ">= 0")),
+    ("synthvid_occlusion_rate_2", "synthvid", lambda c: ["--out", "sv", "--occlusion", "2"], ("--occlusion", "0..1")),
     ("detect_size_100", "detect", lambda c: ["--cfg", str(SMALL_CFG), "--weights", "w", "--image", "i.jpg",
                                              "--size", "100"], ("--size", "multiple of 32")),
     ("detect_top_0", "detect", lambda c: ["--cfg", str(SMALL_CFG), "--weights", "w", "--image", "i.jpg",

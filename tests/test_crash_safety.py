@@ -22,11 +22,11 @@ import torch
 
 import test_semantic_attention_cogrounding as test_video
 import train_semantic_attention_cogrounding as train_video
+from app.cache import MANIFEST, check_cache_manifest, load_cache_entry
 from model import SMALL_CFG, build_grounding_model
 from tests.helpers import reset_script_loggers
 from utils.checkpoint import read_checkpoint
 from utils.cli import run_main
-from utils.postprocess import MANIFEST, check_cache_manifest, load_cache_entry
 from utils.word_utils import load_corpus
 
 REPO = Path(__file__).resolve().parents[1]

@@ -34,6 +34,14 @@ def test_a_pipe_gets_a_line_per_interval_not_per_item():
     assert lines[-1].startswith("evaluate: 100% 40/40 [")
 
 
+def test_a_postfix_at_every_step_does_not_add_lines():
+    log = io.StringIO()
+    bar = progress_bar(range(200), desc="epoch 0", unit="batch", file=log)
+    for step in bar:
+        bar.set_postfix(loss=f"{1 / (step + 1):.3f}")
+    assert log.getvalue().count("\n") == 1 and "loss=0.005" in log.getvalue()
+
+
 def test_a_short_run_in_a_pipe_writes_its_last_line_only():
     log = io.StringIO()
     with progress_bar(total=None, desc="grounded", unit="frame", file=log) as bar:

@@ -30,12 +30,12 @@ import app.pipeline
 import post_processing
 import test_semantic_attention_cogrounding as test_video
 import train_semantic_attention_cogrounding as train_video
+from app.cache import MANIFEST
 from app.predictions import read_predictions
 from model import SMALL_CFG, build_grounding_model
 from utils.checkpoint import load_model_state, read_checkpoint
 from utils.cli import run_main
 from utils.io import safe_load
-from utils.postprocess import MANIFEST
 from utils.word_utils import load_corpus
 
 REPO = Path(__file__).resolve().parents[1]

@@ -2,14 +2,16 @@
 padded to even, written atomically."""
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
 from utils.io import UserInputError
-from utils.video import VideoWriter, encoder_available, pad_to_even, write_video
+from utils.video import VideoWriter, encoder_available, pad_to_even, probe_video, read_video, write_video
 
 
 def frames(count: int, width: int, height: int) -> list[np.ndarray]:
@@ -82,3 +84,42 @@ def test_a_frame_of_another_size_is_refused(tmp_path: Path) -> None:
 def test_an_unknown_suffix_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UserInputError, match=r"out\.mov: the suffix must be one of \.mp4"):
         VideoWriter(tmp_path / "out.mov", 10)
+
+
+def test_reading_gives_opencvs_pixels_and_the_header_rate_and_count(tmp_path: Path) -> None:
+    path = write_video(tmp_path / "clip.mp4", [np.random.default_rng(t).integers(0, 256, (48, 64, 3), np.uint8)
+                                               for t in range(6)], fps=12.5)
+    capture = cv2.VideoCapture(str(path))
+    expected = [capture.read()[1] for _ in range(6)]
+    got = list(read_video(path))
+    assert probe_video(path) == (12.5, 6)
+    assert all((image == reference).all() for (image, _), reference in zip(got, expected)) and len(got) == 6
+    assert [time for _, time in got] == pytest.approx([0.0, 0.08, 0.16, 0.24, 0.32, 0.40])
+
+
+def test_reading_gives_the_timestamps_of_a_variable_frame_rate_video(tmp_path: Path) -> None:
+    path = tmp_path / "vfr.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=1000)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for pts in (0, 100, 250, 600):  # ms: 10, 6.7, then 2.9 frames/s
+            frame = av.VideoFrame.from_ndarray(np.zeros((48, 64, 3), np.uint8), format="bgr24")
+            frame.pts, frame.time_base = pts, Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    assert [time for _, time in read_video(path)] == pytest.approx([0.0, 0.1, 0.25, 0.6])
+
+
+def test_a_file_that_is_no_video_and_a_video_without_frames_are_named(tmp_path: Path) -> None:
+    text = tmp_path / "notes.mp4"
+    text.write_bytes(b"not a video\n" * 50)
+    with pytest.raises(UserInputError, match=r"video .*notes\.mp4 cannot be decoded"):
+        probe_video(text)
+    broken = write_video(tmp_path / "broken.mp4", frames(4, 64, 48), fps=10)
+    data = bytearray(broken.read_bytes())
+    start, end = data.find(b"mdat") + 4, data.find(b"moov") - 4
+    data[start:end] = bytes(end - start)  # the coded frames zeroed, the index (after them) kept
+    broken.write_bytes(bytes(data))
+    with pytest.raises(UserInputError, match=r"video .*broken\.mp4 has no frames that can be decoded"):
+        list(read_video(broken))

@@ -7,6 +7,7 @@ carriage return) at most every ``interval`` seconds, and one last line when it c
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterable
 from typing import IO, Any
 
@@ -16,20 +17,27 @@ LOG_INTERVAL_S = 30.0  # seconds between two progress lines in a log
 
 
 class LogLines(tqdm):
-    """tqdm that writes whole lines: one per refresh that saw progress (none at 0), and the last at close."""
+    """tqdm that writes whole lines: at most one per ``mininterval`` seconds and only after progress (none at 0),
+    whatever asks for a refresh (``update``, ``set_postfix``), and the last one at close."""
 
-    _written = 0  # self.n when the last line was written (a class default: tqdm displays inside __init__)
+    _written = 0  # self.n at the last line (class defaults: tqdm displays inside __init__)
+    _line_at: float | None = None  # time of the last line
+    _closing = False
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:
         if msg is not None or self.n == self._written:  # msg '' clears a terminal line: a log has none to clear
             return False
-        self._written = self.n
+        now = time.time()
+        if not self._closing and now - (self.start_t if self._line_at is None else self._line_at) < self.mininterval:
+            return False
+        self._written, self._line_at = self.n, now
         self.fp.write(self.__str__() + "\n")
         self.fp.flush()
         return True
 
     def close(self) -> None:
         if not self.disable:
+            self._closing = True
             with self._lock:
                 self.display()
         super().close()

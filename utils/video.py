@@ -1,4 +1,5 @@
-"""Annotated videos that play everywhere: H.264 (yuv420p) in .mp4 through PyAV, which bundles libx264.
+"""Videos through PyAV (FFmpeg's libraries, libx264 included in its wheels): reading with timestamps, and
+annotated videos that play everywhere: H.264 (yuv420p) in .mp4.
 
 Browsers, GitHub and chat previews play H.264 + yuv420p and refuse OpenCV's default ``mp4v`` (MPEG-4 Part 2).
 Where the installed FFmpeg lacks libx264 an .mp4 request is written as VP9 in .webm instead, with a one-line
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import IO
@@ -155,3 +157,49 @@ def write_video(path: str | os.PathLike, frames: list[np.ndarray], fps: float) -
         for frame in frames:
             writer.write(frame)
     return writer.path
+
+
+def _open_input(path: Path) -> av.container.InputContainer:
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError):
+        raise UserInputError(f"video {path} cannot be decoded (not a video, or a codec this FFmpeg lacks)") from None
+    if not container.streams.video:
+        container.close()
+        raise UserInputError(f"video {path} cannot be decoded: it holds no video stream")
+    return container
+
+
+def probe_video(path: str | os.PathLike) -> tuple[float | None, int | None]:
+    """The frame rate and frame count of a video file as its header says (None where it does not say; the count
+    is a progress-bar total, not trusted). A file FFmpeg cannot open is an error naming it."""
+    with _open_input(Path(path)) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        return (float(rate) if rate else None), (stream.frames or None)
+
+
+def read_video(path: str | os.PathLike) -> Iterator[tuple[np.ndarray, float | None]]:
+    """Each frame of a video file's first video stream, decoded in order: (H x W x 3 uint8 BGR, the same pixels
+    OpenCV's reader gives, and its presentation time in seconds from the first frame, from the container's
+    timestamps, so variable frame rates are right; None where the container has none).
+
+    Packets that fail to decode are skipped, as OpenCV's reader does; a video none of whose frames decode is an
+    error naming it.
+    """
+    path = Path(path)
+    count, first = 0, None
+    with _open_input(path) as container:
+        stream = container.streams.video[0]
+        for packet in container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                continue
+            for frame in frames:
+                if frame.time is not None and first is None:
+                    first = frame.time
+                count += 1
+                yield frame.to_ndarray(format="bgr24"), None if frame.time is None else frame.time - first
+    if count == 0:
+        raise UserInputError(f"video {path} has no frames that can be decoded")
