@@ -266,8 +266,13 @@ class Darknet(nn.Module):
                 f"the header, found {found}"
             )
         values = torch.from_numpy(np.frombuffer(data, dtype="<f4", offset=offset).copy())
+        chunks = values.split([t.numel() for t in tensors])
+        for tensor, chunk in zip(tensors, chunks):
+            if not bool(torch.isfinite(chunk).all()):
+                name = next(n for n, t in [*self.named_parameters(), *self.named_buffers()] if t is tensor)
+                raise UserInputError(f"Darknet weights {path}: the values of {name} hold NaN or inf (a damaged file)")
         with torch.no_grad():
-            for tensor, chunk in zip(tensors, values.split([t.numel() for t in tensors])):
+            for tensor, chunk in zip(tensors, chunks):
                 tensor.copy_(chunk.view_as(tensor))
         return major, minor, revision, seen
 

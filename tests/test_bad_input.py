@@ -564,6 +564,8 @@ EDGE_CASES: list[Case] = [
     ("train_resume_nan_weights", "train_video",
      lambda c: [*c.train(), "--resume", str(ckpt_with(c, "nan.pth", poison(NAN_KEY, float("nan"))))],
      ("nan.pth", NAN_KEY)),
+    ("detect_weights_nan", "detect", lambda c: ["--cfg", str(SMALL_CFG), "--weights", _nan_darknet_weights(c),
+                                                "--image", "i.jpg"], ("small.weights", "module_list.0", "NaN")),
     # ---- 6. truncation and ignored values: honoured, or said in one line
     ("ground_phrase_longer_than_time", "ground", lambda c: ground_with(c, "--out_jsonl", "o.jsonl", "--time", "3"), 1),
     ("ground_amp_dtype_without_amp", "ground", lambda c: ground_with(c, "--out_jsonl", "o.jsonl", "--amp_dtype",
@@ -659,6 +661,14 @@ def _wide_frame(ctx: Ctx) -> Callable[[list], None]:
 def _folder_named(ctx: Ctx, name: str) -> Path:
     (ctx.work / name).mkdir()
     return ctx.work / name
+
+
+def _nan_darknet_weights(ctx: Ctx) -> str:
+    path = Path(detect_weights(ctx))
+    data = bytearray(path.read_bytes())
+    data[20 + 4 * 5: 20 + 4 * 6] = np.array([np.nan], "<f4").tobytes()  # value 5 after the 20-byte header
+    path.write_bytes(bytes(data))
+    return str(path)
 
 
 def _tiny_frames(ctx: Ctx) -> str:
