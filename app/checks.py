@@ -71,8 +71,8 @@ def check_suffix(flag: str, path: str | os.PathLike, suffixes: tuple[str, ...]) 
 
 
 def check_inputs(args: argparse.Namespace, training: bool) -> None:
-    """Input paths given on the command line of a grounding script exist (a default path that does not is no
-    error)."""
+    """Every input path given on the command line of a grounding script exists (a missing default is no error)
+    and is a file."""
     for flag in ("--resume", "--pretrain", "--darknet_weights") if training else ("--resume",):
         if getattr(args, flag[2:]):
             check_not_folder(getattr(args, flag[2:]), flag)
