@@ -38,7 +38,7 @@ from app.engine import evaluate_images, evaluate_video, evaluate_video_windows, 
 from app.predictions import save_plots, write_predictions
 from app.records import summarize
 from dataset.referit_loader import ReferDataset
-from dataset.vid_loader import VIDDataset, collate_clip_frames, group_videos
+from dataset.vid_loader import VIDDataset, collate_sequence_frames, group_videos
 from model.losses import GroundingCriterion
 from utils.checkpoint import (
     capture_rng_state,
@@ -87,7 +87,7 @@ def evaluate_video_split(args: argparse.Namespace, rt: Runtime, model: nn.Module
     """Window evaluation of ``dataset`` (videos sharded over the processes), optionally writing the cache.
 
     ``method='stream'`` computes each distinct frame's features once (index entries over the same frames
-    share them, so a process gets whole clips); ``'windows'`` is the reference's recomputation.
+    share them, so a process gets whole sequences); ``'windows'`` is the reference's recomputation.
     """
     if method == "windows":
         videos = range(rt.dist.rank, len(dataset.videos), rt.dist.world_size)
@@ -96,9 +96,9 @@ def evaluate_video_split(args: argparse.Namespace, rt: Runtime, model: nn.Module
         loader = build_eval_loader(args, dataset, indices)
         records = evaluate_video_windows(model, loader, rt.device, geometry, rt.amp_dtype, cache_dir, rt.progress)
     else:
-        clips = group_videos(dataset.videos, range(len(dataset.videos)))[rt.dist.rank::rt.dist.world_size]
-        frames = dataset.clip_frames([v for clip in clips for v in clip])
-        loader = build_eval_loader(args, frames, collate_fn=collate_clip_frames)
+        sequences = group_videos(dataset.videos, range(len(dataset.videos)))[rt.dist.rank::rt.dist.world_size]
+        frames = dataset.sequence_frames([v for sequence in sequences for v in sequence])
+        loader = build_eval_loader(args, frames, collate_fn=collate_sequence_frames)
         records = evaluate_video(model, loader, rt.device, geometry, num_frames=dataset.num_frames,
                                  batch_size=args.batch_size, amp_dtype=rt.amp_dtype, cache_dir=cache_dir,
                                  progress=rt.progress)
