@@ -56,7 +56,7 @@ class VIDDataset(Dataset):
     """k-frame windows of every frame of every video (see the module docstring).
 
     Items: ``images`` (T, 3, S, S) float32, ``word_id`` (L,) long, ``boxes`` (T, 4) float32 letterboxed xyxy,
-    ``ratio``/``dw``/``dh`` (T,) float32, ``orig_size`` (T, 2) long (h, w), ``index`` int, ``phrase`` str (the
+    ``letterbox`` (:class:`utils.letterbox.Letterbox`, fields (T,)), ``index`` int, ``phrase`` str (the
     lower-cased, possibly flip-swapped phrase that was tokenised), ``image_path`` str (centre frame, as in the
     index). With ``augment`` one flip decision covers the whole sample; HSV jitter and the affine warp are drawn
     per frame. ``rng`` defaults to the ``random`` module (re-seeded per DataLoader worker by PyTorch).
@@ -178,14 +178,14 @@ class VIDSequenceFrames(Dataset):
         for video in dataset.videos:
             starts.append(starts[-1] + len(video))
         self.starts = starts
-        self.items = [(c, t) for c, group in enumerate(self.sequences) for t in range(len(dataset.videos[group[0]]))]
+        self.samples = [(c, t) for c, group in enumerate(self.sequences) for t in range(len(dataset.videos[group[0]]))]
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         ds = self.dataset
-        c, t = self.items[index]
+        c, t = self.samples[index]
         group = self.sequences[c]
         (img, _, ratio, dw, dh), (h, w) = ds._frame(group[0], t, augment=False, flip=False)
         letterbox = Letterbox.build(ratio, dw, dh, (h, w))

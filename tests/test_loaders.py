@@ -345,4 +345,4 @@ def test_refer_index_is_not_mutated_and_flip_swaps_the_phrase(tmp_path):
     ds = refer(tmp_path, "unc", augment=True, rng=random.Random(0))
     phrases = {ds[0]["phrase"] for _ in range(12)}
     assert phrases == {"the dog on the left", "the dog on the right"}
-    assert ds.items == items
+    assert ds.samples == items
