@@ -30,6 +30,7 @@ from utils.cli import given_flags
 from utils.distributed import DistInfo, init_distributed_mode
 from utils.geometry import Geometry
 from utils.io import UserInputError, read_text
+from utils.windows import EVAL_FRAMES, TRAIN_FRAMES
 from utils.word_utils import Corpus, load_corpus
 
 SGD_MOMENTUM = 0.99  # the reference's value
@@ -217,6 +218,17 @@ def build_image_dataset(args: argparse.Namespace, split: str, corpus: Corpus, au
     """The image set of ``split``; a ``training`` set leaves out samples with an empty ground-truth box."""
     return ReferDataset(args.data_root, args.split_root, args.dataset, split, corpus, image_size=args.size,
                         augment=augment, max_query_len=args.time, skip_empty_boxes=training)
+
+
+def build_training_sets(args: argparse.Namespace, corpus: Corpus, kind: str
+                        ) -> tuple[VIDDataset | ReferDataset, VIDDataset | ReferDataset]:
+    """The training and validation sets: frame pairs and 5-frame windows (``--val_split``, default test) for
+    the video model, images (default val) for the image model."""
+    if kind == "image":
+        return (build_image_dataset(args, "train", corpus, augment=not args.no_augment, training=True),
+                build_image_dataset(args, args.val_split or "val", corpus, augment=False))
+    return (build_video_dataset(args, "train", corpus, TRAIN_FRAMES, augment=not args.no_augment, training=True),
+            build_video_dataset(args, args.val_split or "test", corpus, EVAL_FRAMES, augment=False))
 
 
 def build_train_loader(args: argparse.Namespace, dataset: Dataset, dist: DistInfo

@@ -242,7 +242,7 @@ class Grounder:
     def _collate(batch: list, sentences: Sequence[str], word_ids: list[torch.Tensor]) -> dict[str, Any]:
         return {
             "images": to_tensor(np.stack([img for img, *_ in batch])),  # (F, 3, S, S)
-            "clip": [frame.clip for _, frame, *_ in batch],
+            "sequence": [frame.clip for _, frame, *_ in batch],  # each clip is one sequence of frames
             "frame": [t for _, _, t, _, _ in batch],
             "length": [t + 1 if last else None for _, _, t, last, _ in batch],
             "queries": [[{"letterbox": frame_letterbox, "word_id": word_id, "sentence": s, "phrase": sentences[s],
