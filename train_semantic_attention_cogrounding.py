@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 from app.argparser import grounding_parsers, script_parser
-from app.builders import build_corpus, build_model, setup_runtime
+from app.builders import build_corpus, build_test_model, setup_runtime
 from app.checks import check_before_work
 from app.pipeline import build_training_run, run_video_test, train
 from utils.cli import run_main
@@ -25,10 +25,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     check_before_work(args, training=not args.test, cache=args.test and args.cache)
-    rt = setup_runtime(args, args.savename if not args.test else f"{args.savename}_test")
+    rt = setup_runtime(args, args.savename if not args.test else f"{args.savename}_test", training=not args.test)
     corpus = build_corpus(args)
     if args.test:
-        run_video_test(args, rt, build_model(args, len(corpus), "video").to(rt.device), corpus)
+        run_video_test(args, rt, build_test_model(args, rt, len(corpus), "video"), corpus)
         return
     train(args, rt, build_training_run(args, rt, corpus, "video"))
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from app.argparser import grounding_parsers, script_parser
-from app.builders import build_corpus, build_model, setup_runtime
+from app.builders import build_corpus, build_test_model, setup_runtime
 from app.checks import check_before_work
 from app.pipeline import build_training_run, run_image_test, train
 from utils.cli import run_main
@@ -26,10 +26,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     check_before_work(args, training=not args.test)
-    rt = setup_runtime(args, args.savename if not args.test else f"{args.savename}_test")
+    rt = setup_runtime(args, args.savename if not args.test else f"{args.savename}_test", training=not args.test)
     corpus = build_corpus(args)
     if args.test:
-        run_image_test(args, rt, build_model(args, len(corpus), "image").to(rt.device), corpus)
+        run_image_test(args, rt, build_test_model(args, rt, len(corpus), "image"), corpus)
         return
     train(args, rt, build_training_run(args, rt, corpus, "image"))
 

@@ -84,7 +84,7 @@ class ReferDataset(Dataset):
         fields = [unpack_item(item, i, self.index_path) for i, item in enumerate(self.samples)]
         check_image_paths([image for image, _, _ in fields], self._source)
         empty = check_boxes([box for _, box, _ in fields], dataset in XYWH_DATASETS, self._source)
-        check_phrases([phrase for _, _, phrase in fields], corpus, self.index_path, self._source)
+        check_phrases([phrase for _, _, phrase in fields], corpus, self.index_path, self._source, max_query_len)
         warn_empty_boxes(empty, self.index_path, self._source, skip_empty_boxes)
         if skip_empty_boxes:
             self.samples = [item for item, e in zip(self.samples, empty.tolist()) if not e]

@@ -82,7 +82,7 @@ class VIDDataset(Dataset):
                             describe=lambda i: self._source(*frames[i]))
         warn_empty_boxes(empty, self.index_path, lambda i: self._source(*frames[i]), skip_empty_boxes)
         check_phrases([self.videos[v][t][2] for v, t in frames], corpus, self.index_path,
-                      lambda i: self._source(*frames[i]))
+                      lambda i: self._source(*frames[i]), max_query_len if corpus is not None else 0)
         self.samples: list[tuple[int, int]] = frames
         if skip_empty_boxes and empty.any():
             # a sample is skipped when a frame whose box is a target (every frame of its window) is empty
