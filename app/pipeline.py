@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from app.builders import (
     inference_config,
     initialise_for_training,
 )
-from app.cache import default_cache_dir, write_cache_manifest
+from app.cache import default_cache_dir, writing_cache
 from app.engine import evaluate_images, evaluate_video, evaluate_video_windows, train_one_epoch
 from app.predictions import save_plots, write_predictions
 from app.records import summarize
@@ -51,7 +50,7 @@ from utils.checkpoint import (
 )
 from utils.distributed import all_gather_objects, barrier
 from utils.geometry import Geometry
-from utils.io import UserInputError, publish_folder, staging_folder
+from utils.io import UserInputError
 from utils.windows import EVAL_FRAMES
 from utils.word_utils import Corpus
 
@@ -247,20 +246,10 @@ def run_video_test(args: argparse.Namespace, rt: Runtime, model: nn.Module, corp
     cache_dir = default_cache_dir(args) if args.cache else None
     split = video_test_split(args)
     dataset = build_video_dataset(args, split, corpus, args.num_frame_k or EVAL_FRAMES, augment=False)
-    started = time.time()
-    # the cache is written into a staging folder and swapped in whole when complete (docs/behaviour.md §8)
-    staged = all_gather_objects([staging_folder(cache_dir) if rt.is_main and cache_dir else None])[0]
-    try:
+    with writing_cache(cache_dir, rt.is_main) as staged:
         records = evaluate_video_split(args, rt, model, dataset, build_geometry(args), staged,
                                        method=args.eval_method)
-    except BaseException:
-        if staged is not None and rt.is_main:
-            shutil.rmtree(staged, ignore_errors=True)
-        raise
-    barrier()
     if cache_dir is not None and rt.is_main:
-        write_cache_manifest(staged, started)
-        publish_folder(staged, cache_dir)
         rt.logger.info("cache written to %s", cache_dir)
     return report(args, rt.logger, records, f"{args.dataset} {split}", lambda p: dataset.root / p, rt.is_main)
 
