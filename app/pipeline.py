@@ -1,4 +1,5 @@
-"""The wiring the entry scripts share: the training loop, evaluation over all processes, reporting.
+"""The wiring the entry scripts share: a training run built once and its epoch loop, evaluation over all processes,
+reporting.
 
 Like :mod:`app.builders`, this reads ``args``; the loops themselves are in :mod:`app.engine`.
 """
