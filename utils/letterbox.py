@@ -45,14 +45,15 @@ class Letterbox(NamedTuple):
         return self.ratio.to(device), self.dw.to(device), self.dh.to(device), orig_w, orig_h
 
 
-def letterbox_geometry(h: int, w: int, size: int) -> tuple[float, int, int, float, float]:
+def letterbox_params(h: int, w: int, size: int) -> tuple[float, int, int, float, float]:
     """Letterbox parameters of an ``h x w`` image: ``(ratio, new_w, new_h, dw, dh)`` (docs/behaviour.md §7).
 
     ``dw``/``dh`` are the (possibly half-pixel) paddings left/top, so a point maps as ``x * ratio + dw``.
-    Python ``round`` (half to even) is part of the reference arithmetic.
+    Python ``round`` (half to even) is part of the reference arithmetic; a side that would round to 0 pixels
+    (a very long, thin image) keeps 1, where the reference's resize fails.
     """
     ratio = float(size) / max(h, w)
-    new_w, new_h = round(w * ratio), round(h * ratio)
+    new_w, new_h = max(1, round(w * ratio)), max(1, round(h * ratio))  # a 4000 x 16 image keeps a row
     return ratio, new_w, new_h, (size - new_w) / 2, (size - new_h) / 2
 
 
@@ -60,9 +61,9 @@ def letterbox(img: np.ndarray, size: int, color: tuple[float, float, float] = PA
               ) -> tuple[np.ndarray, float, float, float]:
     """Resize the long side to ``size`` (INTER_AREA) and pad to ``size x size`` (docs/behaviour.md §7).
 
-    Returns ``(image, ratio, dw, dh)`` (see :func:`letterbox_geometry`).
+    Returns ``(image, ratio, dw, dh)`` (see :func:`letterbox_params`).
     """
-    ratio, new_w, new_h, dw, dh = letterbox_geometry(img.shape[0], img.shape[1], size)
+    ratio, new_w, new_h, dw, dh = letterbox_params(img.shape[0], img.shape[1], size)
     top, bottom = round(dh - 0.1), round(dh + 0.1)
     left, right = round(dw - 0.1), round(dw + 0.1)
     img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_AREA)
@@ -91,8 +92,8 @@ def original_extent(orig_w: Tensor, orig_h: Tensor, ratio: Tensor) -> tuple[Tens
     ratio with the precision the reference evaluation had.
     """
     r = ratio.to(torch.float64)
-    new_w = torch.round(orig_w.to(torch.float64) * r)
-    new_h = torch.round(orig_h.to(torch.float64) * r)
+    new_w = torch.round(orig_w.to(torch.float64) * r).clamp(min=1)  # as letterbox_geometry: a side keeps 1 px
+    new_h = torch.round(orig_h.to(torch.float64) * r).clamp(min=1)
     return torch.round(new_w / r).long(), torch.round(new_h / r).long()
 
 
