@@ -226,7 +226,7 @@ def main() -> None:
              "predicted boxes have IoU > 0.5.", "",
              "| step | wall time (s) |", "|---|---|", *[f"| {step} | {sec:.0f} |" for step, sec in timings.items()],
              f"| total | {total:.0f} |"]
-    if STUDY.is_file():
+    if STUDY.is_file() and not args.quick:
         lines += ["", study_comparison({m: summary(f)["acc@0.5"] for m, f in runs.items()},
                                        json.loads(STUDY.read_text()), backbone)]
     text = "\n".join(lines)
