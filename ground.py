@@ -30,11 +30,11 @@ from tqdm import tqdm
 
 from app.argparser import script_parser
 from app.builders import build_amp_dtype
-from app.checks import FILE, check_output
+from app.checks import FILE, claim_outputs
 from app.grounder import FrameSource, Grounder, SourceFrame, read_frames
-from app.predictions import VideoOutput, check_writable, draw_sentences, save_gif
+from app.predictions import VideoOutput, draw_sentences, save_gif
 from dataset.names import IMAGE_DATASETS, VIDEO_DATASETS
-from utils.cli import image_size, int_from, positive_float, positive_int, run_main
+from utils.cli import image_size, int_from, keeps, positive_float, positive_int, run_main
 from utils.geometry import anchors_for_dataset
 from utils.io import UserInputError, atomic_file
 
@@ -107,21 +107,29 @@ def build_grounder(args: argparse.Namespace) -> Grounder:
                                     max_query_len=args.time)
 
 
-def check_outputs(args: argparse.Namespace, source: FrameSource) -> None:
+def check_outputs(args: argparse.Namespace, source: FrameSource) -> contextlib.ExitStack:
+    """The outputs apart from the inputs and each other, writable, not replacing files without --overwrite;
+    returns their locks."""
     if not (args.out_jsonl or args.out_video or args.out_gif):
         raise UserInputError("nothing to write: pass --out_jsonl, --out_video and/or --out_gif")
     if (args.out_video or args.out_gif) and source.kind == "images":
         raise UserInputError("--out_video / --out_gif need a video or a folder of frames, not separate images")
-    for flag, path in (("--out_jsonl", args.out_jsonl), ("--out_video", args.out_video), ("--out_gif", args.out_gif)):
-        if path:
-            check_output(flag, Path(path), FILE)
-            check_writable(path, args.overwrite, flag)
+    inputs = {"inputs": args.inputs, "--resume": args.resume, "--corpus": args.corpus, "--cfg": args.cfg,
+              "--phrases": args.phrases}
+    outputs = {flag: (path, FILE) for flag, path in (("--out_jsonl", args.out_jsonl), ("--out_video", args.out_video),
+                                                     ("--out_gif", args.out_gif))}
+    return claim_outputs(inputs, outputs, args.overwrite)
 
 
 def main(args: argparse.Namespace) -> None:
     sentences = read_sentences(args)
     source = read_frames(args.inputs)
-    check_outputs(args, source)
+    with check_outputs(args, source), keeps(kept := []):
+        ground(args, sentences, source, kept)
+
+
+def ground(args: argparse.Namespace, sentences: list[str], source: FrameSource, kept: list[Path]) -> None:
+    """Ground ``sentences`` in ``source`` and write the outputs, adding each complete one to ``kept``."""
     grounder = build_grounder(args)
     for sentence in sentences:
         grounder.encode(sentence)  # a sentence with no known word is an error, before any warning
@@ -171,8 +179,9 @@ def main(args: argparse.Namespace) -> None:
                 if annotate:
                     flush(boxes, record["frame"] + args.stride)
         flush(boxes, None)
+    kept += [Path(p) for p in (args.out_jsonl, args.out_video) if p]
     if args.out_gif:
-        save_gif(gif, args.out_gif, fps)
+        kept.append(save_gif(gif, args.out_gif, fps))
     written = [p for p in (args.out_jsonl, args.out_video, args.out_gif) if p]
     print(f"grounded {len(sentences)} sentence(s) with the {grounder.kind} model; wrote {', '.join(written)}")
 

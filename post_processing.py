@@ -52,7 +52,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    check_outputs(args)
+    with check_outputs(args, read={"--cache_dir": Path(args.cache_dir)}):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     log_name = args.savename or f"post_processing_{Path(args.cache_dir).name}"
     logger = setup_logger(Path(args.log_dir) / f"{log_name}.log")
     split, num_frames = video_test_split(args), args.num_frame_k or EVAL_FRAMES

@@ -6,20 +6,32 @@ given on the command line that does not exist, is found here, not after an epoch
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import tempfile
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from app.argparser import DEFAULT_DARKNET_WEIGHTS
 from app.predictions import check_writable
-from utils.io import UserInputError
+from utils.io import FILE, FOLDER, REPLACED_FOLDER, UserInputError, check_paths, lock_outputs
 
-# output flag -> what it names: a file, a folder we write into, or a folder replaced as a whole (staged)
-FILE, FOLDER, STAGED_FOLDER = "file", "folder", "staged folder"
+STAGED_FOLDER = REPLACED_FOLDER  # output kinds (utils.io): a file, a folder we write into, a folder replaced whole
+__all__ = ["FILE", "FOLDER", "STAGED_FOLDER"]
 
 
 def default_cache_dir(args: argparse.Namespace) -> Path:
     """``--cache_dir``, or ``cache/<savename>``."""
     return Path(args.cache_dir) if args.cache_dir else Path("cache") / args.savename
+
+
+def checkpoint_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """``<save_dir>/<savename>_checkpoint.pth.tar`` and ``..._model_best.pth.tar`` (the reference's names)."""
+    save_dir = Path(args.save_dir)
+    return save_dir / f"{args.savename}_checkpoint.pth.tar", save_dir / f"{args.savename}_model_best.pth.tar"
+
+
+LATEST, BEST = "--save_dir (checkpoint)", "--save_dir (best checkpoint)"  # how messages name the checkpoints
 
 
 def outputs(args: argparse.Namespace, training: bool, cache: bool) -> dict[str, tuple[Path, str]]:
@@ -28,6 +40,7 @@ def outputs(args: argparse.Namespace, training: bool, cache: bool) -> dict[str, 
     found = {"--log_dir": (Path(args.log_dir), FOLDER)}
     if training:
         found["--save_dir"] = (Path(args.save_dir), FOLDER)
+        found[LATEST], found[BEST] = ((path, FILE) for path in checkpoint_paths(args))
     if args.save_pred:
         found["--save_pred"] = (Path(args.save_pred), FILE)
     if args.save_plot:
@@ -80,15 +93,59 @@ def check_inputs(args: argparse.Namespace, training: bool) -> None:
                              f"or leave the flag out to use {DEFAULT_DARKNET_WEIGHTS} when it exists)")
 
 
-def check_before_work(args: argparse.Namespace, training: bool, cache: bool = False) -> None:
-    """A grounding script's checks: every input given on the command line present, then :func:`check_outputs`."""
+def inputs(args: argparse.Namespace, training: bool) -> dict[str, Path | None]:
+    """What a grounding script (or post-processing) reads: flag -> path. A training run's ``--resume`` is not
+    listed: resuming continues that very checkpoint, which the run then replaces."""
+    found = {"--data_root": Path(args.data_root), "--split_root": Path(args.split_root) / args.dataset}
+    for flag in ("corpus", "cfg", *(("pretrain", "darknet_weights") if training else ("resume",))):
+        value = getattr(args, flag, None)
+        if value:
+            found[f"--{flag}"] = Path(value)
+    return found
+
+
+def check_before_work(args: argparse.Namespace, training: bool, cache: bool = False) -> contextlib.ExitStack:
+    """A grounding script's checks: every input given on the command line present, then :func:`check_outputs`.
+    Returns the locks on the outputs, to hold for the run (``with``)."""
     check_inputs(args, training)
-    check_outputs(args, training, cache)
+    return check_outputs(args, training, cache)
 
 
-def check_outputs(args: argparse.Namespace, training: bool = False, cache: bool = False) -> None:
-    """Every output (see :func:`outputs`) writable and not clobbering user files."""
-    for flag, (path, kind) in outputs(args, training, cache).items():
-        check_output(flag, path, kind)
-        if kind != FOLDER:
-            check_writable(path, args.overwrite, flag)
+def is_main_process() -> bool:
+    """Rank 0 of a ``torchrun`` job, or a single process (read before the process group exists)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def claim_outputs(inputs: Mapping[str, object], found: Mapping[str, tuple[Path | None, str]], overwrite: bool,
+                  locked: Mapping[str, Path | None] | None = None,
+                  replacing: Collection[str] = ()) -> contextlib.ExitStack:
+    """Every entry point's output checks, in order: no output on an input or on another output
+    (:func:`utils.io.check_paths`); each writable as its kind; locked against a second run (on the main process;
+    ``locked``: flag -> path, by default every file and replaced folder); then, under the lock, none replacing
+    existing files without ``overwrite`` (except the flags in ``replacing``, which the caller checks). Returns
+    the held locks."""
+    check_paths(inputs, found)
+    for flag, (path, kind) in found.items():
+        if path is not None:
+            check_output(flag, Path(path), kind)
+    if locked is None:
+        locked = {flag: path for flag, (path, kind) in found.items() if kind != FOLDER}
+    locks = lock_outputs(locked if is_main_process() else {})
+    try:
+        for flag, (path, kind) in found.items():
+            if kind != FOLDER and flag not in replacing:
+                check_writable(path, overwrite, flag)
+    except BaseException:
+        locks.close()
+        raise
+    return locks
+
+
+def check_outputs(args: argparse.Namespace, training: bool = False, cache: bool = False,
+                  read: Mapping[str, Path] | None = None) -> contextlib.ExitStack:
+    """Every output (see :func:`outputs`) apart from the inputs (:func:`inputs`, and ``read``) and each other,
+    writable, locked and not clobbering user files; returns the locks. A training run's checkpoints are checked
+    by the training loop (resume, or start over), under the lock of the latest one."""
+    found = outputs(args, training, cache)
+    locked = {flag: path for flag, (path, kind) in found.items() if kind != FOLDER and flag != BEST}
+    return claim_outputs({**inputs(args, training), **(read or {})}, found, args.overwrite, locked, (LATEST, BEST))

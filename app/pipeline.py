@@ -27,7 +27,7 @@ from app.builders import (
     build_video_dataset,
     initialise_for_training,
 )
-from app.checks import default_cache_dir
+from app.checks import checkpoint_paths, default_cache_dir
 from app.engine import evaluate_images, evaluate_video, evaluate_video_windows, summarize, train_one_epoch
 from app.predictions import save_plots, write_predictions
 from dataset.referit_loader import ReferDataset
@@ -40,6 +40,7 @@ from utils.checkpoint import (
     resume_training,
     save_training_checkpoint,
 )
+from utils.cli import keeps
 from utils.distributed import all_gather_objects, barrier
 from utils.geometry import Geometry
 from utils.io import UserInputError, publish_folder, staging_folder
@@ -48,12 +49,6 @@ from utils.windows import EVAL_FRAMES
 from utils.word_utils import Corpus
 
 Records = list[dict[str, Any]]
-
-
-def checkpoint_paths(args: argparse.Namespace) -> tuple[Path, Path]:
-    """``<save_dir>/<savename>_checkpoint.pth.tar`` and ``..._model_best.pth.tar`` (the reference's names)."""
-    save_dir = Path(args.save_dir)
-    return save_dir / f"{args.savename}_checkpoint.pth.tar", save_dir / f"{args.savename}_model_best.pth.tar"
 
 
 def load_weights_for_test(args: argparse.Namespace, model: nn.Module) -> None:
@@ -105,11 +100,14 @@ def report(args: argparse.Namespace, logger: logging.Logger, records: Records, t
     if "centre_accuracy" in summary:
         line += f"  centre accuracy {summary['centre_accuracy']:.4f}"
     logger.info("%s  (%d samples)", line, summary["count"])
-    if is_main and args.save_pred:
-        logger.info("predictions written to %s", write_predictions(records, args.save_pred))
-    if is_main and args.save_plot:
-        count = save_plots(records, args.save_plot, resolve, args.max_plots)
-        logger.info("%d annotated images written to %s", count, args.save_plot)
+    kept: list[Path] = []
+    with keeps(kept):
+        if is_main and args.save_pred:
+            kept.append(write_predictions(records, args.save_pred))
+            logger.info("predictions written to %s", kept[-1])
+        if is_main and args.save_plot:
+            count = save_plots(records, args.save_plot, resolve, args.max_plots)
+            logger.info("%d annotated images written to %s", count, args.save_plot)
     return summary
 
 
@@ -179,6 +177,13 @@ def train(args: argparse.Namespace, rt: Runtime, model: nn.Module, train_set: VI
     ``<savename>_model_best.pth.tar`` when the validation accuracy improves, each with ``inference``
     (:func:`app.builders.inference_config`). Returns the best accuracy.
     """
+    latest, _ = checkpoint_paths(args)
+    with keeps(lambda: [latest] if latest.is_file() else [], "--resume it to go on"):
+        return _train(args, rt, model, train_set, val_set, inference)
+
+
+def _train(args: argparse.Namespace, rt: Runtime, model: nn.Module, train_set: VIDDataset | ReferDataset,
+           val_set: VIDDataset | ReferDataset, inference: dict | None = None) -> float:
     latest, best_path = checkpoint_paths(args)
     checkpoint = read_checkpoint(args.resume) if args.resume else {}
     if args.resume:
@@ -253,16 +258,17 @@ def run_video_test(args: argparse.Namespace, rt: Runtime, model: nn.Module, corp
     try:
         records = evaluate_video_split(args, rt, model, dataset, build_geometry(args), staged,
                                        method=args.eval_method)
+        barrier()
+        if cache_dir is not None and rt.is_main:
+            write_cache_manifest(staged, started)
+            publish_folder(staged, cache_dir)
+            rt.logger.info("cache written to %s", cache_dir)
     except BaseException:
         if staged is not None and rt.is_main:
             shutil.rmtree(staged, ignore_errors=True)
         raise
-    barrier()
-    if cache_dir is not None and rt.is_main:
-        write_cache_manifest(staged, started)
-        publish_folder(staged, cache_dir)
-        rt.logger.info("cache written to %s", cache_dir)
-    return report(args, rt.logger, records, f"{args.dataset} {split}", lambda p: dataset.root / p, rt.is_main)
+    with keeps([cache_dir] if cache_dir is not None and rt.is_main else []):
+        return report(args, rt.logger, records, f"{args.dataset} {split}", lambda p: dataset.root / p, rt.is_main)
 
 
 def run_image_test(args: argparse.Namespace, rt: Runtime, model: nn.Module, corpus: Corpus) -> dict[str, float]:

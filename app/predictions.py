@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from utils.io import UserInputError, atomic_file, atomic_write_text, publish_folder, staging_folder
+from utils.io import UserInputError, atomic_file, atomic_path, atomic_write_text, publish_folder, staging_folder
 
 PRED_COLOUR = (0, 0, 255)  # BGR red
 GT_COLOUR = (0, 200, 0)  # BGR green
@@ -118,12 +118,13 @@ class VideoOutput(contextlib.AbstractContextManager):
         self.path = Path(path)
         if self.path.suffix.lower() not in VIDEO_FOURCC:
             raise UserInputError(f"--out_video {self.path}: the suffix must be one of {', '.join(VIDEO_FOURCC)}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.stem}.tmp{self.path.suffix}")
+        self.staged = atomic_path(self.path)
+        self.tmp = self.staged.__enter__()
         fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC[self.path.suffix.lower()])
         self.size = size
         self.writer = cv2.VideoWriter(str(self.tmp), fourcc, fps, size)
         if not self.writer.isOpened():
+            self.staged.__exit__(UserInputError, None, None)
             raise UserInputError(f"--out_video {self.path}: OpenCV cannot write this video format here")
 
     def write(self, img: np.ndarray) -> None:
@@ -132,12 +133,9 @@ class VideoOutput(contextlib.AbstractContextManager):
                                  f"{self.size[0]}x{self.size[1]} (the frames of a folder must have one size)")
         self.writer.write(img)
 
-    def __exit__(self, exc_type: type | None, *exc: object) -> None:
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
         self.writer.release()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+        self.staged.__exit__(exc_type, exc, tb)
 
 
 def save_gif(frames: list[np.ndarray], path: str | os.PathLike, fps: float) -> Path:

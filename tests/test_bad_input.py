@@ -362,7 +362,8 @@ CASES: list[Case] = [
     ("cache_folder_missing", "post", lambda c: c.post(c.work / "nowhere"), ("cache folder", "not found")),
     # ---- tools
     ("build_vid_missing_root", "build_vid", lambda c: ["--vid_sentence_root", str(c.work / "no"),
-                                                       "--vid_frames_root", str(c.work)], ("tube list not found",)),
+                                                       "--vid_frames_root", str(c.root / "frames")],
+     ("tube list not found",)),
     ("build_vid_nan_bbox", "build_vid", lambda c: vid_sentence_root(c, "[1, 2, NaN, 4]"),
      ("track[0]", "bbox")),
     ("build_vid_three_number_bbox", "build_vid", lambda c: vid_sentence_root(c, "[1, 2, 3]"), ("bbox",)),

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tools.build_vid_sentence import is_coordinate, resolve_corpus, write_outputs
+from tools.build_vid_sentence import claim_out, is_coordinate, resolve_corpus, write_outputs
 from tools.restricted_pickle import load_plain_pickle
 from utils.cli import ArgumentParser, run_main
 from utils.io import UserInputError
@@ -168,8 +168,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    build(args.refer_root, args.dataset, args.out or f"data/{args.dataset}", args.split_by, args.corpus,
-          args.force)
+    out = Path(args.out or f"data/{args.dataset}")
+    with claim_out({"--refer_root": args.refer_root, "--corpus": args.corpus}, out, ["corpus.pth"]):
+        build(args.refer_root, args.dataset, out, args.split_by, args.corpus, args.force)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

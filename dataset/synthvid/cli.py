@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 import dataset.synthvid
 from dataset.synthvid.config import SynthConfig
 from dataset.synthvid.writer import generate
-from utils.cli import ArgumentParser, positive_int, run_main, seed
-from utils.io import UserInputError
+from utils.cli import ArgumentParser, Interrupted, positive_int, run_main, seed
+from utils.io import UserInputError, lock_outputs
 
 
 def run(args: argparse.Namespace) -> None:
@@ -18,7 +19,14 @@ def run(args: argparse.Namespace) -> None:
     config = SynthConfig(args.seed, args.train_videos, args.val_videos, args.test_videos, args.frames[0],
                          args.frames[-1], args.expressions, args.image_stride, tuple(args.type_mix),
                          args.jpeg_quality, tuple(args.eval_frames) if args.eval_frames else None)
-    written = generate(args.out, config, force=args.force, workers=args.workers)
+    with lock_outputs({"--out": args.out}):
+        try:
+            written = generate(args.out, config, force=args.force, workers=args.workers)
+        except KeyboardInterrupt:
+            out = Path(args.out)
+            partial = out.is_dir() and any(out.iterdir())
+            raise Interrupted(note=f"{out} holds part of a set and no manifest: pass --force to write it again"
+                              if partial else "") from None
     print(f"synthvid: {'wrote' if written else 'already complete, nothing to do:'} {args.out}")
 
 
