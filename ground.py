@@ -8,12 +8,13 @@ checkpoint.
     python ground.py frames/ --resume saved_models/VID_cogrounding_semantic_attn.pth.tar \\
         --corpus data/VID/corpus.pth --phrases sentences.txt --out_jsonl out.jsonl --post_process
 
-Input: one video file (whatever OpenCV's FFmpeg backend decodes: mp4, avi, mkv, webm, ...), one folder of
+Input: one video file (whatever FFmpeg decodes, read through PyAV: mp4, mov, avi, mkv, webm, ...), one folder of
 frames (natural sort order), or image files (each grounded alone). Each frame's backbone runs once for all
 sentences; the video model grounds 5-frame windows clipped at both ends as the test script does. Writes JSON
 Lines (one record per frame and sentence: frame, time (s, videos), sentence, box [x1, y1, x2, y2] in original
-pixels, score, top-k candidates), an annotated video (same size and frame rate, one colour per sentence) and
-a GIF; existing outputs are replaced only with --overwrite.
+pixels, score, top-k candidates), an annotated video (H.264 .mp4 that browsers play, utils/video.py: same frame
+rate, same size padded to even sides, one colour per sentence) and a GIF; existing outputs are replaced only with
+--overwrite.
 """
 from __future__ import annotations
 
@@ -21,22 +22,23 @@ import argparse
 import contextlib
 import json
 import sys
-from collections import deque
-from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
-from tqdm import tqdm
 
+from app.annotate import ground_and_draw, json_record
 from app.argparser import script_parser
 from app.builders import build_amp_dtype
 from app.checks import FILE, claim_outputs
-from app.grounder import FrameSource, Grounder, SourceFrame, read_frames
-from app.predictions import VideoOutput, draw_sentences, save_gif
+from app.grounder import FrameSource, Grounder, read_frames
+from app.predictions import save_gif
 from dataset.names import IMAGE_DATASETS, VIDEO_DATASETS
 from utils.cli import image_size, int_from, keeps, positive_float, positive_int, run_main
 from utils.geometry import anchors_for_dataset
 from utils.io import UserInputError, atomic_file
+from utils.progress import progress_bar
+from utils.video import VIDEO_SUFFIXES, VideoWriter, output_path
 
 DEFAULT_FPS = 25.0  # of the annotated video of a folder of frames
 
@@ -75,7 +77,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument("--amp_dtype", default=None, choices=("bf16", "fp16"), help="autocast dtype for --amp")
     group = parser.add_argument_group("outputs")
     group.add_argument("--out_jsonl", default=None, help="JSON Lines of the boxes")
-    group.add_argument("--out_video", default=None, help="annotated video (.mp4, .avi or .mkv)")
+    group.add_argument("--out_video", default=None,
+                       help="annotated video: .mp4 (H.264, plays in browsers), .mkv, .webm (VP9) or .avi (MJPEG)")
     group.add_argument("--out_gif", default=None, help="annotated GIF (at most --gif_frames frames, half size)")
     group.add_argument("--gif_frames", type=positive_int, default=150, help="frames in the GIF")
     group.add_argument("--fps", type=positive_float, default=None, help="frame rate of a folder's video (default 25)")
@@ -114,9 +117,12 @@ def check_outputs(args: argparse.Namespace, source: FrameSource) -> contextlib.E
         raise UserInputError("nothing to write: pass --out_jsonl, --out_video and/or --out_gif")
     if (args.out_video or args.out_gif) and source.kind == "images":
         raise UserInputError("--out_video / --out_gif need a video or a folder of frames, not separate images")
+    if args.out_video and Path(args.out_video).suffix.lower() not in VIDEO_SUFFIXES:
+        raise UserInputError(f"--out_video {args.out_video}: the suffix must be one of {', '.join(VIDEO_SUFFIXES)}")
+    video = output_path(args.out_video) if args.out_video else None  # .webm where H.264 is unavailable
     inputs = {"inputs": args.inputs, "--resume": args.resume, "--corpus": args.corpus, "--cfg": args.cfg,
               "--phrases": args.phrases}
-    outputs = {flag: (path, FILE) for flag, path in (("--out_jsonl", args.out_jsonl), ("--out_video", args.out_video),
+    outputs = {flag: (path, FILE) for flag, path in (("--out_jsonl", args.out_jsonl), ("--out_video", video),
                                                      ("--out_gif", args.out_gif))}
     return claim_outputs(inputs, outputs, args.overwrite)
 
@@ -139,64 +145,30 @@ def ground(args: argparse.Namespace, sentences: list[str], source: FrameSource, 
             print(f"warning: sentence {sentence!r}: {', '.join(unknown)} not in the vocabulary (read as <unk>)",
                   file=sys.stderr)
     fps = source.fps or args.fps or DEFAULT_FPS
-    pending: deque[SourceFrame] = deque()  # decoded frames waiting for their boxes (annotated outputs)
-    annotate = bool(args.out_video or args.out_gif)
     gif: list = []
-
-    def frames() -> Iterator[SourceFrame]:
-        for frame in source:
-            if annotate:
-                pending.append(frame)
-            yield frame
-
     total = source.frame_count if source.kind == "video" else len(source.paths)
     with contextlib.ExitStack() as stack:
         out = stack.enter_context(atomic_file(args.out_jsonl, "w")) if args.out_jsonl else None
-        bar = stack.enter_context(tqdm(total=None if total is None else -(-total // args.stride), unit="frame",
-                                       desc="grounded", disable=args.no_progress, dynamic_ncols=True))
-        video: VideoOutput | None = None
+        bar = stack.enter_context(progress_bar(total=None if total is None else -(-total // args.stride),
+                                               unit="frame", desc="grounded", enabled=not args.no_progress))
+        video = stack.enter_context(VideoWriter(args.out_video, fps)) if args.out_video else None
 
-        def flush(boxes: dict[int, list[float]], before: int | None) -> None:
-            """Draw ``boxes`` on the waiting frames (those before frame ``before``, or all) and write them."""
-            nonlocal video
-            while pending and (before is None or pending[0].index < before):
-                img = draw_sentences(pending.popleft().image, sentences, boxes)
-                if args.out_video:
-                    if video is None:
-                        video = stack.enter_context(VideoOutput(args.out_video, fps, (img.shape[1], img.shape[0])))
-                    video.write(img)
-                if args.out_gif and len(gif) < args.gif_frames:
-                    gif.append(img[::2, ::2])
+        def on_frame(img: np.ndarray) -> None:
+            if video is not None:
+                video.write(img)
+            if args.out_gif and len(gif) < args.gif_frames:
+                gif.append(img[::2, ::2])
 
-        boxes: dict[int, list[float]] = {}
-        for record in grounder.ground(frames(), sentences, stride=args.stride, top_k=args.top_k,
-                                      post_process=args.post_process):
+        for records in ground_and_draw(grounder, source, sentences, on_frame if video or args.out_gif else None,
+                                       stride=args.stride, top_k=args.top_k, post_process=args.post_process):
             if out is not None:
-                out.write(json.dumps(json_record(record, source, fps)) + "\n")
-            boxes[record["sentence"]] = record["box"]
-            if record["sentence"] == len(sentences) - 1:
-                bar.update()  # frames/s of grounded frames, all sentences
-                if annotate:
-                    flush(boxes, record["frame"] + args.stride)
-        flush(boxes, None)
-    kept += [Path(p) for p in (args.out_jsonl, args.out_video) if p]
+                out.writelines(json.dumps(json_record(record, source, fps)) + "\n" for record in records)
+            bar.update()  # frames/s of grounded frames, all sentences
+    kept += [Path(p) for p in (args.out_jsonl, video and video.path) if p]
     if args.out_gif:
         kept.append(save_gif(gif, args.out_gif, fps))
-    written = [p for p in (args.out_jsonl, args.out_video, args.out_gif) if p]
+    written = [str(p) for p in (args.out_jsonl, video and video.path, args.out_gif) if p]
     print(f"grounded {len(sentences)} sentence(s) with the {grounder.kind} model; wrote {', '.join(written)}")
-
-
-def json_record(record: dict, source: FrameSource, fps: float) -> dict:
-    """The JSON Lines fields: frame, time (videos), image (folders and images), sentence, box, score, candidates."""
-    out = {"frame": record["frame"]}
-    if source.kind == "video":
-        out["time"] = round(record["frame"] / fps, 4)
-    else:
-        out["image"] = record["name"]
-    out.update(sentence=record["phrase"], box=record["box"], score=record["score"], candidates=record["candidates"])
-    if "candidate" in record:
-        out["candidate"] = record["candidate"]
-    return out
 
 
 if __name__ == "__main__":

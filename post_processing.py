@@ -26,12 +26,13 @@ from app.argparser import (
     window_parser,
 )
 from app.builders import setup_logger
+from app.cache import FRAMES_PER_CHUNK, post_process
 from app.checks import check_outputs
-from app.engine import collate_meta, score_boxes
+from app.engine import score_boxes
 from app.pipeline import report, video_test_split
+from app.stream import collate_meta
 from dataset.vid_loader import VIDDataset
 from utils.cli import run_main
-from utils.postprocess import FRAMES_PER_CHUNK, post_process
 from utils.windows import EVAL_FRAMES
 
 

@@ -66,7 +66,8 @@ def run_parser() -> argparse.ArgumentParser:
 def model_parser() -> argparse.ArgumentParser:
     parser, group = _parent("model")
     group.add_argument("--lstm", action="store_true",
-                       help="bidirectional-LSTM language encoder (required: BERT is not bundled)")
+                       help="bidirectional-LSTM language encoder (required: the reference's BERT branch cannot build "
+                            "these models, docs/behaviour.md §2)")
     group.add_argument("--corpus", default=None,
                        help="vocabulary file (default <split_root>/<dataset>/corpus.pth); a released checkpoint "
                             "needs the corpus it was trained with")
@@ -87,6 +88,9 @@ def training_parser() -> argparse.ArgumentParser:
                        help="learning rate (the backbone's is scaled, below)")
     group.add_argument("--backbone_lr_scale", type=non_negative_float, default=0.1,
                        help="the Darknet backbone's learning rate is lr x this (0.1 in the reference)")
+    group.add_argument("--freeze_backbone", action="store_true",
+                       help="keep the Darknet backbone fixed (no gradients, batch norm statistics kept): for "
+                            "pretrained weights, and much cheaper per step")
     group.add_argument("--power", type=non_negative_float, default=0.9,
                        help="poly learning-rate decay power (0: constant)")
     group.add_argument("--nb_epoch", type=positive_int, default=100, help="number of training epochs")

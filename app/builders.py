@@ -31,7 +31,8 @@ from utils.io import UserInputError
 from utils.word_utils import Corpus, load_corpus
 
 SGD_MOMENTUM = 0.99  # the reference's value
-LOGGERS = ("cgslatt", "dataset", "utils")  # the scripts' logger, then the libraries' (logging.getLogger(__name__))
+# the scripts' logger, then the libraries' (logging.getLogger(__name__))
+LOGGERS = ("cgslatt", "app", "dataset", "utils")
 
 
 @dataclass
@@ -52,8 +53,8 @@ class Runtime:
 def setup_runtime(args: argparse.Namespace, log_name: str) -> Runtime:
     """Device (``--gpu``), process group (torchrun), seeds, determinism, logger and AMP dtype."""
     if not args.lstm:
-        raise UserInputError("pass --lstm: the BERT text encoder of the reference is not bundled (it needs "
-                             "downloaded weights); the LSTM encoder is the one the released checkpoints use")
+        raise UserInputError("pass --lstm: SL-Att and CG-SL-Att need the LSTM encoder's per-word features, so the "
+                             "reference's BERT branch cannot build them and no BERT checkpoint of them exists")
     if args.gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = args.gpu
     device_type = "cuda" if torch.cuda.is_available() else "cpu"
@@ -166,7 +167,8 @@ def build_eval_loader(args: argparse.Namespace, dataset: Dataset, indices: list[
 
 
 def build_model(args: argparse.Namespace, vocab_size: int, kind: str) -> nn.Module:
-    """The image (SL-Att) or video (CG-SL-Att) model of ``--cfg``/``--size``/``--emb_size``/``--light``.
+    """The image (SL-Att) or video (CG-SL-Att) model of ``--cfg``/``--size``/``--emb_size``/``--light``, its backbone
+    fixed with ``--freeze_backbone``.
 
     The Darknet detection heads, which grounding never runs, are frozen (they keep their checkpoint values
     and need no gradient, also under DistributedDataParallel).
@@ -175,6 +177,8 @@ def build_model(args: argparse.Namespace, vocab_size: int, kind: str) -> nn.Modu
                                   emb_size=args.emb_size, light=args.light)
     for param in model.visumodel.detection_parameters():
         param.requires_grad_(False)
+    if args.freeze_backbone:
+        model.visumodel.freeze()
     return model
 
 

@@ -13,16 +13,12 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from app.argparser import DEFAULT_DARKNET_WEIGHTS
+from app.cache import default_cache_dir
 from app.predictions import check_writable
 from utils.io import FILE, FOLDER, REPLACED_FOLDER, UserInputError, check_paths, lock_outputs
 
 STAGED_FOLDER = REPLACED_FOLDER  # output kinds (utils.io): a file, a folder we write into, a folder replaced whole
 __all__ = ["FILE", "FOLDER", "STAGED_FOLDER"]
-
-
-def default_cache_dir(args: argparse.Namespace) -> Path:
-    """``--cache_dir``, or ``cache/<savename>``."""
-    return Path(args.cache_dir) if args.cache_dir else Path("cache") / args.savename
 
 
 def checkpoint_paths(args: argparse.Namespace) -> tuple[Path, Path]:

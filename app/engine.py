@@ -12,51 +12,28 @@ kept for comparison and benchmarks. Both give the same predictions.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
+from app.cache import letterbox_meta, write_cache
+from app.stream import ground_stream
 from model.losses import GroundingCriterion, build_targets
+from utils.amp import autocast, outputs_to_float32
 from utils.box_ops import box_iou
 from utils.distributed import all_reduce_sum
 from utils.geometry import Geometry, centre_cell, decode_topk
 from utils.letterbox import boxes_to_original, gt_to_original
-from utils.postprocess import cache_file_path, save_cache_entry
-from utils.windows import EVAL_FRAMES, window_centre, window_indices, window_positions
+from utils.progress import progress_bar
+from utils.windows import EVAL_FRAMES, window_centre
 
-CACHE_TOPK = 5  # candidates per cache file (docs/behaviour.md §8; the reference ties k to the window length)
 META_KEYS = ("boxes", "ratio", "dw", "dh", "orig_size")
-
-
-def autocast(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` on ``device`` with ``amp_dtype``, or nothing when mixed precision is off."""
-    if amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=amp_dtype)
-
-
-def _float32(outputs: dict) -> dict:
-    """Model outputs in float32 (losses and decoding run in full precision under autocast)."""
-    def cast(value: Any) -> Any:
-        if isinstance(value, Tensor):
-            return value.float()
-        if isinstance(value, list):
-            return [cast(v) for v in value]
-        return value
-    return {key: cast(value) for key, value in outputs.items()}
-
-
-def _progress(iterable: Iterable, enabled: bool, **kwargs: Any) -> tqdm:
-    return tqdm(iterable, disable=not enabled, dynamic_ncols=True, leave=False, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -98,13 +75,13 @@ def train_one_epoch(
     criterion.train()
     sums: dict[str, float] = defaultdict(float)
     steps = 0
-    bar = _progress(loader, progress, desc=f"epoch {epoch}", unit="batch")
+    bar = progress_bar(loader, enabled=progress, leave=False, desc=f"epoch {epoch}", unit="batch")
     for it, batch in enumerate(bar):
         inputs, boxes = training_step_inputs(batch, device)
         with autocast(device, amp_dtype):
             outputs = model(*inputs)
         targets = build_targets(boxes.float(), geometry.image_size, geometry.anchors, geometry.anchor_imsize)
-        loss_dict = criterion(_float32(outputs), targets)
+        loss_dict = criterion(outputs_to_float32(outputs), targets)
         weighted = {k: v * criterion.weight_dict[k] for k, v in loss_dict.items()}
         loss = sum(weighted.values())
         values = torch.stack([loss, *weighted.values()]).detach().tolist()  # one device sync per step
@@ -143,12 +120,6 @@ def _len(loader: Iterable) -> str:
 
 # --------------------------------------------------------------------------------------------- evaluation
 
-def _letterbox_meta(meta: dict[str, Any], device: torch.device) -> tuple[Tensor, ...]:
-    """``(ratio, dw, dh, orig_w, orig_h)`` of a batch, each (B,), as :mod:`utils.box_ops` takes them."""
-    orig_h, orig_w = meta["orig_size"].to(device).unbind(1)
-    return meta["ratio"].to(device), meta["dw"].to(device), meta["dh"].to(device), orig_w, orig_h
-
-
 def score_predictions(
     pred_anchor: list[Tensor], meta: dict[str, Any], geometry: Geometry
 ) -> list[dict[str, Any]]:
@@ -160,7 +131,7 @@ def score_predictions(
     """
     decoded = decode_topk(pred_anchor, geometry.image_size, geometry.anchors, geometry.anchor_imsize, k=1)
     device = decoded.boxes.device
-    pred = boxes_to_original(decoded.boxes[:, 0], *_letterbox_meta(meta, device))  # (B, 4)
+    pred = boxes_to_original(decoded.boxes[:, 0], *letterbox_meta(meta, device))  # (B, 4)
     target = centre_cell(meta["boxes"].to(device), geometry.image_size, geometry.anchors, geometry.anchor_imsize)
     centre_hit = (decoded.gi[:, 0] == target.gi) & (decoded.gj[:, 0] == target.gj)
     return score_boxes(pred, meta, geometry.image_size, centre_hit)
@@ -169,7 +140,7 @@ def score_predictions(
 def score_boxes(pred: Tensor, meta: dict[str, Any], image_size: int, centre_hit: Tensor | None = None
                 ) -> list[dict[str, Any]]:
     """Records of (B, 4) predicted boxes already in original pixels against the ground truth in ``meta``."""
-    gt = gt_to_original(meta["boxes"].to(pred.device), image_size, *_letterbox_meta(meta, pred.device))  # (B, 4)
+    gt = gt_to_original(meta["boxes"].to(pred.device), image_size, *letterbox_meta(meta, pred.device))  # (B, 4)
     iou = box_iou(pred, gt).tolist()
     pred, gt = pred.tolist(), gt.tolist()  # one device sync per batch, not per value
     hits_centre = None if centre_hit is None else centre_hit.tolist()
@@ -191,30 +162,6 @@ def score_boxes(pred: Tensor, meta: dict[str, Any], image_size: int, centre_hit:
         record.update({k: int(v[b]) for k, v in extra.items()})
         records.append(record)
     return records
-
-
-def topk_candidates(outputs: dict, meta: dict[str, Any], geometry: Geometry, k: int = CACHE_TOPK
-                    ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """The ``k`` most confident boxes of each row (B, K, 4) in original pixels, their confidences (B, K), and the
-    co-grounded feature at each box's cell (B, K, E), None for the image model (docs/behaviour.md §8)."""
-    decoded = decode_topk(outputs["pred_anchor"], geometry.image_size, geometry.anchors, geometry.anchor_imsize, k=k)
-    boxes = boxes_to_original(decoded.boxes, *_letterbox_meta(meta, decoded.boxes.device))  # (B, K, 4)
-    if "corr_feat" not in outputs:
-        return boxes, decoded.scores, None
-    feats = torch.cat([f.flatten(2) for f in outputs["corr_feat"]], dim=2).transpose(1, 2)  # (B, N, E)
-    feats = feats.gather(1, decoded.cell[..., None].expand(-1, -1, feats.shape[2]))  # (B, K, E)
-    return boxes, decoded.scores, feats
-
-
-def write_cache(
-    outputs: dict, meta: dict[str, Any], geometry: Geometry, cache_dir: Path, k: int = CACHE_TOPK
-) -> None:
-    """One docs/behaviour.md §8 cache file per grounded frame: top-k boxes (original pixels), confidences, corr
-    features."""
-    boxes, scores, feats = (t.cpu() for t in topk_candidates(outputs, meta, geometry, k))  # one copy per batch
-    for b in range(boxes.shape[0]):
-        path = cache_file_path(cache_dir, meta["image_path"][b], int(meta["index"][b]))
-        save_cache_entry(path, boxes[b], scores[b], feats[b])
 
 
 def _grounded_frame_meta(batch: dict) -> dict[str, Any]:
@@ -240,10 +187,10 @@ def evaluate_images(
     """Evaluate the image model (SL-Att) on ``loader``; one record per sample, in loader order."""
     model.eval()
     records: list[dict[str, Any]] = []
-    for batch in _progress(loader, progress, desc="evaluate", unit="batch"):
+    for batch in progress_bar(loader, enabled=progress, leave=False, desc="evaluate", unit="batch"):
         with autocast(device, amp_dtype):
             outputs = model(batch["image"].to(device), batch["word_id"].to(device))
-        records += score_predictions(_float32(outputs)["pred_anchor"], _grounded_frame_meta(batch), geometry)
+        records += score_predictions(outputs_to_float32(outputs)["pred_anchor"], _grounded_frame_meta(batch), geometry)
     return records
 
 
@@ -264,139 +211,18 @@ def evaluate_video_windows(
     """
     model.eval()
     records: list[dict[str, Any]] = []
-    for batch in _progress(loader, progress, desc="evaluate (windows)", unit="batch"):
+    for batch in progress_bar(loader, enabled=progress, leave=False, desc="evaluate (windows)", unit="batch"):
         meta = _grounded_frame_meta(batch)
         for b in range(batch["images"].shape[0]):
             with autocast(device, amp_dtype):
                 outputs = model(batch["images"][b : b + 1].to(device), batch["word_id"][b : b + 1].to(device),
                                 "window")
-            outputs = _float32(outputs)
+            outputs = outputs_to_float32(outputs)
             window_meta = {k: v[b : b + 1] for k, v in meta.items()}
             records += score_predictions(outputs["pred_anchor"], window_meta, geometry)
             if cache_dir is not None:
                 write_cache(outputs, window_meta, geometry, cache_dir)
     return records
-
-
-@dataclass
-class _Frame:
-    """One decoded frame: its per-scale ``model.frame_features`` ((h, w, 2E) for the video model) and the sentences
-    grounded on it (``queries``: one metadata dict each, with ``word_id`` (L,))."""
-
-    feats: list[Tensor]
-    queries: list[dict[str, Any]]
-
-
-class WindowStream:
-    """Turns frames arriving in video order into complete k-frame windows (docs/behaviour.md §1 clipping).
-
-    ``push`` frame ``t`` of video ``v`` with the video's length ``n``, or ``n=None`` while the length is unknown
-    (a decoded video file: pass ``n = t + 1`` with its last frame). It returns the windows whose last frame has
-    now arrived, as (centre frame, window frames). Only the frames a future window can still use are kept, so
-    memory stays bounded by about ``k`` frames per stream.
-    """
-
-    def __init__(self, num_frames: int) -> None:
-        self.num_frames = num_frames
-        span = window_positions(0, num_frames)
-        self.back, self.ahead = -span.start, span.stop - 1
-        self.video: Any = None
-        self.length: int | None = None
-        self.frames: dict[int, Any] = {}
-        self.next_centre = 0
-        self.expected = 0
-
-    def push(self, video: Any, t: int, n: int | None, frame: Any) -> list[tuple[Any, list[Any]]]:
-        if video != self.video:
-            self.close()
-            self.video, self.frames, self.next_centre, self.expected = video, {}, 0, 0
-        if t != self.expected:
-            raise ValueError(f"frames of video {video} must arrive in order: got frame {t}, expected {self.expected}")
-        self.length = n
-        self.expected += 1
-        self.frames[t] = frame
-        last = n is not None and t == n - 1
-        last_ready = t if last else t - self.ahead
-        ready = []
-        while self.next_centre <= last_ready:
-            c = self.next_centre
-            window = [self.frames[j] for j in window_indices(c, t + 1, self.num_frames)]  # all j <= t
-            ready.append((self.frames[c], window))
-            self.next_centre += 1
-        for old in [j for j in self.frames if j < self.next_centre - self.back]:
-            del self.frames[old]
-        return ready
-
-    def close(self) -> None:
-        """Check that the current video got all its frames (else its last windows would be silently lost)."""
-        if self.video is not None and self.expected != self.length:
-            total = "" if self.length is None else f" of its {self.length}"
-            raise ValueError(f"video {self.video} ended after {self.expected}{total} frames, before its last frame")
-
-
-def collate_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-sample metadata dicts -> one dict: tensors stacked along a new first dim, other values listed."""
-    return {key: torch.stack([m[key] for m in metas]) if isinstance(first, Tensor) else [m[key] for m in metas]
-            for key, first in metas[0].items()}
-
-
-Window = tuple[_Frame, list[_Frame]]
-
-
-def _ground_windows(model: nn.Module, windows: list[Window], device: torch.device,
-                    amp_dtype: torch.dtype | None) -> tuple[dict, dict[str, Any]]:
-    """Every sentence of the centre frames of ``windows``: float32 outputs and collated metadata, one row per
-    (window, sentence) in order. A one-frame window (image model) is grounded on the frame's own features."""
-    metas = [q for centre, _ in windows for q in centre.queries]
-    meta = collate_meta(metas)
-    word_id = meta["word_id"].to(device)
-    sentences = torch.tensor([len(centre.queries) for centre, _ in windows])
-    with autocast(device, amp_dtype):
-        if len(windows[0][1]) == 1:  # per scale (R, E, h, w)
-            visual = [torch.stack([c.feats[s] for c, _ in windows]).repeat_interleave(sentences.to(device), dim=0)
-                      for s in range(len(windows[0][0].feats))]
-            outputs = model.ground(visual, word_id)
-        else:
-            frame_feats = [torch.stack([torch.stack([f.feats[s] for f in frames]) for _, frames in windows])
-                           for s in range(len(windows[0][0].feats))]  # per scale (W, T, h, w, C)
-            outputs = model.ground_windows(frame_feats, word_id, sentences)
-    return _float32(outputs), meta
-
-
-@torch.inference_mode()
-def ground_stream(
-    model: nn.Module,
-    batches: Iterable[dict[str, Any]],
-    device: torch.device,
-    num_frames: int = 5,
-    batch_size: int = 8,
-    amp_dtype: torch.dtype | None = None,
-) -> Iterator[tuple[dict, dict[str, Any]]]:
-    """The streaming core of video grounding: frames in order -> each frame's features once -> k-frame windows
-    -> every sentence of each window grounded from the shared features.
-
-    ``batches`` yield ``images`` (F, 3, S, S) and per frame ``clip`` (id), ``frame`` (index in the clip),
-    ``length`` (the clip's length, or None until its last frame, see :class:`WindowStream`) and ``queries``
-    (the sentences grounded on that frame, as metadata dicts with ``word_id``). The frames of a clip arrive
-    consecutively; only the frames a window can still use are kept. Yields ``(outputs, meta)`` for up to
-    ``batch_size`` windows at a time (all their sentences), in the order the windows complete.
-    ``num_frames=1`` grounds each frame alone (the image model).
-    """
-    model.eval()
-    stream = WindowStream(num_frames)
-    pending: list[Window] = []
-    for batch in batches:
-        with autocast(device, amp_dtype):
-            feats = model.frame_features(batch["images"].to(device))  # per scale (F, h, w, C) (video model)
-        for f, (clip, t, n, queries) in enumerate(zip(batch["clip"], batch["frame"], batch["length"],
-                                                      batch["queries"])):
-            pending += stream.push(clip, t, n, _Frame([x[f] for x in feats], queries))
-        while len(pending) >= batch_size:
-            yield _ground_windows(model, pending[:batch_size], device, amp_dtype)
-            pending = pending[batch_size:]
-    stream.close()
-    if pending:
-        yield _ground_windows(model, pending, device, amp_dtype)
 
 
 @torch.inference_mode()
@@ -418,7 +244,7 @@ def evaluate_video(
     Returns the records in dataset (index) order.
     """
     records: list[dict[str, Any]] = []
-    bar = _progress(clip_loader, progress, desc="evaluate (video)", unit="batch")
+    bar = progress_bar(clip_loader, enabled=progress, leave=False, desc="evaluate (video)", unit="batch")
     for outputs, meta in ground_stream(model, bar, device, num_frames, batch_size, amp_dtype):
         records += score_predictions(outputs["pred_anchor"], meta, geometry)
         if cache_dir is not None:

@@ -5,10 +5,10 @@
         print(record["frame"], record["box"])
 
 Frames are decoded once, in order, and never held beyond the windows that still need them: the streaming core
-of the test script's evaluation (:func:`app.engine.ground_stream`) computes each frame's backbone once for all
+of the test script's evaluation (:func:`app.stream.ground_stream`) computes each frame's backbone once for all
 sentences and co-grounds 5-frame windows clipped at both ends of the video exactly as the test script does.
 ``post_process=True`` re-scores each frame's top-5 candidates over its window in memory with the same code as
-``post_processing.py`` (:class:`utils.postprocess.VideoRescorer`).
+``post_processing.py`` (:class:`app.cache.VideoRescorer`).
 
 Checkpoints written by our training scripts carry what grounding needs under ``inference``
 (:func:`app.builders.inference_config`); the authors' released ones take the reference defaults (full cfg, 256
@@ -29,15 +29,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.engine import CACHE_TOPK, ground_stream, topk_candidates
+from app.cache import CACHE_TOPK, CacheEntry, VideoRescorer, topk_candidates
+from app.stream import ground_stream
 from dataset.common import check_image_file
 from model import DEFAULT_CFG, build_grounding_model
 from utils.checkpoint import INFERENCE_KEY, load_model_state, model_kind, read_checkpoint
 from utils.geometry import DEFAULT_ANCHORS, Geometry
 from utils.io import UserInputError
 from utils.letterbox import letterbox
-from utils.postprocess import CacheEntry, VideoRescorer
 from utils.transforms import to_tensor
+from utils.video import probe_video, read_video
 from utils.windows import EVAL_FRAMES
 from utils.word_utils import END_TOKEN, PAD_TOKEN, UNK_TOKEN, Corpus, Dictionary, load_corpus, split_words
 
@@ -49,12 +50,14 @@ REFERENCE_DEFAULTS = {"size": 256, "emb_size": 512, "light": False, "anchor_imsi
 @dataclass
 class SourceFrame:
     """One input frame: ``index`` in its video or folder (the image number for separate images), ``clip`` (images
-    are clips of one frame each), ``name`` (the file), ``image`` H x W x 3 uint8 BGR as OpenCV decodes it."""
+    are clips of one frame each), ``name`` (the file), ``image`` H x W x 3 uint8 BGR (OpenCV's pixels), and
+    ``time`` in seconds from a video's first frame (its timestamp; None for images)."""
 
     index: int
     clip: int
     name: str
     image: np.ndarray
+    time: float | None = None
 
 
 @dataclass
@@ -85,8 +88,8 @@ def natural_key(name: str) -> list:
 
 
 def read_frames(inputs: Sequence[str | os.PathLike]) -> FrameSource:
-    """A video file (anything OpenCV's FFmpeg backend decodes), a folder of frames (natural sort order), or
-    images. Opens the video (or lists the folder) now, so bad input fails before any work."""
+    """A video file (anything FFmpeg decodes, read through PyAV with its timestamps), a folder of frames (natural
+    sort order), or images. Opens the video (or lists the folder) now, so bad input fails before any work."""
     paths = [Path(p) for p in inputs]
     for path in paths:
         if not path.exists():
@@ -102,32 +105,13 @@ def read_frames(inputs: Sequence[str | os.PathLike]) -> FrameSource:
     if len(paths) > 1:
         raise UserInputError(f"inputs {' '.join(map(str, paths))}: give one video, one folder of frames, or images "
                              f"({', '.join(IMAGE_SUFFIXES)})")
-    capture = cv2.VideoCapture(str(paths[0]))
-    try:
-        if not capture.isOpened():
-            raise UserInputError(f"video {paths[0]} cannot be decoded by OpenCV (not a video, or a codec its FFmpeg "
-                                 "backend lacks)")
-        fps = capture.get(cv2.CAP_PROP_FPS)
-        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    finally:
-        capture.release()
-    return FrameSource("video", paths, fps if fps > 0 else None, count if count > 0 else None)
+    fps, count = probe_video(paths[0])
+    return FrameSource("video", paths, fps, count)
 
 
 def _video_frames(path: Path) -> Iterator[SourceFrame]:
-    capture = cv2.VideoCapture(str(path))
-    try:
-        index = 0
-        while True:
-            ok, image = capture.read()
-            if not ok:
-                break
-            yield SourceFrame(index, 0, str(path), image)
-            index += 1
-    finally:
-        capture.release()
-    if index == 0:
-        raise UserInputError(f"video {path} has no frames that OpenCV can decode")
+    for index, (image, time) in enumerate(read_video(path)):
+        yield SourceFrame(index, 0, str(path), image, time)
 
 
 def corpus_from_words(words: Sequence[str]) -> Corpus:
@@ -211,8 +195,9 @@ class Grounder:
         """One record per grounded frame and sentence, in frame then sentence order.
 
         Every ``stride``-th frame of each clip is grounded (windows are made of the grounded frames). A record
-        has ``frame``, ``clip``, ``name``, ``sentence`` (its number) and ``phrase``, ``box`` [x1, y1, x2, y2] in
-        original pixels, ``score``, and ``candidates`` (the ``top_k`` most confident boxes with their scores).
+        has ``frame``, ``clip``, ``name``, ``time`` (the frame's, see :class:`SourceFrame`), ``sentence`` (its
+        number) and ``phrase``, ``box`` [x1, y1, x2, y2] in original pixels, ``score``, and ``candidates`` (the
+        ``top_k`` most confident boxes with their scores).
         With ``post_process`` (video model) the box is the candidate the §8 re-scoring picks (``candidate``).
         """
         if not sentences:
@@ -236,7 +221,7 @@ class Grounder:
 
     def _batches(self, frames: Iterable[tuple[SourceFrame, int, bool]], sentences: Sequence[str],
                  word_ids: list[torch.Tensor]) -> Iterator[dict[str, Any]]:
-        """Letterboxed frames, ``batch_size`` at a time, as :func:`app.engine.ground_stream` takes them."""
+        """Letterboxed frames, ``batch_size`` at a time, as :func:`app.stream.ground_stream` takes them."""
         batch: list[tuple[np.ndarray, SourceFrame, int, bool, dict]] = []
         for frame, t, last in frames:
             h, w = frame.image.shape[:2]
@@ -258,7 +243,7 @@ class Grounder:
             "frame": [t for _, _, t, _, _ in batch],
             "length": [t + 1 if last else None for _, _, t, last, _ in batch],
             "queries": [[{**geometry, "word_id": word_id, "sentence": s, "phrase": sentences[s],
-                          "frame": frame.index, "clip": frame.clip, "name": frame.name}
+                          "frame": frame.index, "clip": frame.clip, "name": frame.name, "time": frame.time}
                          for s, word_id in enumerate(word_ids)] for _, frame, _, _, geometry in batch],
         }
 
@@ -269,7 +254,7 @@ class Grounder:
                                 for t in topk_candidates(outputs, meta, self.geometry, CACHE_TOPK))
         for r in range(boxes.shape[0]):
             candidates = [{"box": _rounded(boxes[r, k]), "score": float(scores[r, k])} for k in range(CACHE_TOPK)]
-            yield {"frame": meta["frame"][r], "clip": meta["clip"][r], "name": meta["name"][r],
+            yield {"frame": meta["frame"][r], "clip": meta["clip"][r], "name": meta["name"][r], "time": meta["time"][r],
                    "sentence": meta["sentence"][r], "phrase": meta["phrase"][r], **candidates[0],
                    "candidates": candidates,
                    "_entry": None if feats is None else CacheEntry(boxes[r:r + 1], scores[r:r + 1], feats[r:r + 1])}

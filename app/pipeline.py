@@ -27,7 +27,8 @@ from app.builders import (
     build_video_dataset,
     initialise_for_training,
 )
-from app.checks import checkpoint_paths, default_cache_dir
+from app.cache import default_cache_dir, write_cache_manifest
+from app.checks import checkpoint_paths
 from app.engine import evaluate_images, evaluate_video, evaluate_video_windows, summarize, train_one_epoch
 from app.predictions import save_plots, write_predictions
 from dataset.referit_loader import ReferDataset
@@ -44,7 +45,6 @@ from utils.cli import keeps
 from utils.distributed import all_gather_objects, barrier
 from utils.geometry import Geometry
 from utils.io import UserInputError, publish_folder, staging_folder
-from utils.postprocess import write_cache_manifest
 from utils.windows import EVAL_FRAMES
 from utils.word_utils import Corpus
 

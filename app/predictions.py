@@ -1,9 +1,8 @@
 """What evaluation and grounding leave behind: the JSON Lines prediction file (``--save_pred``), annotated
-images (``--save_plot``), and ``ground.py``'s annotated video and GIF. Records are those of :mod:`app.engine`
-(boxes in original image pixels)."""
+images (``--save_plot``), and ``ground.py``'s annotated frames and GIF (its video is written by :mod:`utils.video`).
+Records are those of :mod:`app.engine` (boxes in original image pixels)."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -15,7 +14,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from utils.io import UserInputError, atomic_file, atomic_path, atomic_write_text, publish_folder, staging_folder
+from utils.io import UserInputError, atomic_file, atomic_write_text, publish_folder, staging_folder
 
 PRED_COLOUR = (0, 0, 255)  # BGR red
 GT_COLOUR = (0, 200, 0)  # BGR green
@@ -85,7 +84,6 @@ def save_plots(records: Iterable[dict[str, Any]], out_dir: str | os.PathLike,
 # BGR, well apart on screen: one per sentence, cycling after ten
 SENTENCE_COLOURS = ((0, 0, 255), (255, 128, 0), (0, 200, 0), (0, 200, 255), (255, 0, 255), (255, 255, 0),
                     (0, 128, 255), (128, 0, 255), (128, 255, 128), (255, 255, 255))
-VIDEO_FOURCC = {".mp4": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 
 
 def sentence_colour(sentence: int) -> tuple[int, int, int]:
@@ -107,35 +105,6 @@ def draw_sentences(img: np.ndarray, phrases: list[str], boxes: dict[int, list[fl
         cv2.putText(img, phrase, (3, y + h + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, sentence_colour(s), 1, cv2.LINE_AA)
         y += h + base + 4
     return img
-
-
-class VideoOutput(contextlib.AbstractContextManager):
-    """An annotated video written frame by frame with ``cv2.VideoWriter`` (codec from the suffix:
-    :data:`VIDEO_FOURCC`) to a temporary file beside ``path``; as a context manager it is renamed onto ``path``
-    on success and removed on an error, so a failed run never leaves a truncated video."""
-
-    def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int]) -> None:
-        self.path = Path(path)
-        if self.path.suffix.lower() not in VIDEO_FOURCC:
-            raise UserInputError(f"--out_video {self.path}: the suffix must be one of {', '.join(VIDEO_FOURCC)}")
-        self.staged = atomic_path(self.path)
-        self.tmp = self.staged.__enter__()
-        fourcc = cv2.VideoWriter_fourcc(*VIDEO_FOURCC[self.path.suffix.lower()])
-        self.size = size
-        self.writer = cv2.VideoWriter(str(self.tmp), fourcc, fps, size)
-        if not self.writer.isOpened():
-            self.staged.__exit__(UserInputError, None, None)
-            raise UserInputError(f"--out_video {self.path}: OpenCV cannot write this video format here")
-
-    def write(self, img: np.ndarray) -> None:
-        if (img.shape[1], img.shape[0]) != self.size:
-            raise UserInputError(f"--out_video: frame of {img.shape[1]}x{img.shape[0]} pixels in a video of "
-                                 f"{self.size[0]}x{self.size[1]} (the frames of a folder must have one size)")
-        self.writer.write(img)
-
-    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
-        self.writer.release()
-        self.staged.__exit__(exc_type, exc, tb)
 
 
 def save_gif(frames: list[np.ndarray], path: str | os.PathLike, fps: float) -> Path:

@@ -21,14 +21,16 @@ from app.engine import train_one_epoch
 from dataset.referit_loader import ReferDataset
 from dataset.synthvid import SynthConfig, generate
 from dataset.vid_loader import VIDDataset
-from model import DEFAULT_CFG, SMALL_CFG, build_grounding_model
+from model import DEFAULT_CFG, SMALL_CFG, TINY_CFG, build_grounding_model
 from model.losses import GroundingCriterion
 from utils.geometry import DEFAULT_ANCHORS, Geometry
 from utils.word_utils import load_corpus
 
-CONFIGS = {  # name: (cfg, image size, embedding size, batch size)
-    "full": (DEFAULT_CFG, 256, 512, 4),
-    "small": (SMALL_CFG, 128, 128, 16),
+CONFIGS = {  # name: (cfg, image size, embedding size, batch size, backbone frozen)
+    "full": (DEFAULT_CFG, 256, 512, 4, False),
+    "small": (SMALL_CFG, 128, 128, 16, False),
+    "demo-random": (SMALL_CFG, 128, 64, 16, False),  # run_demo.py's two recipes
+    "demo-pretrained": (TINY_CFG, 128, 64, 16, True),
 }
 WARMUP = 2
 
@@ -36,14 +38,17 @@ WARMUP = 2
 def bench(kind: str, name: str, root: Path, iters: int, device: torch.device,
           amp_dtype: torch.dtype | None = None) -> dict:
     """Iterations/s, frames/s and peak memory (MB: CUDA allocations, or the process's peak RSS on the CPU)."""
-    cfg, size, emb, batch = CONFIGS[name]
+    cfg, size, emb, batch, frozen = CONFIGS[name]
     corpus = load_corpus(root / "VID" / "corpus.pth")
     if kind == "video":
         dataset = VIDDataset(root, root, "VID", "train", corpus, image_size=size, num_frames=2, augment=True)
     else:
         dataset = ReferDataset(root, root, "synthvid", "train", corpus, image_size=size, augment=True)
     model = build_grounding_model(kind, len(corpus), cfg, size, emb).to(device)
-    optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-4, weight_decay=5e-4)
+    if frozen:
+        model.visumodel.freeze()
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.RMSprop(trained, lr=1e-4, weight_decay=5e-4)
     criterion = GroundingCriterion()
     geometry = Geometry(size, DEFAULT_ANCHORS, 416)
 
@@ -65,8 +70,8 @@ def bench(kind: str, name: str, root: Path, iters: int, device: torch.device,
     peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024) / 2**20
     frames_per_sample = 2 if kind == "video" else 1
-    return {"model": f"{kind} ({cfg.name}, {size} px, E={emb})", "batch": batch, "peak_mb": peak,
-            "it_s": iters / seconds, "frames_s": iters * batch * frames_per_sample / seconds}
+    return {"model": f"{kind} ({cfg.name}{', frozen' if frozen else ''}, {size} px, E={emb})", "batch": batch,
+            "peak_mb": peak, "it_s": iters / seconds, "frames_s": iters * batch * frames_per_sample / seconds}
 
 
 def main() -> None:

@@ -53,7 +53,7 @@ def corner_box(box: Any, xywh: bool) -> np.ndarray:
     return box
 
 
-def _unpack(item: Any, i: int, index_path: Path) -> tuple[str, Any, str]:
+def unpack_item(item: Any, i: int, index_path: Path) -> tuple[str, Any, str]:
     """``(image_file, box, phrase)`` of a 5-tuple ``(image, mask, box, phrase, attributes)`` or 3-tuple item."""
     if isinstance(item, (list, tuple)) and len(item) == 5:
         return item[0], item[2], item[3]
@@ -81,14 +81,14 @@ class ReferDataset(Dataset):
                                  f"{', '.join(IMAGE_SPLITS[dataset])}")
         self.index_path = refer_index_path(split_root, dataset, split)
         self.items: list = load_index(self.index_path, split)
-        fields = [_unpack(item, i, self.index_path) for i, item in enumerate(self.items)]
+        fields = [unpack_item(item, i, self.index_path) for i, item in enumerate(self.items)]
         check_image_paths([image for image, _, _ in fields], self._source)
         empty = check_boxes([box for _, box, _ in fields], dataset in XYWH_DATASETS, self._source)
         check_phrases([phrase for _, _, phrase in fields], corpus, self.index_path, self._source)
         warn_empty_boxes(empty, self.index_path, self._source, skip_empty_boxes)
         if skip_empty_boxes:
             self.items = [item for item, e in zip(self.items, empty.tolist()) if not e]
-        self.root = resolve_image_root(_unpack(self.items[0], 0, self.index_path)[0],
+        self.root = resolve_image_root(unpack_item(self.items[0], 0, self.index_path)[0],
                                        [Path(data_root) / IMAGE_DIRS[dataset]], self.index_path)
         self.xywh = dataset in XYWH_DATASETS
         self.corpus = corpus
@@ -108,7 +108,7 @@ class ReferDataset(Dataset):
         return f"index file {self.index_path}, item {i}"
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        image_file, box, phrase = _unpack(self.items[index], index, self.index_path)
+        image_file, box, phrase = unpack_item(self.items[index], index, self.index_path)
         flip = self.augment and self.rng.random() > 0.5
         phrase, word_id = encode_phrase(phrase, self.corpus, self.max_query_len, flip, self._source(index))
         frame, size = load_frame(self.root / image_file, corner_box(box, self.xywh), self.index_path,

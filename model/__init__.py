@@ -4,11 +4,11 @@ from __future__ import annotations
 import os
 
 from model.cogrounding import CoGroundingModel
-from model.darknet import DEFAULT_CFG, SMALL_CFG, Darknet, parse_cfg
+from model.darknet import DEFAULT_CFG, SMALL_CFG, TINY_CFG, Darknet, parse_cfg
 from model.grounding import GroundingModel
 
 MODEL_KINDS = ("image", "video")
-__all__ = ["DEFAULT_CFG", "MODEL_KINDS", "SMALL_CFG", "CoGroundingModel", "Darknet", "GroundingModel",
+__all__ = ["DEFAULT_CFG", "MODEL_KINDS", "SMALL_CFG", "TINY_CFG", "CoGroundingModel", "Darknet", "GroundingModel",
            "build_grounding_model", "parse_cfg"]
 
 

@@ -20,7 +20,8 @@ from torch import nn
 
 from model.darknet import DEFAULT_CFG
 from model.grounding import GroundingModel
-from model.layers import ConvBatchNormReLU, float32, l2_normalize, split_conv1x1
+from model.layers import ConvBatchNormReLU, l2_normalize, split_conv1x1
+from utils.amp import autocast_off
 from utils.geometry import NUM_SCALES
 from utils.windows import window_centre
 
@@ -81,7 +82,7 @@ class CoGroundingModel(GroundingModel):
         block = self.corr_conv[scale][0]
         w_x, _ = split_conv1x1(block.conv, [e, e])
         centre = query @ w_x.flatten(1).t()  # (M, hw, E): the query's half of corr_conv
-        with float32(x.device):  # the softmax of 10 x cosine is sensitive to rounding: float32 under --amp too
+        with autocast_off(x.device):  # the softmax of 10 x cosine is sensitive to rounding: float32 under --amp too
             query = query.float()
             fused = torch.cat([
                 centre[:, None].float() + F.scaled_dot_product_attention(

@@ -1,7 +1,7 @@
 """Darknet (YOLOv3) built from a Darknet cfg file, and its ``.weights`` format (docs/behaviour.md §3).
 
 The grounding models use :meth:`Darknet.forward`, which returns the three feature taps: the *inputs* of
-the ``[yoloconvolutional]`` blocks (normal convolutions marked in the cfg), coarse to fine. Layer ``i``
+the ``[yoloconvolutional]`` blocks (normal convolutions marked in the cfg), coarse to fine by stride. Layer ``i``
 of the cfg (``[net]`` excluded) is ``module_list[i]`` and owns ``conv_{i}`` / ``batch_norm_{i}``, so
 released checkpoints and Darknet ``.weights`` files load by name / by order. :meth:`Darknet.forward_detect`
 runs the whole network for the plain YOLO detector of ``tools/detect.py``.
@@ -24,6 +24,7 @@ BLOCK_TYPES = (*CONV_TYPES, "shortcut", "route", "upsample", "maxpool", "yolo")
 ACTIVATIONS = ("leaky", "linear")
 DEFAULT_CFG = Path(__file__).with_name("yolov3.cfg")  # the reference cfg (byte-for-byte, never edited)
 SMALL_CFG = Path(__file__).with_name("yolov3_small.cfg")  # small cfg for CPU training
+TINY_CFG = Path(__file__).with_name("yolov3_tiny_grounding.cfg")  # yolov3-tiny's layers, for its COCO weights
 
 
 def parse_cfg(path: str | os.PathLike) -> list[dict[str, str]]:
@@ -96,6 +97,7 @@ class Darknet(nn.Module):
     def __init__(self, cfg_path: str | os.PathLike) -> None:
         super().__init__()
         self.cfg_path = Path(cfg_path)
+        self.frozen = False
         net, *self.blocks = parse_cfg(self.cfg_path)
         net_reader = _BlockReader(self.cfg_path, -1, net)
         self.module_list = nn.ModuleList()
@@ -108,7 +110,9 @@ class Darknet(nn.Module):
             self.sources.append(srcs)
             channels.append(out_ch)
             strides.append(stride)
-        self.taps = [i for i, b in enumerate(self.blocks) if b["type"] == "yoloconvolutional"]
+        # coarse to fine (stable): a cfg may mark a fine map before a coarse one (yolov3_tiny_grounding.cfg)
+        marked = [i for i, b in enumerate(self.blocks) if b["type"] == "yoloconvolutional"]
+        self.taps = sorted(marked, key=lambda t: -strides[t])
         self.feature_channels = [channels[t] for t in self.taps]  # channels[t] = output of layer t - 1
         self.feature_strides = [strides[t] for t in self.taps]
         self._feature_layers = _closure(self.sources, [t - 1 for t in self.taps])
@@ -185,20 +189,29 @@ class Darknet(nn.Module):
         return self.module_list[i](prev)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The feature taps of ``x`` (B, 3, S, S), in cfg order (coarse to fine): (B, C_s, S/stride_s, S/stride_s).
+        """The feature taps of ``x`` (B, 3, S, S), coarse to fine: (B, C_s, S/stride_s, S/stride_s).
 
         Only the layers the taps depend on run (the detection heads' outputs are not used here), and each
         output is dropped after its last reader, so inference holds a few maps at a time, not all of them.
         """
         outputs: list[torch.Tensor | None] = []
-        features = []
+        features: dict[int, torch.Tensor] = {}
         for i in range(max(self.taps, default=-1) + 1):
             if i in self.taps:
-                features.append(x if i == 0 else outputs[i - 1])
+                features[i] = x if i == 0 else outputs[i - 1]
             outputs.append(self._layer_output(i, x, outputs) if i in self._feature_layers else None)
             for j in self._release_after.get(i, ()):
                 outputs[j] = None
-        return features
+        return [features[t] for t in self.taps]
+
+    def freeze(self) -> None:
+        """Fixed features: no gradients, and batch norm keeps its running statistics even under ``train()``."""
+        self.requires_grad_(False)
+        self.frozen = True
+        self.eval()
+
+    def train(self, mode: bool = True) -> Darknet:
+        return super().train(mode and not self.frozen)
 
     def detection_parameters(self) -> list[nn.Parameter]:
         """Parameters of the layers :meth:`forward` never runs (the detection heads): unused by grounding."""

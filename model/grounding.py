@@ -14,7 +14,8 @@ from torch import nn
 
 from model.darknet import DEFAULT_CFG, Darknet
 from model.language import PhraseAttention, RNNEncoder, trim_padding
-from model.layers import ConvBatchNormReLU, coord_map, float32, l2_normalize
+from model.layers import ConvBatchNormReLU, coord_map, l2_normalize
+from utils.amp import autocast_off
 from utils.geometry import NUM_ANCHORS_PER_SCALE, NUM_SCALES, flatten_cell_maps
 from utils.io import UserInputError
 
@@ -106,7 +107,7 @@ class GroundingModel(nn.Module):
         Always float32: the phrase network is tiny and its vectors scale every confidence.
         """
         word_id = trim_padding(word_id)
-        with float32(word_id.device):
+        with autocast_off(word_id.device):
             context, embedded, sentence = self.textmodel(word_id)  # (B, L, 2E), (B, L, E), (B, 2E)
             flang = l2_normalize(self.mapping_lang(sentence), dim=1)
             subject = l2_normalize(self.sub_attn(context, embedded, word_id), dim=1)
@@ -116,7 +117,7 @@ class GroundingModel(nn.Module):
     def location_score(self, obj: list[torch.Tensor], location: torch.Tensor) -> list[torch.Tensor]:
         """Location score over all N cells (docs/behaviour.md §4.7), min-max normalised per sample; per scale (B, h,
         w). Always float32: the min-max normalisation amplifies rounding."""
-        with float32(location.device):
+        with autocast_off(location.device):
             return self._location_score([o.float() for o in obj], location.float())
 
     def _location_score(self, obj: list[torch.Tensor], location: torch.Tensor) -> list[torch.Tensor]:
@@ -157,7 +158,7 @@ class GroundingModel(nn.Module):
                 [v, flang[:, :, None, None], coord_map(1, h, w, v.device, v.dtype)]
             )  # (B, E, h, w)
             hidden = self.fcn_out[s][:-1](self.fcn_emb[s][1:](emb))
-            with float32(v.device):  # the confidences decide the arg-max box: their last conv and product in fp32
+            with autocast_off(v.device):  # the confidences decide the arg-max box: their last conv and product in fp32
                 out = self.fcn_out[s][-1](hidden.float()).unflatten(1, (NUM_ANCHORS_PER_SCALE, 5))  # (B, 3, 5, h, w)
                 sim.append((subject[:, :, None, None] * v.float()).sum(1))  # (B, h, w)
             raw.append(out)

@@ -43,13 +43,6 @@ def split_conv1x1(conv: nn.Conv2d, in_channels: Sequence[int]) -> tuple[torch.Te
     return conv.weight.split(list(in_channels), dim=1)
 
 
-def float32(device: torch.device) -> torch.autocast:
-    """Turn autocast off on ``device``: under ``--amp`` the ops inside run in float32 (cast the inputs with
-    ``.float()``, a no-op on float32 tensors, so full-precision runs are unchanged). For the parts whose rounding
-    moves the arg-max box: the co-attention softmax, the confidence product, the location score, the phrase."""
-    return torch.autocast(device.type, enabled=False)
-
-
 def l2_normalize(x: torch.Tensor, dim: int) -> torch.Tensor:
     """``x / max(||x||_2, 1e-12)`` along ``dim`` (``F.normalize``, as the reference)."""
     return F.normalize(x, p=2, dim=dim)

@@ -1,10 +1,15 @@
 """Code only the tests need: writers of reference-format files and the reference's dense target maps."""
 from __future__ import annotations
 
+import importlib
 import logging
+import os
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from torch import Tensor
 
@@ -58,3 +63,21 @@ def reset_script_loggers() -> None:
             handler.close()
         logger.handlers.clear()
         logger.propagate = True
+
+
+def require(module: str, why: str) -> Any:
+    """Import ``module`` for an optional feature's tests; where it is missing, skip them loudly (a warning and a
+    reason), except under CI (``CI=true``), where a missing optional requirement is a failure."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        missing(f"{module} is not installed ({why})")
+    return None
+
+
+def missing(reason: str) -> None:
+    """Skip loudly, or fail under CI (``CI=true``): CI installs every optional requirement (``.ci/run``)."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but {reason}: CI must run these tests")
+    warnings.warn(f"SKIPPED: {reason}", stacklevel=2)
+    pytest.skip(f"SKIPPED LOUDLY: {reason}", allow_module_level=True)

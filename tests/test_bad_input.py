@@ -1,7 +1,7 @@
 """Bad input, as a new user gives it, across the four scripts, post_processing.py and the tools.
 
 Each case either exits 2 with one line on stderr, ``error: ...``, naming the file, flag or key and what was
-expected, or completes (exit 0) with its documented number of ``warning:`` lines (README "Bad input").
+expected, or completes (exit 0) with its documented number of ``warning:`` lines (docs/behaviour.md §10).
 The scripts' ``main`` runs in-process through ``run_main`` (the command line's code path minus interpreter
 start-up); most cases stop at parse or validation time, before any model is built.
 """
@@ -25,13 +25,13 @@ import post_processing
 import test_semantic_attention_cogrounding as test_video
 import train_semantic_attention_cogrounding as train_video
 import train_semantic_attention_visual_grounding as train_image
+from app.cache import MANIFEST
 from dataset.synthvid import cli as synthvid_cli
 from model import SMALL_CFG, Darknet, build_grounding_model
 from tests.helpers import reset_script_loggers, write_darknet_weights
 from tools import build_refcoco, build_vid_sentence, detect
 from utils.cli import run_main
 from utils.io import safe_load
-from utils.postprocess import MANIFEST
 from utils.word_utils import load_corpus
 
 EMB = 32
@@ -398,6 +398,7 @@ CASES: list[Case] = [
     ("synthvid_workers_0", "synthvid", lambda c: ["--out", "sv", "--workers", "0"], ("--workers", ">= 1")),
     ("synthvid_train_videos_negative", "synthvid", lambda c: ["--out", "sv", "--train_videos", "-1"],
      ("--train_videos", ">= 0")),
+    ("synthvid_occlusion_rate_2", "synthvid", lambda c: ["--out", "sv", "--occlusion", "2"], ("--occlusion", "0..1")),
     ("detect_size_100", "detect", lambda c: ["--cfg", str(SMALL_CFG), "--weights", "w", "--image", "i.jpg",
                                              "--size", "100"], ("--size", "multiple of 32")),
     ("detect_top_0", "detect", lambda c: ["--cfg", str(SMALL_CFG), "--weights", "w", "--image", "i.jpg",

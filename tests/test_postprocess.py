@@ -8,17 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-import utils.postprocess as postprocess
+import app.cache
+from app.cache import CacheEntry, VideoRescorer, cache_file_path, load_cache_entry, post_process, save_cache_entry
 from utils.io import UserInputError, numpy_scalar_globals
-from utils.postprocess import (
-    CacheEntry,
-    VideoRescorer,
-    cache_file_path,
-    load_cache_entry,
-    post_process,
-    rescore_window,
-    save_cache_entry,
-)
+from utils.postprocess import rescore_window
 from utils.windows import window_sources
 
 SCALAR = numpy_scalar_globals(np.float32)[0][0]  # numpy's scalar reconstructor
@@ -266,8 +259,8 @@ def test_each_frame_file_is_read_once(tmp_path, monkeypatch):
     videos = [write_video(tmp_path, "a", *random_video(gen, 6), start=0),
               write_video(tmp_path, "b", *random_video(gen, 2), start=6)]
     reads = []
-    original = postprocess.load_cache_entry
-    monkeypatch.setattr(postprocess, "load_cache_entry", lambda path: reads.append(path) or original(path))
+    original = app.cache.load_cache_entry
+    monkeypatch.setattr(app.cache, "load_cache_entry", lambda path: reads.append(path) or original(path))
     post_process(videos, tmp_path, progress=False)
     assert len(reads) == len(set(reads)) == 8
 

@@ -40,7 +40,7 @@ def test_a_flag_that_changes_the_run_is_refused_naming_both_values(flag, trained
     assert trained.rstrip("0") in message.split("this run has")[0] and now.rstrip("0") in message.split("this run")[1]
 
 
-@pytest.mark.parametrize("switch", ["--lr_per_iter", "--no_augment", "--amp", "--light"])
+@pytest.mark.parametrize("switch", ["--lr_per_iter", "--no_augment", "--amp", "--light", "--freeze_backbone"])
 def test_a_switch_that_changes_the_run_is_refused(switch):
     with pytest.raises(UserInputError, match=f"was trained with {switch} False, this run has {switch} True"):
         resume(stored(), switch)

@@ -30,12 +30,12 @@ import app.pipeline
 import post_processing
 import test_semantic_attention_cogrounding as test_video
 import train_semantic_attention_cogrounding as train_video
+from app.cache import MANIFEST
 from app.predictions import read_predictions
 from model import SMALL_CFG, build_grounding_model
 from utils.checkpoint import load_model_state, read_checkpoint
 from utils.cli import run_main
 from utils.io import safe_load
-from utils.postprocess import MANIFEST
 from utils.word_utils import load_corpus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -537,7 +537,7 @@ def test_training_over_an_existing_checkpoint_needs_resume_or_overwrite(chain: C
 def test_a_run_without_lstm_is_refused(tiny_root: Path, workdir: Path, capsys: pytest.CaptureFixture) -> None:
     flags = [f for f in model_flags(tiny_root) if f != "--lstm"]
     code, _, err = run_in_process(train_video, [*flags, "--nb_epoch", "1"], capsys)
-    assert_clean_error(code, err, "--lstm")
+    assert_clean_error(code, err, "pass --lstm", "no BERT checkpoint of them exists")
     assert files(workdir) == {}
 
 

@@ -1,6 +1,8 @@
 """The synthetic video set: layout and formats, determinism, expression validity, idempotent writing."""
 from __future__ import annotations
 
+import hashlib
+import itertools
 import json
 import re
 import subprocess
@@ -14,31 +16,43 @@ import pytest
 import torch
 
 from dataset.synthvid import (
+    DEGRADATIONS,
     KINDS,
     MANIFEST,
     SPLITS,
     VISIBLE_MIN,
     ClipObjects,
+    HardFrames,
     SynthConfig,
     check_expression,
+    degradations_path,
     generate,
     load_clips,
     parse_phrase,
     render_phrase,
 )
 from dataset.synthvid.cli import main
+from dataset.synthvid.hard import plan_frames
 from utils.io import UserInputError, safe_load
 from utils.transforms import swap_left_right
 from utils.word_utils import UNK_TOKEN, load_corpus
 
 TINY = SynthConfig(seed=7, train_videos=5, val_videos=2, test_videos=3, min_frames=5, max_frames=7,
                    expressions_per_video=2, image_stride=2)
+HARD = replace(TINY, hard_frames=HardFrames(motion_blur=0.3, occlusion=0.3, defocus=0.3, low_light=0.3))
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synthvid")
     assert generate(out, TINY) is True
+    return out
+
+
+@pytest.fixture(scope="module")
+def hard_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synthvid_hard")
+    assert generate(out, HARD) is True
     return out
 
 
@@ -298,3 +312,127 @@ def test_loads_through_the_video_and_image_loaders(root: Path) -> None:
     images = ReferDataset(data_root=root, split_root=root, dataset="synthvid", split="train", corpus=corpus,
                           image_size=128)
     assert images[0]["image"].shape == (3, 128, 128) and images[0]["box"].shape == (4,)
+
+
+def _digest(root: Path, jpeg: bool) -> str:
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and (p.suffix == ".JPEG") == jpeg):
+        h.update(str(path.relative_to(root)).encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+def test_default_set_is_pinned(root: Path) -> None:
+    """The default set (hard frames off) as generated before hard frames existed; frames pin the JPEG encoder too."""
+    assert len([p for p in root.rglob("*") if p.is_file()]) == 78
+    assert _digest(root, jpeg=False) == "c58fe6d0fd71c8ddaf3a6a18f450a271014b561877b07d2e294fcdb6d4fe2021"
+    assert _digest(root, jpeg=True) == "ff7221868e6af5570dfc59586dec0bbbdc5c7aa670c73566a8aadb43e5e80858"
+    assert not list((root / "VID").glob("degradations_*")) and "hard_frames" not in json.loads(
+        (root / MANIFEST).read_text())["config"]
+
+
+def _labels(root: Path, split: str) -> dict[str, list[str]]:
+    return json.loads(degradations_path(root, split).read_text())
+
+
+def test_degradation_labels_name_exactly_the_indexed_frames(hard_root: Path) -> None:
+    for split in SPLITS:
+        labels = _labels(hard_root, split)
+        assert set(labels) == {path for video in _videos(hard_root, split) for path, _, _ in video}
+        images = safe_load(hard_root / "synthvid" / f"synthvid_{split}.pth", what="index file")
+        assert {item[0] for item in images} <= set(labels)  # the image-level export reads the same files
+        assert all(names == sorted(set(names)) and set(names) <= set(DEGRADATIONS) for names in labels.values())
+    counts = json.loads((hard_root / MANIFEST).read_text())["counts"]["train"]["degraded_frames"]
+    assert counts["any"] == sum(bool(n) for n in _labels(hard_root, "train").values()) > 0
+
+
+def test_clean_frames_of_a_hard_set_are_the_default_frames(root: Path, hard_root: Path) -> None:
+    for split in SPLITS:
+        for path, names in _labels(hard_root, split).items():
+            same = (hard_root / path).read_bytes() == (root / path).read_bytes()
+            assert same == (not names), path
+        objects = f"VID/objects_{split}.json"
+        assert (hard_root / objects).read_bytes() == (root / objects).read_bytes()
+        assert _videos(hard_root, split) == _videos(root, split)  # true boxes, occluded or not
+
+
+def _frames_with(root: Path, hard_root: Path, only: str) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    found = [(cv2.imread(str(hard_root / path)).astype(np.float32), cv2.imread(str(root / path)).astype(np.float32),
+              path) for split in SPLITS for path, names in _labels(hard_root, split).items() if names == [only]]
+    assert found, only
+    return found
+
+
+def _detail(image: np.ndarray) -> float:
+    return float(np.abs(cv2.Laplacian(cv2.GaussianBlur(image, (0, 0), 0.8), cv2.CV_32F)).mean())
+
+
+def test_defocused_frames_lose_detail(root: Path, hard_root: Path) -> None:
+    for hard, clean, path in _frames_with(root, hard_root, "defocus"):
+        assert _detail(hard) < 0.6 * _detail(clean), path
+
+
+def test_motion_blurred_frames_lose_detail_where_objects_move(root: Path, hard_root: Path) -> None:
+    for hard, clean, path in _frames_with(root, hard_root, "motion_blur"):
+        changed = np.abs(hard - clean).max(axis=2) > 12
+        assert changed.any() and _detail(hard) < _detail(clean), path
+
+
+def test_low_light_frames_are_darker(root: Path, hard_root: Path) -> None:
+    for hard, clean, path in _frames_with(root, hard_root, "low_light"):
+        assert hard.mean() < 0.4 * clean.mean(), path
+
+
+def test_occlusion_covers_a_large_part_of_every_target_box(root: Path, hard_root: Path) -> None:
+    checked = 0
+    for split in SPLITS:
+        labels = _labels(hard_root, split)
+        for video in _videos(hard_root, split):
+            for path, box, _ in video:
+                if labels[path] != ["occlusion"]:
+                    continue
+                x1, y1, x2, y2 = (int(round(v)) for v in box)
+                hard, clean = (cv2.imread(str(r / path)).astype(np.float32)[y1:y2, x1:x2] for r in (hard_root, root))
+                changed = float((np.abs(hard - clean).max(axis=2) > 20).mean())
+                assert 0.25 < changed < 0.8, (path, changed)
+                checked += 1
+    assert checked > 0
+
+
+def _moving_clip(frames: int) -> ClipObjects:
+    boxes = np.array([_moving(10, 3.0, frames), _still(100, frames)], dtype=np.float64)
+    return ClipObjects(("circle", "square"), ("red", "blue"), ("small", "small"), boxes, np.ones((2, frames)))
+
+
+def test_rates_are_per_frame_and_events_are_sparse() -> None:
+    hard = HardFrames(motion_blur=0.1, occlusion=0.1, occlusion_frames=3, defocus=0.1, low_light=0.1)
+    plans = plan_frames(hard, _moving_clip(4000), [0, 1], 400, 200, np.random.default_rng(0))
+    labels = [p.labels() for p in plans]
+    eligible = [t for t in range(len(labels)) if t == 0 or not labels[t - 1]]  # a frame that may start an event
+    for name in ("motion_blur", "defocus", "low_light"):
+        assert sum(name in labels[t] for t in eligible) / len(eligible) == pytest.approx(0.1, abs=0.02)
+    assert sum("occlusion" in labels[t] for t in eligible) / len(eligible) == pytest.approx(0.1, abs=0.02)
+    runs = [len(list(run)) for degraded, run in itertools.groupby(bool(n) for n in labels) if degraded]
+    assert set(runs) == {1, 2, 3}  # single frames, occlusions up to 3 frames, then a clean frame
+    assert sum(bool(n) for n in labels) / len(labels) == pytest.approx(0.3, abs=0.06)
+
+
+def test_motion_blur_needs_a_moving_object() -> None:
+    still = replace(_moving_clip(50), boxes=np.array([_still(10, 50), _still(100, 50)], dtype=np.float64))
+    plans = plan_frames(HardFrames(motion_blur=1.0), still, [0], 400, 200, np.random.default_rng(0))
+    assert all(p.labels() == [] for p in plans)
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--motion_blur", "1.5", "--motion_blur is a rate per frame and must be in 0..1, got 1.5"),
+    ("--occlusion", "-0.1", "--occlusion is a rate per frame and must be in 0..1, got -0.1"),
+    ("--occlusion_frames", "0", "--occlusion_frames must be in 1..10, got 0"),
+    ("--occlusion_cover", "0.7 0.4", "--occlusion_cover needs 0 < MIN <= MAX < 1, got [0.7, 0.4]"),
+    ("--defocus_sigma", "0", "--defocus_sigma must be in (0, 20] pixels, got 0.0"),
+    ("--low_light_gain", "2", "--low_light_gain must be in (0, 1], got 2.0"),
+])
+def test_cli_rejects_bad_hard_frame_options(tmp_path: Path, capsys: pytest.CaptureFixture, flag: str, value: str,
+                                            message: str) -> None:
+    assert main(["--out", str(tmp_path / "o"), flag, *value.split()]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "o").exists()

@@ -108,22 +108,6 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb", sync: bool = True) ->
         raise
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """A unique temporary path with ``path``'s own name, renamed onto ``path`` when the block succeeds.
-
-    For writers that take a file name and pick the format from its suffix (OpenCV's image and video writers).
-    The temporary lies in a new ``.<name>.<pid>.*.tmp`` folder beside ``path``, removed on success and on error.
-    """
-    path = Path(path)
-    staged = staging_folder(path)
-    try:
-        yield staged / path.name
-        os.replace(staged / path.name, path)
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
-
-
 def staging_folder(path: str | os.PathLike) -> Path:
     """A new empty temporary sibling folder ``.<name>.<pid>.*.tmp`` of ``path`` to write a whole output folder into.
 

@@ -20,6 +20,9 @@ Layout under the output root ``R`` (all paths inside the indexes are relative to
                                               every ``image_stride``-th frame; the last field ('attributes'
                                               in RefCOCO) holds the expression types
     synthvid/corpus.pth                       the same corpus
+    VID/degradations_<split>.json             only with a hard-frame option on: every frame's path (as in the
+                                              indexes, shared by the image-level export) -> sorted names of
+                                              its degradations ([] for a clean frame); see ``hard``
     manifest.json                             parameters and file counts, written last (completion marker)
 
 Each clip gets ``expressions_per_video`` entries (default 2), each for a different target. Boxes are
@@ -53,11 +56,16 @@ Design, so that the set tests the method rather than a detector:
 Determinism: every clip has its own ``numpy`` seed sequence derived from (seed, split, index), so the
 same seed gives byte-identical indexes and JPEGs, whatever ``workers`` is.
 
-CLI: ``python -m dataset.synthvid --out DIR --seed S [--train_videos N] [--frames MIN MAX] [--force]``.
+Hard frames (``hard``, all off by default): motion blur, partial occlusion, defocus and low light as sparse
+per-frame events; frames without an event are byte-identical to the set generated without them.
+
+CLI: ``python -m dataset.synthvid --out DIR --seed S [--train_videos N] [--frames MIN MAX] [--motion_blur RATE ...]
+[--force]``.
 
 Modules: ``expressions`` (grammar, parser, meaning over tracks, the check), ``queries`` (choosing an expression
-of each kind), ``scene`` (objects, trajectories, visibility, rendering), ``clips`` (one clip, sampled until its
-expressions exist), ``writer`` (the set on disk, idempotent), ``config`` (parameters), ``cli``.
+of each kind), ``scene`` (objects, trajectories, visibility, rendering), ``hard`` (hard-frame degradations),
+``clips`` (one clip, sampled until its expressions exist), ``writer`` (the set on disk, idempotent), ``config``
+(parameters), ``cli``.
 """
 from dataset.synthvid.config import SPLITS, SynthConfig
 from dataset.synthvid.expressions import (
@@ -70,8 +78,9 @@ from dataset.synthvid.expressions import (
     parse_phrase,
     render_phrase,
 )
-from dataset.synthvid.writer import MANIFEST, build_synthvid_corpus, generate, load_clips
+from dataset.synthvid.hard import DEGRADATIONS, HardFrames
+from dataset.synthvid.writer import MANIFEST, build_synthvid_corpus, degradations_path, generate, load_clips
 
-__all__ = ["KINDS", "MANIFEST", "SPLITS", "VISIBLE_MIN", "ClipObjects", "Query", "SynthConfig",
-           "build_synthvid_corpus", "check_expression", "expression_types", "generate", "load_clips",
-           "parse_phrase", "render_phrase"]
+__all__ = ["DEGRADATIONS", "KINDS", "MANIFEST", "SPLITS", "VISIBLE_MIN", "ClipObjects", "HardFrames", "Query",
+           "SynthConfig", "build_synthvid_corpus", "check_expression", "degradations_path", "expression_types",
+           "generate", "load_clips", "parse_phrase", "render_phrase"]

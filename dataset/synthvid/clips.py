@@ -18,6 +18,7 @@ from dataset.synthvid.expressions import (
     expression_words,
     render_phrase,
 )
+from dataset.synthvid.hard import HardFrames, plan_frames
 from dataset.synthvid.queries import QUERY_MAKERS
 from dataset.synthvid.scene import Scene, render, sample_scene
 from utils.io import atomic_file
@@ -35,6 +36,7 @@ class ClipTask:
     min_frames: int
     max_frames: int
     jpeg_quality: int
+    hard: HardFrames
 
 
 def _choose_expressions(scene: Scene, kinds: Sequence[str], rng: np.random.Generator) -> list[tuple]:
@@ -64,8 +66,9 @@ def _choose_expressions(scene: Scene, kinds: Sequence[str], rng: np.random.Gener
     return chosen
 
 
-def make_clip(task: ClipTask) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Sample, check, render and write one clip; returns its objects record and its expression entries."""
+def make_clip(task: ClipTask) -> tuple[dict[str, Any], list[dict[str, Any]], list[list[str]]]:
+    """Sample, check, render and write one clip; returns its objects record, its expression entries and the
+    degradation names of each frame."""
     rng = np.random.default_rng(task.seed)
     name = f"vid_{task.index:05d}"
     frames = int(rng.integers(task.min_frames, task.max_frames + 1))
@@ -86,7 +89,12 @@ def make_clip(task: ClipTask) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                            f"{MAX_ATTEMPTS} attempts")
     folder = task.out / "frames" / task.split / name
     folder.mkdir(parents=True, exist_ok=True)
-    for t, image in enumerate(render(scene, rng)):
+    plans = hard_rng = None
+    if task.hard.enabled:  # a child of the clip's seed: the clip's own draws stay what they are without it
+        hard_rng = np.random.default_rng(np.random.SeedSequence(task.seed.entropy,
+                                                                spawn_key=(*task.seed.spawn_key, 1)))
+        plans = plan_frames(task.hard, scene.clip, [t for _, t, _, _ in chosen], width, height, hard_rng)
+    for t, image in enumerate(render(scene, rng, plans, hard_rng)):
         path = folder / f"{t:06d}.JPEG"
         encoded, data = cv2.imencode(".JPEG", image, [cv2.IMWRITE_JPEG_QUALITY, task.jpeg_quality])
         if not encoded:
@@ -103,7 +111,7 @@ def make_clip(task: ClipTask) -> tuple[dict[str, Any], list[dict[str, Any]]]:
          "velocity": velocity[i].tolist(), "visible": clip.visible[i].tolist()} for i in range(len(clip.shapes))]}
     entries = [{"video": name, "phrase": p, "types": expression_types(q), "target": t, "num_frames": frames,
                 "kind": kind, "reference": r} for p, (kind, t, q, _), r in zip(phrases, chosen, refs)]
-    return record, entries
+    return record, entries, [plan.labels() for plan in plans] if plans else [[] for _ in range(frames)]
 
 
 def _kind_schedule(count: int, mix: Sequence[float], rng: np.random.Generator) -> list[str]:
@@ -121,4 +129,4 @@ def split_tasks(out: Path, config: SynthConfig, split_index: int) -> list[ClipTa
     seeds = np.random.SeedSequence([config.seed, split_index]).spawn(n + 1)
     kinds = _kind_schedule(n * per, config.type_mix, np.random.default_rng(seeds[0]))
     return [ClipTask(out, split, i, tuple(kinds[i * per:(i + 1) * per]), seeds[i + 1], *config.frame_range(split),
-                      config.jpeg_quality) for i in range(n)]
+                      config.jpeg_quality, config.hard_frames) for i in range(n)]

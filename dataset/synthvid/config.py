@@ -7,6 +7,7 @@ from typing import Any
 
 from dataset.names import IMAGE_SPLITS
 from dataset.synthvid.expressions import KINDS
+from dataset.synthvid.hard import HardFrames
 from utils.io import UserInputError
 
 SPLITS = IMAGE_SPLITS["synthvid"]  # the splits the set is written in
@@ -27,6 +28,7 @@ class SynthConfig:
     type_mix: tuple[float, float, float] = (0.4, 0.3, 0.3)
     jpeg_quality: int = 90
     eval_frames: tuple[int, int] | None = None  # (MIN, MAX) frames of val/test clips; None: as training
+    hard_frames: HardFrames = HardFrames()  # all off by default
 
     def validate(self) -> None:
         """Raise :class:`UserInputError` naming the flag of the first bad value."""
@@ -47,6 +49,7 @@ class SynthConfig:
                                  f"with a positive sum, got {list(self.type_mix)}")
         if not 1 <= self.jpeg_quality <= 100:
             raise UserInputError(f"--jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        self.hard_frames.validate()
 
     def videos(self, split: str) -> int:
         return {"train": self.train_videos, "val": self.val_videos, "test": self.test_videos}[split]
@@ -58,5 +61,9 @@ class SynthConfig:
         return self.min_frames, self.max_frames
 
     def as_json(self) -> dict[str, Any]:
-        return json.loads(json.dumps(asdict(self)))
+        """The parameters as JSON; without ``hard_frames`` when they are all off (as before they existed)."""
+        params = asdict(self)
+        if not self.hard_frames.enabled:
+            del params["hard_frames"]
+        return json.loads(json.dumps(params))
 

@@ -1,12 +1,14 @@
 """Scenes: objects, trajectories, visibility and rendering of one clip."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
 
 from dataset.synthvid.expressions import COLOURS, SHAPES, SIZES, ClipObjects
+from dataset.synthvid.hard import FramePlan, degrade_scene, low_light_noise
 
 SMALL_HALF = 0.055  # half extent of a small object, as a fraction of sqrt(width * height)
 
@@ -177,20 +179,40 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     return image
 
 
-def render(scene: Scene, rng: np.random.Generator) -> list[np.ndarray]:
-    """BGR uint8 frames: background, objects in z-order (anti-aliased, darker rim), mild noise."""
+def _draw(background: np.ndarray, polygons: list[np.ndarray], colours: list[tuple[float, float, float]]) -> np.ndarray:
+    """The background with the objects (each (P, 2)) drawn over it in z-order (anti-aliased, darker rim)."""
+    image = background.copy()
+    for poly, colour in zip(polygons, colours):
+        pts = _fixed(poly)
+        cv2.fillPoly(image, [pts], colour, cv2.LINE_AA, shift=4)
+        cv2.polylines(image, [pts], True, tuple(0.6 * c for c in colour), 1, cv2.LINE_AA, shift=4)
+    return image
+
+
+def render(scene: Scene, rng: np.random.Generator, plans: Sequence[FramePlan] | None = None,
+           hard_rng: np.random.Generator | None = None) -> list[np.ndarray]:
+    """BGR uint8 frames: background, objects in z-order, the frame's degradations (``plans``), mild noise.
+
+    ``rng`` draws exactly what it draws without ``plans``; the degradations' noise comes from ``hard_rng``.
+    """
     h, w = scene.height, scene.width
     background = _background(rng, h, w)
     noise_bank = rng.normal(0, 2.5, (h + 16, w + 16, 3)).astype(np.float32)
     frames = []
     for t in range(scene.polygons[0].shape[0]):
-        image = background.copy()
-        for poly, colour in zip(scene.polygons, scene.colours_bgr):
-            pts = _fixed(poly[t])
-            cv2.fillPoly(image, [pts], colour, cv2.LINE_AA, shift=4)
-            cv2.polylines(image, [pts], True, tuple(0.6 * c for c in colour), 1, cv2.LINE_AA, shift=4)
+        polygons = [poly[t] for poly in scene.polygons]
+        plan = plans[t] if plans is not None else None
+        if plan is not None and plan.blur is not None:  # the mean of the sub-exposures: (K, O, 2) shifts
+            image = np.mean([_draw(background, [p + s for p, s in zip(polygons, shift)], scene.colours_bgr)
+                             for shift in plan.blur], axis=0)
+        else:
+            image = _draw(background, polygons, scene.colours_bgr)
+        if plan is not None:
+            image = degrade_scene(image, plan)
         dy, dx = rng.integers(0, 17, 2)
         sign = 1.0 if rng.random() < 0.5 else -1.0
         noise = sign * noise_bank[dy:dy + h, dx:dx + w]
+        if plan is not None:
+            noise = noise + low_light_noise(plan, noise.shape, hard_rng)
         frames.append(np.clip(image + noise, 0, 255).astype(np.uint8))
     return frames

@@ -13,6 +13,7 @@ from dataset.referit_loader import refer_index_path
 from dataset.synthvid.clips import make_clip, split_tasks
 from dataset.synthvid.config import SPLITS, SynthConfig
 from dataset.synthvid.expressions import GRAMMAR_WORDS, KINDS, ClipObjects
+from dataset.synthvid.hard import DEGRADATIONS
 from dataset.vid_loader import video_index_path
 from utils.io import UserInputError, atomic_save, atomic_write_text
 from utils.word_utils import Corpus, build_corpus, save_corpus
@@ -29,12 +30,19 @@ def _xyxy_to_xywh(box: Sequence[float]) -> list[float]:
     return [box[0], box[1], round(box[2] - box[0], 2), round(box[3] - box[1], 2)]
 
 
-def _write_split(out: Path, split: str, records: list[dict], entries: list[dict], image_stride: int) -> dict:
+def degradations_path(root: str | os.PathLike, split: str) -> Path:
+    """``VID/degradations_<split>.json``: frame path (as in the indexes) -> sorted degradation names."""
+    return Path(root) / "VID" / f"degradations_{split}.json"
+
+
+def _write_split(out: Path, split: str, results: list[tuple], image_stride: int, hard: bool) -> dict:
     """Write the split's JSON files, then the indexes built from what they say.
 
     Building the indexes from the parsed JSON makes their pickles independent of which process made
     each clip (pickle shares equal objects by identity), so they are byte-identical for any ``workers``.
+    With ``hard`` (a hard-frame option on) the frames' degradation names are written too.
     """
+    records, entries = [r for r, _, _ in results], [e for _, clip_entries, _ in results for e in clip_entries]
     entries_text = json.dumps(entries, indent=1) + "\n"
     records_text = json.dumps(records, separators=(",", ":")) + "\n"
     atomic_write_text(entries_text, out / "VID" / f"expressions_{split}.json")
@@ -47,9 +55,16 @@ def _write_split(out: Path, split: str, records: list[dict], entries: list[dict]
               for k, video in enumerate(videos) for path, box, phrase in video[::image_stride]]
     atomic_save(videos, video_index_path(out, "VID", split))
     atomic_save(images, refer_index_path(out, "synthvid", split))
-    return {"videos": len(records), "entries": len(entries), "image_items": len(images),
-            "frames": [r["num_frames"] for r in records],
-            "kinds": {k: sum(e["kind"] == k for e in entries) for k in KINDS}}
+    counts = {"videos": len(records), "entries": len(entries), "image_items": len(images),
+              "frames": [r["num_frames"] for r in records],
+              "kinds": {k: sum(e["kind"] == k for e in entries) for k in KINDS}}
+    if hard:
+        labels = {_frame_path(split, r["video"], t): names
+                  for r, (_, _, clip_labels) in zip(records, results) for t, names in enumerate(clip_labels)}
+        atomic_write_text(json.dumps(labels, indent=1, sort_keys=True) + "\n", degradations_path(out, split))
+        counts["degraded_frames"] = {"any": sum(bool(names) for names in labels.values()),
+                                     **{d: sum(d in names for names in labels.values()) for d in DEGRADATIONS}}
+    return counts
 
 
 def build_synthvid_corpus(train_phrases: Sequence[str]) -> Corpus:
@@ -63,6 +78,8 @@ def _expected_files(manifest: dict[str, Any]) -> list[str]:
     for split in SPLITS:
         files += [video_index_path("", "VID", split).as_posix(), f"VID/expressions_{split}.json",
                   f"VID/objects_{split}.json", refer_index_path("", "synthvid", split).as_posix()]
+        if "degraded_frames" in manifest["counts"][split]:
+            files.append(degradations_path("", split).as_posix())
         for i, frames in enumerate(manifest["counts"][split]["frames"]):
             files += [_frame_path(split, f"vid_{i:05d}", t) for t in range(frames)]
     return files
@@ -118,11 +135,10 @@ def generate(out: str | os.PathLike, config: SynthConfig, force: bool = False, w
                 results[split] = pool.map(make_clip, tasks, chunksize=4)
         else:
             results[split] = [make_clip(task) for task in tasks]
-    corpus = build_synthvid_corpus([e["phrase"] for _, entries in results["train"] for e in entries])
+    corpus = build_synthvid_corpus([e["phrase"] for _, entries, _ in results["train"] for e in entries])
     save_corpus(corpus, default_corpus_path(out, "VID"))
     save_corpus(corpus, default_corpus_path(out, "synthvid"))
-    counts = {split: _write_split(out, split, [r for r, _ in results[split]],
-                                  [e for _, entries in results[split] for e in entries], config.image_stride)
+    counts = {split: _write_split(out, split, results[split], config.image_stride, config.hard_frames.enabled)
               for split in SPLITS}
     manifest = {"format_version": FORMAT_VERSION, "generator": "dataset.synthvid", "config": config.as_json(),
                 "counts": counts, "total_frames": sum(sum(c["frames"]) for c in counts.values()),

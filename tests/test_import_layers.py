@@ -105,4 +105,4 @@ def test_sections_are_cited_by_number():
 
 def test_citations_are_read():
     assert _cited("docs/behaviour.md §3-5 and §4.7; §1, 2, 6") == {"1", "2", "3", "4", "4.7", "5", "6"}
-    assert {"4.7", "8"} <= _cited(_text(ROOT / "model" / "grounding.py")) | _cited(_text(ROOT / "app" / "engine.py"))
+    assert {"4.7", "8"} <= _cited(_text(ROOT / "model" / "grounding.py")) | _cited(_text(ROOT / "app" / "cache.py"))

@@ -1,0 +1,75 @@
+"""Ground a clip and draw the boxes on it: the loop behind ``ground.py``'s outputs and the web page's.
+
+Frames are decoded once; each one waits in memory only until the boxes of its sentences are known, then it is
+drawn (every frame, also those that ``stride`` skips: they keep the latest boxes) and handed on in order.
+"""
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.grounder import FrameSource, Grounder, SourceFrame
+from app.predictions import draw_sentences
+from dataset.common import load_index
+from dataset.vid_loader import video_index_path
+
+
+def ground_and_draw(grounder: Grounder, frames: Iterable[SourceFrame], sentences: list[str],
+                    on_frame: Callable[[np.ndarray], None] | None = None, stride: int = 1, top_k: int = 5,
+                    post_process: bool = False) -> Iterator[list[dict[str, Any]]]:
+    """The records of each grounded frame (one per sentence, in sentence order), frame by frame.
+
+    ``on_frame`` (if given) receives every decoded frame, BGR, with each sentence's latest box and the legend drawn
+    (:func:`app.predictions.draw_sentences`), in order, as soon as its boxes are known.
+    """
+    pending: deque[SourceFrame] = deque()  # decoded frames waiting for their boxes
+
+    def kept(source: Iterable[SourceFrame]) -> Iterator[SourceFrame]:
+        for frame in source:
+            if on_frame is not None:
+                pending.append(frame)
+            yield frame
+
+    def flush(boxes: dict[int, list[float]], before: int | None) -> None:
+        while pending and (before is None or pending[0].index < before):
+            on_frame(draw_sentences(pending.popleft().image, sentences, boxes))
+
+    boxes: dict[int, list[float]] = {}
+    records: list[dict[str, Any]] = []
+    for record in grounder.ground(kept(frames), sentences, stride=stride, top_k=top_k, post_process=post_process):
+        boxes[record["sentence"]] = record["box"]
+        records.append(record)
+        if record["sentence"] == len(sentences) - 1:
+            if on_frame is not None:
+                flush(boxes, record["frame"] + stride)
+            yield records
+            records = []
+    if on_frame is not None:
+        flush(boxes, None)
+
+
+def json_record(record: dict[str, Any], source: FrameSource, fps: float) -> dict[str, Any]:
+    """The JSON Lines fields: frame, time (videos: seconds from the first frame), image (folders and images),
+    sentence, box, score, candidates."""
+    out = {"frame": record["frame"]}
+    if source.kind == "video":  # the frame's timestamp (variable frame rates), else its number over the rate
+        out["time"] = round(record["frame"] / fps if record.get("time") is None else record["time"], 4)
+    else:
+        out["image"] = record["name"]
+    out.update(sentence=record["phrase"], box=record["box"], score=record["score"], candidates=record["candidates"])
+    if "candidate" in record:
+        out["candidate"] = record["candidate"]
+    return out
+
+
+def test_clips(data: Path) -> list[tuple[list[Path], list[str]]]:
+    """The test clips of a VID-format set (the demo's synthetic one) in index order: each clip's frame paths and
+    the sentences of its entries (an index entry is one sentence on one clip)."""
+    clips: dict[tuple[str, ...], list[str]] = {}
+    for video in load_index(video_index_path(data, "VID", "test"), "test"):
+        clips.setdefault(tuple(path for path, _, _ in video), []).append(video[0][2])
+    return [([data / path for path in frames], sentences) for frames, sentences in clips.items()]

@@ -1,0 +1,338 @@
+"""The cache of top-k predictions (docs/behaviour.md §8): its file format, the writer, the manifest, and the
+reader that re-scores each frame over its window.
+
+A cache file holds, for one test frame, its ``K`` most confident boxes (original pixels), their
+confidences and the ``E``-d co-grounded feature at each box's cell, in the reference layout::
+
+    <cache_dir>/<video_dir>/<frame_stem>_<global index>.pth =
+        {'pred_bbox_topk': (K, 1, 4), 'pred_score_topk': list of K floats, 'visu_feat': (K, 1, E)}
+
+The global index runs over all test frames of all videos in order. Post-processing re-scores the
+centre frame's candidates by how well they match the candidates of the other frames of its window
+(:func:`utils.postprocess.rescore_window`, the paper's algorithm).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import numbers
+import os
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from app.stream import SlidingWindow
+from utils.geometry import Geometry, decode_topk
+from utils.io import UserInputError, atomic_save, atomic_write_text, numpy_scalar_globals, safe_load
+from utils.letterbox import boxes_to_original
+from utils.postprocess import rescore_window
+from utils.progress import progress_bar
+from utils.windows import EVAL_FRAMES, window_sources
+
+logger = logging.getLogger(__name__)
+
+CACHE_TOPK = 5  # candidates per cache file (docs/behaviour.md §8; the reference ties k to the window length)
+CACHE_LAYOUT = "<cache_dir>/<video_dir>/<frame_stem>_<global frame index>.pth"
+CACHE_KEYS = ("pred_bbox_topk", "pred_score_topk", "visu_feat")
+MAX_LISTED_MISSING = 5
+FRAMES_PER_CHUNK = 256  # frames re-scored at once: bounds the (F, T, K, E) window tensor
+MANIFEST = ".cache_manifest.json"  # written last by the run that wrote the folder
+MTIME_SLACK_S = 2.0  # file-system timestamps vs time.time()
+
+
+def default_cache_dir(args: argparse.Namespace) -> Path:
+    """``--cache_dir``, or ``cache/<savename>``."""
+    return Path(args.cache_dir) if args.cache_dir else Path("cache") / args.savename
+
+
+# ---------------------------------------------------------------------------------------------- file format
+
+class CacheEntry(NamedTuple):
+    """One frame's cache file as tensors."""
+
+    boxes: Tensor  # (K, 4) xyxy, original pixels
+    scores: Tensor  # (K,) float32
+    feats: Tensor  # (K, E) float32
+
+
+def cache_file_path(cache_dir: str | os.PathLike, image_path: str | os.PathLike, global_index: int) -> Path:
+    """``<cache_dir>/<parent folder of image_path>/<image stem>_<global_index>.pth``."""
+    image_path = Path(image_path)
+    return Path(cache_dir) / image_path.parent.name / f"{image_path.stem}_{global_index}.pth"
+
+
+def save_cache_entry(path: str | os.PathLike, boxes: Tensor, scores: Tensor, feats: Tensor) -> Path:
+    """Write boxes (K, 4), scores (K,) and feats (K, E) in the reference layout, atomically."""
+    k = boxes.shape[0]
+    if boxes.shape != (k, 4) or scores.shape != (k,) or feats.dim() != 2 or feats.shape[0] != k:
+        raise ValueError(f"expected boxes (K, 4), scores (K,), feats (K, E); got {tuple(boxes.shape)}, "
+                         f"{tuple(scores.shape)}, {tuple(feats.shape)}")
+    entry = {
+        "pred_bbox_topk": boxes.detach().to("cpu", torch.float32).reshape(k, 1, 4).clone(),
+        "pred_score_topk": [float(s) for s in scores.detach().cpu().float().tolist()],
+        "visu_feat": feats.detach().to("cpu", torch.float32).reshape(k, 1, -1).clone(),
+    }
+    return atomic_save(entry, path)
+
+
+def _bad_entry(path: Path, key: str, expected: str, got: str) -> UserInputError:
+    return UserInputError(f"cache file {path}: '{key}' should be {expected}, got {got}")
+
+
+def load_cache_entry(path: str | os.PathLike) -> CacheEntry:
+    """Read and validate one cache file (weights-only unpickling; numpy float32 scalars allowed)."""
+    path = Path(path)
+    entry = safe_load(path, what="cache file", allowed_globals=numpy_scalar_globals(np.float32))
+    if not isinstance(entry, dict):
+        raise UserInputError(f"cache file {path}: expected a dict with keys {list(CACHE_KEYS)}, "
+                             f"got {type(entry).__name__}")
+    for key in CACHE_KEYS:
+        if key not in entry:
+            raise UserInputError(f"cache file {path} has no key '{key}' (expected keys {list(CACHE_KEYS)})")
+    boxes, feats, scores = entry["pred_bbox_topk"], entry["visu_feat"], entry["pred_score_topk"]
+    if not isinstance(boxes, Tensor) or boxes.dim() != 3 or boxes.shape[0] < 1 or boxes.shape[1:] != (1, 4):
+        raise _bad_entry(path, "pred_bbox_topk", "a (K, 1, 4) tensor", _describe(boxes))
+    k = boxes.shape[0]
+    if not isinstance(feats, Tensor) or feats.dim() != 3 or feats.shape[:2] != (k, 1):
+        raise _bad_entry(path, "visu_feat", f"a ({k}, 1, E) tensor", _describe(feats))
+    if isinstance(scores, Tensor):
+        scores = scores.flatten().tolist()
+    if not isinstance(scores, (list, tuple)) or len(scores) != k or not all(_is_real(s) for s in scores):
+        raise _bad_entry(path, "pred_score_topk", f"a list of {k} numbers", _describe(scores))
+    if boxes.is_complex() or feats.is_complex():
+        raise _bad_entry(path, "pred_bbox_topk" if boxes.is_complex() else "visu_feat", "a real tensor",
+                         "a complex one")
+    entry = CacheEntry(
+        boxes=boxes[:, 0].float(),
+        scores=torch.tensor([float(s) for s in scores], dtype=torch.float32),
+        feats=feats[:, 0].float(),
+    )
+    for key, values in zip(CACHE_KEYS, (entry.boxes, entry.scores, entry.feats)):
+        if not torch.isfinite(values).all():
+            raise UserInputError(f"cache file {path}: '{key}' holds NaN or infinite values (a diverged model, or a "
+                                 "damaged file): write the cache again")
+    return entry
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    if isinstance(value, (list, tuple)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    return type(value).__name__
+
+
+# --------------------------------------------------------------------------------------------------- writer
+
+def letterbox_meta(meta: dict[str, Any], device: torch.device) -> tuple[Tensor, ...]:
+    """``(ratio, dw, dh, orig_w, orig_h)`` of a batch, each (B,), as :mod:`utils.letterbox` takes them."""
+    orig_h, orig_w = meta["orig_size"].to(device).unbind(1)
+    return meta["ratio"].to(device), meta["dw"].to(device), meta["dh"].to(device), orig_w, orig_h
+
+
+def topk_candidates(outputs: dict, meta: dict[str, Any], geometry: Geometry, k: int = CACHE_TOPK
+                    ) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The ``k`` most confident boxes of each row (B, K, 4) in original pixels, their confidences (B, K), and the
+    co-grounded feature at each box's cell (B, K, E), None for the image model (docs/behaviour.md §8)."""
+    decoded = decode_topk(outputs["pred_anchor"], geometry.image_size, geometry.anchors, geometry.anchor_imsize, k=k)
+    boxes = boxes_to_original(decoded.boxes, *letterbox_meta(meta, decoded.boxes.device))  # (B, K, 4)
+    if "corr_feat" not in outputs:
+        return boxes, decoded.scores, None
+    feats = torch.cat([f.flatten(2) for f in outputs["corr_feat"]], dim=2).transpose(1, 2)  # (B, N, E)
+    feats = feats.gather(1, decoded.cell[..., None].expand(-1, -1, feats.shape[2]))  # (B, K, E)
+    return boxes, decoded.scores, feats
+
+
+def write_cache(
+    outputs: dict, meta: dict[str, Any], geometry: Geometry, cache_dir: Path, k: int = CACHE_TOPK
+) -> None:
+    """One docs/behaviour.md §8 cache file per grounded frame: top-k boxes (original pixels), confidences, corr
+    features."""
+    boxes, scores, feats = (t.cpu() for t in topk_candidates(outputs, meta, geometry, k))  # one copy per batch
+    for b in range(boxes.shape[0]):
+        path = cache_file_path(cache_dir, meta["image_path"][b], int(meta["index"][b]))
+        save_cache_entry(path, boxes[b], scores[b], feats[b])
+
+
+# ------------------------------------------------------------------------------------------------- manifest
+
+def _check_cache_dir(cache_dir: Path) -> None:
+    if not cache_dir.is_dir():
+        raise UserInputError(f"cache folder {cache_dir} not found: expected the files written by --cache, "
+                             f"laid out as {CACHE_LAYOUT}")
+    if next(cache_dir.glob("*/*.pth"), None) is None:
+        raise UserInputError(f"cache folder {cache_dir} holds no cache files: expected {CACHE_LAYOUT} "
+                             f"(written by --cache)")
+
+
+def _cache_files(cache_dir: Path) -> list[Path]:
+    return sorted(cache_dir.glob("*/*.pth"))
+
+
+def _names_digest(cache_dir: Path, files: list[Path]) -> str:
+    names = "\n".join(p.relative_to(cache_dir).as_posix() for p in files)
+    return hashlib.sha256(names.encode()).hexdigest()
+
+
+def write_cache_manifest(cache_dir: str | os.PathLike, started: float) -> Path:
+    """Record that the cache files in ``cache_dir`` are one run's complete output (call it last).
+
+    The manifest holds the number of files, a digest of their names and the run's time span; the cache files
+    themselves keep the reference format.
+    """
+    cache_dir = Path(cache_dir)
+    files = _cache_files(cache_dir)
+    manifest = {"files": len(files), "names_sha256": _names_digest(cache_dir, files), "started": started,
+                "finished": time.time()}
+    return atomic_write_text(json.dumps(manifest) + "\n", cache_dir / MANIFEST)
+
+
+def check_cache_manifest(cache_dir: str | os.PathLike) -> bool:
+    """Refuse a cache folder whose files are not exactly those one run wrote; False where there is no manifest.
+
+    A folder without a manifest (the authors' published caches, or ours before manifests) cannot be checked:
+    it is accepted, with a note in the log.
+    """
+    cache_dir = Path(cache_dir)
+    path = cache_dir / MANIFEST
+    if not path.is_file():
+        logger.info("note: cache folder %s has no %s (e.g. the authors' published cache): it is used as it is, "
+                    "without checking that one run wrote all of it", cache_dir, MANIFEST)
+        return False
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        count, digest = int(manifest["files"]), str(manifest["names_sha256"])
+        started, finished = float(manifest["started"]), float(manifest["finished"])
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        raise UserInputError(f"cache manifest {path} is damaged ({type(err).__name__}): write the cache again "
+                             "with --cache --overwrite") from None
+    files = _cache_files(cache_dir)
+    foreign = [p for p in files if not started - MTIME_SLACK_S <= p.stat().st_mtime <= finished + MTIME_SLACK_S]
+    if len(files) != count or _names_digest(cache_dir, files) != digest or foreign:
+        detail = f"{len(foreign)} files written outside that run, e.g. {foreign[0]}" if foreign else (
+            f"it holds {len(files)} cache files where that run wrote {count}" if len(files) != count
+            else "its file names differ from those that run wrote")
+        raise UserInputError(f"cache folder {cache_dir} is not the output of one run ({detail}): refusing a "
+                             "folder mixed from several runs; write the cache again with --cache --overwrite")
+    return True
+
+
+# ----------------------------------------------------------------------------------------- reader, re-scorer
+
+class VideoRescorer:
+    """§8 re-scoring of one video whose candidates arrive in frame order (from cache files or in memory).
+
+    ``push`` the next frames' :class:`CacheEntry` (stacked: boxes (m, K, 4), scores (m, K), feats (m, K, E)); it
+    returns the picks of the frames whose window is now complete, as ``(frame index, chosen candidate rank,
+    box (4,))``; :meth:`finish` ends the video and returns the rest. Only the frames a window can still use
+    are kept, and centres are re-scored ``frames_per_chunk`` at a time.
+    """
+
+    def __init__(self, num_frames: int = EVAL_FRAMES, frames_per_chunk: int = FRAMES_PER_CHUNK) -> None:
+        self.num_frames, self.frames_per_chunk = num_frames, frames_per_chunk
+        self.window = SlidingWindow(num_frames)
+        self.kept: CacheEntry | None = None
+        self.offset = 0  # video index of kept's first frame
+
+    def push(self, entry: CacheEntry) -> list[tuple[int, int, Tensor]]:
+        self.kept = entry if self.kept is None else CacheEntry(*(torch.cat(p) for p in zip(self.kept, entry)))
+        return self._rescore(self.window.complete(self.offset + len(self.kept.feats)), None)
+
+    def finish(self) -> list[tuple[int, int, Tensor]]:
+        if self.kept is None:
+            return []
+        end = self.offset + len(self.kept.feats)
+        return self._rescore(self.window.complete(end, ended=True), end)
+
+    def _rescore(self, centres: range, length: int | None) -> list[tuple[int, int, Tensor]]:
+        """Picks of ``centres``; positions at or past ``length`` (if known) are invalid."""
+        picks = []
+        end = self.offset + len(self.kept.feats)
+        for first in range(centres.start, centres.stop, self.frames_per_chunk):
+            last = min(first + self.frames_per_chunk, centres.stop)
+            sources, valid = window_sources(length if length is not None else end, self.num_frames, first)
+            sources, valid = sources[: last - first] - self.offset, valid[: last - first]  # (F, T)
+            rows = torch.arange(first, last) - self.offset
+            best, _ = rescore_window(
+                self.kept.feats[rows],  # (F, K, E)
+                self.kept.feats[sources],  # (F, T, K, E)
+                self.kept.scores[sources],  # (F, T, K)
+                valid,
+            )
+            boxes = self.kept.boxes[rows, best]  # (F, 4)
+            picks += [(int(t), int(b), box) for t, b, box in zip(range(first, last), best, boxes)]
+        drop = max(0, self.window.first_needed - self.offset)
+        if drop:
+            self.kept = CacheEntry(*(p[drop:] for p in self.kept))
+            self.offset += drop
+        return picks
+
+
+def _check_complete(cache_dir: Path, paths: list[Path]) -> None:
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        listed = ", ".join(str(p) for p in missing[:MAX_LISTED_MISSING])
+        more = f" and {len(missing) - MAX_LISTED_MISSING} more" if len(missing) > MAX_LISTED_MISSING else ""
+        raise UserInputError(
+            f"incomplete cache {cache_dir}: {len(missing)} of {len(paths)} frame files are missing "
+            f"(every frame's file is needed, as a centre and as its neighbours' window): {listed}{more}"
+        )
+
+
+def _load_video(paths: list[Path]) -> CacheEntry:
+    """Stack the entries of one video's frames: boxes (n, K, 4), scores (n, K), feats (n, K, E)."""
+    entries = [load_cache_entry(p) for p in paths]
+    first = entries[0]
+    for path, entry in zip(paths, entries):
+        if entry.feats.shape != first.feats.shape:
+            raise UserInputError(
+                f"cache file {path}: 'visu_feat' has K, E = {tuple(entry.feats.shape)} but {paths[0]} of the "
+                f"same video has {tuple(first.feats.shape)}; all frames of a video need the same K and E"
+            )
+    return CacheEntry(*(torch.stack(parts) for parts in zip(*entries)))
+
+
+def post_process(
+    videos: list[list[str]],
+    cache_dir: str | os.PathLike,
+    num_frames: int = EVAL_FRAMES,
+    progress: bool = True,
+    frames_per_chunk: int = FRAMES_PER_CHUNK,
+) -> list[dict[str, Any]]:
+    """Re-score every test frame from the cache (docs/behaviour.md §8), streaming video by video.
+
+    ``videos``: image paths per video, in order (the same order as when the cache was written). At most
+    ``frames_per_chunk`` frames are re-scored at once (it bounds the (F, T, K, E) window tensor).
+    Returns one dict per frame in global order: ``index`` (global frame index), ``box`` (4,) original
+    pixels of the chosen candidate, ``candidate`` (its rank in the frame's top-k).
+    """
+    if num_frames < 1 or frames_per_chunk < 1:
+        raise ValueError(f"num_frames and frames_per_chunk must be >= 1, got {num_frames}, {frames_per_chunk}")
+    cache_dir = Path(cache_dir)
+    _check_cache_dir(cache_dir)
+    offsets = np.cumsum([0] + [len(v) for v in videos]).tolist()
+    paths = [[cache_file_path(cache_dir, image, start + t) for t, image in enumerate(video)]
+             for video, start in zip(videos, offsets)]
+    _check_complete(cache_dir, [p for video in paths for p in video])
+    check_cache_manifest(cache_dir)
+
+    results: list[dict[str, Any]] = []
+    with progress_bar(total=offsets[-1], enabled=progress, desc="post-processing", unit="frame") as bar:
+        for video_paths, start in zip(paths, offsets):
+            if not video_paths:
+                continue
+            rescorer = VideoRescorer(num_frames, frames_per_chunk)
+            picks = rescorer.push(_load_video(video_paths)) + rescorer.finish()  # each frame's file read once
+            results.extend({"index": start + t, "box": box, "candidate": b} for t, b, box in picks)
+            bar.update(len(picks))
+    return results
