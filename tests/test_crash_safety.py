@@ -200,12 +200,15 @@ def exists(path: Path) -> Callable[[], bool]:
     return path.exists
 
 
-def interrupted_cleanly(code: int, err: str) -> None:
-    """Exit 130 with one ``interrupted: ...`` line (or 0: the run ended before the signal came)."""
-    assert code in (0, 130), err[-2000:]
+def interrupted_cleanly(code: int, err: str, signum: int, finished_complete: Callable[[], bool]) -> None:
+    """Exit 130 with one ``interrupted: ...`` line; or the run had ended: exit 0, or killed by the signal while
+    the interpreter shut down after its work (the default handlers are back then), its outputs complete."""
+    assert code in (0, 130, -signum), err[-2000:]
     if code == 130:
         lines = [line for line in err.strip().splitlines() if not line.startswith("warning:")]
         assert len(lines) == 1 and lines[0].startswith("interrupted: "), err[-2000:]
+    else:
+        assert finished_complete(), (code, err[-2000:])
 
 
 def no_leftovers(folder: Path) -> None:
@@ -213,7 +216,7 @@ def no_leftovers(folder: Path) -> None:
     assert sorted(p.name for p in folder.rglob(".*.lock")) == []
 
 
-SIGNALS = [(signal.SIGINT, 0), (signal.SIGTERM, 1)]
+SIGNALS = [(signal.SIGINT, 3), (signal.SIGTERM, 1)]  # delays of 24% and 13% of the window
 
 
 @pytest.mark.parametrize(("signum", "seed"), SIGNALS, ids=["SIGINT", "SIGTERM"])
@@ -224,8 +227,8 @@ def test_interrupted_cache_writing_leaves_the_old_or_the_new_cache(signum: int, 
     old = cache_files(cache)
     code, err = killed([str(REPO / "test_semantic_attention_cogrounding.py"),
                         *cache_args(tiny_root, checkpoints["new"], cache)], tmp_path, seed,
-                       exists(tmp_path / ".cache.lock"), window=3.0, signum=signum)
-    interrupted_cleanly(code, err)
+                       exists(tmp_path / ".cache.lock"), window=1.5, signum=signum)
+    interrupted_cleanly(code, err, signum, lambda: same_cache(cache, caches["new"]))
     assert cache_files(cache) == old or same_cache(cache, caches["new"])
     assert check_cache_manifest(cache)
     no_leftovers(tmp_path)
@@ -240,10 +243,10 @@ def test_interrupted_training_leaves_complete_checkpoints(signum: int, seed: int
     code, err = killed([str(REPO / "train_semantic_attention_cogrounding.py"), *train_args(tiny_root, tmp_path),
                         "--nb_epoch", "2", "--overwrite"], tmp_path, seed,
                        exists(latest.with_name(".run_checkpoint.pth.tar.lock")), window=6.0, signum=signum)
-    interrupted_cleanly(code, err)
+    interrupted_cleanly(code, err, signum, lambda: read_checkpoint(latest)["epoch"] == 2)
     assert latest.read_bytes() == old or read_checkpoint(latest)["epoch"] in (1, 2)
     if code == 130:
-        assert f"kept {latest.relative_to(tmp_path)}" in err
+        assert f"kept {latest}" in err
     no_leftovers(tmp_path)
 
 
@@ -271,8 +274,8 @@ def test_interrupted_grounding_leaves_the_old_or_the_new_outputs(signum: int, se
     assert finished(started(ground_args(tiny_root, checkpoints["old"], OLD_PHRASE), tmp_path), 120)[0] == 0
     old = {name: (tmp_path / name).read_bytes() for name in ("o.jsonl", "o.mp4")}
     code, err = killed([*ground_args(tiny_root, checkpoints["new"], NEW_PHRASE), "--overwrite"], tmp_path, seed,
-                       exists(tmp_path / ".o.jsonl.lock"), window=2.0, signum=signum)
-    interrupted_cleanly(code, err)
+                       exists(tmp_path / ".o.jsonl.lock"), window=1.0, signum=signum)
+    interrupted_cleanly(code, err, signum, lambda: grounded(tmp_path, NEW_PHRASE))
     now = {name: (tmp_path / name).read_bytes() for name in old}
     assert now == old or grounded(tmp_path, NEW_PHRASE)
     no_leftovers(tmp_path)
