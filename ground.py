@@ -25,16 +25,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from app.annotate import ground_and_draw, json_record
-from app.argparser import script_parser
-from app.builders import build_amp_dtype
+from app.argparser import image_size, model_parser, runtime_parser, script_parser
+from app.builders import build_amp_dtype, build_device
 from app.checks import FILE, claim_outputs
 from app.grounder import FrameSource, Grounder, read_frames
 from app.predictions import save_gif
 from dataset.names import IMAGE_DATASETS, VIDEO_DATASETS
-from utils.cli import image_size, int_from, keeps, positive_float, positive_int, run_main
+from utils.cli import int_from, keeps, positive_float, positive_int, run_main
 from utils.geometry import anchors_for_dataset
 from utils.io import UserInputError, atomic_file
 from utils.progress import progress_bar
@@ -44,26 +43,18 @@ DEFAULT_FPS = 25.0  # of the annotated video of a folder of frames
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = script_parser(__doc__, [])
+    parser = script_parser(__doc__, [model_parser(from_checkpoint=True), runtime_parser()])
     parser.add_argument("inputs", nargs="+", help="a video file, a folder of frames, or image files")
     group = parser.add_argument_group("sentences")
     group.add_argument("--phrase", action="append", default=[], help="a sentence to ground (repeat for more)")
     group.add_argument("--phrases", default=None, help="a text file with one sentence per line")
-    group = parser.add_argument_group("model")
+    group = parser.add_argument_group("checkpoint")
     group.add_argument("--resume", required=True, help="the checkpoint (CG-SL-Att or SL-Att; the kind is detected)")
     group.add_argument("--kind", default="auto", choices=("auto", "video", "image"),
                        help="refuse a checkpoint of the other kind (default: whatever the checkpoint holds)")
-    group.add_argument("--corpus", default=None, help="vocabulary file (needed for the authors' checkpoints)")
-    group.add_argument("--cfg", default=None, help="Darknet cfg (default: the checkpoint's, else model/yolov3.cfg)")
     group.add_argument("--size", type=image_size, default=None, help="input size (default: the checkpoint's, else 256)")
-    group.add_argument("--emb_size", type=positive_int, default=None,
-                       help="embedding size (default: checkpoint's, else 512)")
-    group.add_argument("--light", action="store_true", default=None, help="light head (default: the checkpoint's)")
-    group.add_argument("--anchor_imsize", type=positive_int, default=None,
-                       help="anchor units (default: checkpoint's, else 416)")
     group.add_argument("--dataset", default=None, choices=VIDEO_DATASETS + IMAGE_DATASETS,
                        help="anchors of this dataset (default: the checkpoint's, else the default anchors)")
-    group.add_argument("--time", type=positive_int, default=None, help="maximum sentence length in tokens (default 20)")
     group = parser.add_argument_group("grounding")
     group.add_argument("--stride", type=positive_int, default=1,
                        help="ground every k-th frame (windows of grounded frames)")
@@ -71,10 +62,6 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="re-score each frame's top-5 candidates over its window as post_processing.py does")
     group.add_argument("--top_k", type=int_from(1, 5), default=5, help="candidates per record in the JSON Lines (1-5)")
     group.add_argument("--batch_size", type=positive_int, default=8, help="frames and windows per forward")
-    group.add_argument("--gpu", default=None, type=int_from(0, 1023),
-                       help="CUDA device id (default: the first GPU if there is one)")
-    group.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
-    group.add_argument("--amp_dtype", default=None, choices=("bf16", "fp16"), help="autocast dtype for --amp")
     group = parser.add_argument_group("outputs")
     group.add_argument("--out_jsonl", default=None, help="JSON Lines of the boxes")
     group.add_argument("--out_video", default=None,
@@ -100,8 +87,7 @@ def read_sentences(args: argparse.Namespace) -> list[str]:
 
 
 def build_grounder(args: argparse.Namespace) -> Grounder:
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda", args.gpu or 0) if cuda else torch.device("cpu")
+    device = build_device(args)
     anchors = anchors_for_dataset(args.dataset) if args.dataset else None
     return Grounder.from_checkpoint(args.resume, kind=None if args.kind == "auto" else args.kind, corpus=args.corpus,
                                     cfg=args.cfg, device=device, amp_dtype=build_amp_dtype(args, device.type),
@@ -159,10 +145,10 @@ def ground(args: argparse.Namespace, sentences: list[str], source: FrameSource, 
             if args.out_gif and len(gif) < args.gif_frames:
                 gif.append(img[::2, ::2])
 
-        for records in ground_and_draw(grounder, source, sentences, on_frame if video or args.out_gif else None,
+        for predictions in ground_and_draw(grounder, source, sentences, on_frame if video or args.out_gif else None,
                                        stride=args.stride, top_k=args.top_k, post_process=args.post_process):
             if out is not None:
-                out.writelines(json.dumps(json_record(record, source, fps)) + "\n" for record in records)
+                out.writelines(json.dumps(json_record(p, source, fps)) + "\n" for p in predictions)
             bar.update()  # frames/s of grounded frames, all sentences
     kept += [Path(p) for p in (args.out_jsonl, video and video.path) if p]
     if args.out_gif:

@@ -28,8 +28,8 @@ from app.argparser import (
 from app.builders import setup_logger
 from app.cache import FRAMES_PER_CHUNK, post_process
 from app.checks import check_outputs
-from app.engine import score_boxes
 from app.pipeline import report, video_test_split
+from app.records import score_boxes
 from app.stream import collate_meta
 from dataset.vid_loader import VIDDataset
 from utils.cli import run_main
@@ -64,10 +64,10 @@ def run(args: argparse.Namespace) -> None:
     dataset = VIDDataset(args.data_root, args.split_root, args.dataset, split, corpus=None,
                          image_size=args.size, num_frames=num_frames)
     videos = [[path for path, _, _ in video] for video in dataset.videos]
-    chosen = post_process(videos, args.cache_dir, num_frames=num_frames, progress=not args.no_progress,
+    picks = post_process(videos, args.cache_dir, num_frames=num_frames, progress=not args.no_progress,
                           frames_per_chunk=args.batch_size)
     metas = [dataset.frame_meta(i) for i in range(len(dataset))]
-    records = score_boxes(torch.stack([c["box"] for c in chosen]), collate_meta(metas), args.size)
+    records = score_boxes(torch.stack([pick.box for pick in picks]), collate_meta(metas), args.size)
     report(args, logger, records, f"{args.dataset} {split} after post-processing", lambda p: dataset.root / p)
 
 

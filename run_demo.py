@@ -132,8 +132,8 @@ def save_gif(runs: dict[str, list[Frame]], data: Path, path: Path, videos: int =
 
 
 def render_test_clip(data: Path, path: Path, fps: float = 10.0) -> tuple[Path, list[str]]:
-    """The first test clip of the synthetic set as an H.264 MP4 (as a user would bring one), and two of its
-    sentences."""
+    """The first test clip of the synthetic set as an H.264 MP4 (as a user would bring one) and two of its
+    sentences to ground."""
     frames, sentences = test_clips(data)[0]
     return write_video(path, [cv2.imread(str(frame), cv2.IMREAD_COLOR) for frame in frames], fps), sentences[:2]
 

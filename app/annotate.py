@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +15,15 @@ import numpy as np
 
 from app.grounder import FrameSource, Grounder, SourceFrame
 from app.predictions import draw_sentences
+from app.records import Prediction
 from dataset.common import load_index
 from dataset.vid_loader import video_index_path
 
 
 def ground_and_draw(grounder: Grounder, frames: Iterable[SourceFrame], sentences: list[str],
                     on_frame: Callable[[np.ndarray], None] | None = None, stride: int = 1, top_k: int = 5,
-                    post_process: bool = False) -> Iterator[list[dict[str, Any]]]:
-    """The records of each grounded frame (one per sentence, in sentence order), frame by frame.
+                    post_process: bool = False) -> Iterator[list[Prediction]]:
+    """The predictions of each grounded frame (one per sentence, in sentence order), frame by frame.
 
     ``on_frame`` (if given) receives every decoded frame, BGR, with each sentence's latest box and the legend drawn
     (:func:`app.predictions.draw_sentences`), in order, as soon as its boxes are known.
@@ -39,30 +41,32 @@ def ground_and_draw(grounder: Grounder, frames: Iterable[SourceFrame], sentences
             on_frame(draw_sentences(pending.popleft().image, sentences, boxes))
 
     boxes: dict[int, list[float]] = {}
-    records: list[dict[str, Any]] = []
-    for record in grounder.ground(kept(frames), sentences, stride=stride, top_k=top_k, post_process=post_process):
-        boxes[record["sentence"]] = record["box"]
-        records.append(record)
-        if record["sentence"] == len(sentences) - 1:
+    predictions: list[Prediction] = []
+    for prediction in grounder.ground(kept(frames), sentences, stride=stride, top_k=top_k,
+                                      post_process=post_process):
+        boxes[prediction.sentence] = prediction.box
+        predictions.append(prediction)
+        if prediction.sentence == len(sentences) - 1:
             if on_frame is not None:
-                flush(boxes, record["frame"] + stride)
-            yield records
-            records = []
+                flush(boxes, prediction.frame + stride)
+            yield predictions
+            predictions = []
     if on_frame is not None:
         flush(boxes, None)
 
 
-def json_record(record: dict[str, Any], source: FrameSource, fps: float) -> dict[str, Any]:
+def json_record(prediction: Prediction, source: FrameSource, fps: float) -> dict[str, Any]:
     """The JSON Lines fields: frame, time (videos: seconds from the first frame), image (folders and images),
     sentence, box, score, candidates."""
-    out = {"frame": record["frame"]}
+    out = {"frame": prediction.frame}
     if source.kind == "video":  # the frame's timestamp (variable frame rates), else its number over the rate
-        out["time"] = round(record["frame"] / fps if record.get("time") is None else record["time"], 4)
+        out["time"] = round(prediction.frame / fps if prediction.time is None else prediction.time, 4)
     else:
-        out["image"] = record["name"]
-    out.update(sentence=record["phrase"], box=record["box"], score=record["score"], candidates=record["candidates"])
-    if "candidate" in record:
-        out["candidate"] = record["candidate"]
+        out["image"] = prediction.name
+    out.update(sentence=prediction.phrase, box=prediction.box, score=prediction.score,
+               candidates=[asdict(c) for c in prediction.candidates])
+    if prediction.candidate is not None:
+        out["candidate"] = prediction.candidate
     return out
 
 

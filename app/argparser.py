@@ -13,16 +13,18 @@ from model import DEFAULT_CFG
 from utils.cli import (
     ArgumentParser,
     gpu_ids,
-    image_size,
     non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
+    positive_multiple_of,
     seed,
 )
+from utils.geometry import STRIDES
 from utils.windows import EVAL_FRAMES, TRAIN_FRAMES
 
 DEFAULT_DARKNET_WEIGHTS = Path("saved_models") / "yolov3.weights"
+image_size = positive_multiple_of(STRIDES[0])  # letterboxed sizes are multiples of the coarsest stride
 
 
 def _parent(title: str) -> tuple[argparse.ArgumentParser, argparse._ArgumentGroup]:
@@ -63,20 +65,31 @@ def run_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def model_parser() -> argparse.ArgumentParser:
+def model_parser(from_checkpoint: bool = False) -> argparse.ArgumentParser:
+    """The model's flags. ``from_checkpoint`` (grounding with a trained checkpoint): no ``--lstm``, and each
+    default is None, meaning the checkpoint's setting, else the reference's (the value named in the help)."""
     parser, group = _parent("model")
-    group.add_argument("--lstm", action="store_true",
-                       help="bidirectional-LSTM language encoder (required: the reference's BERT branch cannot build "
-                            "these models, docs/behaviour.md §2)")
+
+    def add(flag: str, default: object, help_text: str, **kwargs: object) -> None:
+        if from_checkpoint:
+            default, help_text = None, f"{help_text} (default: the checkpoint's, else {kwargs.pop('reference')})"
+        kwargs.pop("reference", None)
+        group.add_argument(flag, default=default, help=help_text, **kwargs)
+
+    if not from_checkpoint:
+        group.add_argument("--lstm", action="store_true",
+                           help="bidirectional-LSTM language encoder (required: the reference's BERT branch cannot "
+                                "build these models, docs/behaviour.md §2)")
     group.add_argument("--corpus", default=None,
-                       help="vocabulary file (default <split_root>/<dataset>/corpus.pth); a released checkpoint "
-                            "needs the corpus it was trained with")
-    group.add_argument("--time", type=positive_int, default=20, help="maximum query length in tokens")
-    group.add_argument("--cfg", default=str(DEFAULT_CFG),
-                       help="Darknet cfg of the backbone (model/yolov3.cfg, or model/yolov3_small.cfg for CPUs)")
-    group.add_argument("--emb_size", type=positive_int, default=512, help="joint embedding size (512 in the paper)")
-    group.add_argument("--light", action="store_true", help="light grounding head (one conv per scale)")
-    group.add_argument("--anchor_imsize", type=positive_int, default=416, help="image size the anchors are given in")
+                       help="vocabulary file (default: " + ("the checkpoint's words" if from_checkpoint else
+                                                            "<split_root>/<dataset>/corpus.pth")
+                            + "); a released checkpoint needs the corpus it was trained with")
+    add("--time", 20, "maximum query length in tokens", type=positive_int, reference=20)
+    add("--cfg", str(DEFAULT_CFG), "Darknet cfg of the backbone (model/yolov3.cfg, or model/yolov3_small.cfg for "
+        "CPUs)", reference="model/yolov3.cfg")
+    add("--emb_size", 512, "joint embedding size (512 in the paper)", type=positive_int, reference=512)
+    add("--light", False, "light grounding head (one conv per scale)", action="store_true", reference="off")
+    add("--anchor_imsize", 416, "image size the anchors are given in", type=positive_int, reference=416)
     return parser
 
 

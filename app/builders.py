@@ -55,9 +55,7 @@ def setup_runtime(args: argparse.Namespace, log_name: str) -> Runtime:
     if not args.lstm:
         raise UserInputError("pass --lstm: SL-Att and CG-SL-Att need the LSTM encoder's per-word features, so the "
                              "reference's BERT branch cannot build them and no BERT checkpoint of them exists")
-    if args.gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = args.gpu
-    device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    device_type = build_device(args).type
     dist = init_distributed_mode(device_type)
     device = torch.device("cuda", dist.local_rank) if device_type == "cuda" else torch.device("cpu")
     logger = setup_logger(Path(args.log_dir) / f"{log_name}.log", dist.rank == 0)
@@ -72,6 +70,14 @@ def setup_runtime(args: argparse.Namespace, log_name: str) -> Runtime:
         torch.backends.cudnn.benchmark = False
     return Runtime(device, dist, build_amp_dtype(args, device_type), logger,
                    progress=not args.no_progress and dist.rank == 0)
+
+
+def build_device(args: argparse.Namespace) -> torch.device:
+    """``--gpu``: only the listed CUDA devices are visible (``CUDA_VISIBLE_DEVICES``); the first of them, or the
+    first GPU, or the CPU without CUDA. A process of a multi-GPU run uses its local rank's instead."""
+    if args.gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = args.gpu
+    return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
 
 
 def build_amp_dtype(args: argparse.Namespace, device_type: str) -> torch.dtype | None:

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from app.records import Pick
 from app.stream import SlidingWindow
 from utils.geometry import Geometry, decode_topk
 from utils.io import UserInputError, atomic_save, atomic_write_text, numpy_scalar_globals, safe_load
@@ -134,18 +135,12 @@ def _describe(value: Any) -> str:
 
 # --------------------------------------------------------------------------------------------------- writer
 
-def letterbox_meta(meta: dict[str, Any], device: torch.device) -> tuple[Tensor, ...]:
-    """``(ratio, dw, dh, orig_w, orig_h)`` of a batch, each (B,), as :mod:`utils.letterbox` takes them."""
-    orig_h, orig_w = meta["orig_size"].to(device).unbind(1)
-    return meta["ratio"].to(device), meta["dw"].to(device), meta["dh"].to(device), orig_w, orig_h
-
-
 def topk_candidates(outputs: dict, meta: dict[str, Any], geometry: Geometry, k: int = CACHE_TOPK
                     ) -> tuple[Tensor, Tensor, Tensor | None]:
     """The ``k`` most confident boxes of each row (B, K, 4) in original pixels, their confidences (B, K), and the
     co-grounded feature at each box's cell (B, K, E), None for the image model (docs/behaviour.md §8)."""
     decoded = decode_topk(outputs["pred_anchor"], geometry.image_size, geometry.anchors, geometry.anchor_imsize, k=k)
-    boxes = boxes_to_original(decoded.boxes, *letterbox_meta(meta, decoded.boxes.device))  # (B, K, 4)
+    boxes = boxes_to_original(decoded.boxes, *meta["letterbox"].params(decoded.boxes.device))  # (B, K, 4)
     if "corr_feat" not in outputs:
         return boxes, decoded.scores, None
     feats = torch.cat([f.flatten(2) for f in outputs["corr_feat"]], dim=2).transpose(1, 2)  # (B, N, E)
@@ -156,8 +151,8 @@ def topk_candidates(outputs: dict, meta: dict[str, Any], geometry: Geometry, k: 
 def write_cache(
     outputs: dict, meta: dict[str, Any], geometry: Geometry, cache_dir: Path, k: int = CACHE_TOPK
 ) -> None:
-    """One docs/behaviour.md §8 cache file per grounded frame: top-k boxes (original pixels), confidences, corr
-    features."""
+    """One cache file per grounded frame (docs/behaviour.md §8): its top-k boxes in original pixels, their
+    confidences and co-grounded features."""
     boxes, scores, feats = (t.cpu() for t in topk_candidates(outputs, meta, geometry, k))  # one copy per batch
     for b in range(boxes.shape[0]):
         path = cache_file_path(cache_dir, meta["image_path"][b], int(meta["index"][b]))
@@ -200,8 +195,8 @@ def write_cache_manifest(cache_dir: str | os.PathLike, started: float) -> Path:
 def check_cache_manifest(cache_dir: str | os.PathLike) -> bool:
     """Refuse a cache folder whose files are not exactly those one run wrote; False where there is no manifest.
 
-    A folder without a manifest (the authors' published caches, or ours before manifests) cannot be checked:
-    it is accepted, with a note in the log.
+    A folder without a manifest (e.g. the authors' published caches) cannot be checked: it is accepted, with a
+    note in the log.
     """
     cache_dir = Path(cache_dir)
     path = cache_dir / MANIFEST
@@ -233,9 +228,9 @@ class VideoRescorer:
     """§8 re-scoring of one video whose candidates arrive in frame order (from cache files or in memory).
 
     ``push`` the next frames' :class:`CacheEntry` (stacked: boxes (m, K, 4), scores (m, K), feats (m, K, E)); it
-    returns the picks of the frames whose window is now complete, as ``(frame index, chosen candidate rank,
-    box (4,))``; :meth:`finish` ends the video and returns the rest. Only the frames a window can still use
-    are kept, and centres are re-scored ``frames_per_chunk`` at a time.
+    returns the :class:`app.records.Pick` of each frame whose window is now complete (frame index in the video);
+    :meth:`finish` ends the video and returns the rest. Only the frames a window can still use are kept, and
+    centres are re-scored ``frames_per_chunk`` at a time.
     """
 
     def __init__(self, num_frames: int = EVAL_FRAMES, frames_per_chunk: int = FRAMES_PER_CHUNK) -> None:
@@ -244,17 +239,17 @@ class VideoRescorer:
         self.kept: CacheEntry | None = None
         self.offset = 0  # video index of kept's first frame
 
-    def push(self, entry: CacheEntry) -> list[tuple[int, int, Tensor]]:
+    def push(self, entry: CacheEntry) -> list[Pick]:
         self.kept = entry if self.kept is None else CacheEntry(*(torch.cat(p) for p in zip(self.kept, entry)))
         return self._rescore(self.window.complete(self.offset + len(self.kept.feats)), None)
 
-    def finish(self) -> list[tuple[int, int, Tensor]]:
+    def finish(self) -> list[Pick]:
         if self.kept is None:
             return []
         end = self.offset + len(self.kept.feats)
         return self._rescore(self.window.complete(end, ended=True), end)
 
-    def _rescore(self, centres: range, length: int | None) -> list[tuple[int, int, Tensor]]:
+    def _rescore(self, centres: range, length: int | None) -> list[Pick]:
         """Picks of ``centres``; positions at or past ``length`` (if known) are invalid."""
         picks = []
         end = self.offset + len(self.kept.feats)
@@ -270,7 +265,7 @@ class VideoRescorer:
                 valid,
             )
             boxes = self.kept.boxes[rows, best]  # (F, 4)
-            picks += [(int(t), int(b), box) for t, b, box in zip(range(first, last), best, boxes)]
+            picks += [Pick(int(t), int(b), box) for t, b, box in zip(range(first, last), best, boxes)]
         drop = max(0, self.window.first_needed - self.offset)
         if drop:
             self.kept = CacheEntry(*(p[drop:] for p in self.kept))
@@ -308,13 +303,12 @@ def post_process(
     num_frames: int = EVAL_FRAMES,
     progress: bool = True,
     frames_per_chunk: int = FRAMES_PER_CHUNK,
-) -> list[dict[str, Any]]:
+) -> list[Pick]:
     """Re-score every test frame from the cache (docs/behaviour.md §8), streaming video by video.
 
     ``videos``: image paths per video, in order (the same order as when the cache was written). At most
     ``frames_per_chunk`` frames are re-scored at once (it bounds the (F, T, K, E) window tensor).
-    Returns one dict per frame in global order: ``index`` (global frame index), ``box`` (4,) original
-    pixels of the chosen candidate, ``candidate`` (its rank in the frame's top-k).
+    Returns one :class:`app.records.Pick` per frame in global order (``frame``: the global frame index).
     """
     if num_frames < 1 or frames_per_chunk < 1:
         raise ValueError(f"num_frames and frames_per_chunk must be >= 1, got {num_frames}, {frames_per_chunk}")
@@ -326,13 +320,13 @@ def post_process(
     _check_complete(cache_dir, [p for video in paths for p in video])
     check_cache_manifest(cache_dir)
 
-    results: list[dict[str, Any]] = []
+    picks: list[Pick] = []
     with progress_bar(total=offsets[-1], enabled=progress, desc="post-processing", unit="frame") as bar:
         for video_paths, start in zip(paths, offsets):
             if not video_paths:
                 continue
             rescorer = VideoRescorer(num_frames, frames_per_chunk)
-            picks = rescorer.push(_load_video(video_paths)) + rescorer.finish()  # each frame's file read once
-            results.extend({"index": start + t, "box": box, "candidate": b} for t, b, box in picks)
-            bar.update(len(picks))
-    return results
+            video_picks = rescorer.push(_load_video(video_paths)) + rescorer.finish()  # each file read once
+            picks += [pick._replace(frame=start + pick.frame) for pick in video_picks]
+            bar.update(len(video_picks))
+    return picks

@@ -76,8 +76,7 @@ def check_output(flag: str, path: Path, kind: str) -> None:
 
 
 def check_inputs(args: argparse.Namespace, training: bool) -> None:
-    """Input paths given on the command line of a grounding script exist (a default path that does not is no
-    error)."""
+    """Every input path given on the command line of a grounding script exists (a missing default is no error)."""
     if args.resume:
         if not Path(args.resume).is_file():
             raise UserInputError(f"checkpoint not found: {args.resume} (--resume)")

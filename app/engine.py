@@ -1,9 +1,10 @@
 """Training and evaluation loops shared by the entry scripts (after DETR's ``engine.py``).
 
-Batches are the default-collated dicts of the loaders (see ``dataset/``): an image batch has ``image``
-(B, 3, S, S) and ``box`` (B, 4); a video batch has ``images`` (B, T, 3, S, S) and ``boxes`` (B, T, 4).
-Evaluation turns every sample into a record (``index``, ``image``, ``phrase``, ``pred``, ``gt``, ``iou``,
-``hit``, ``centre_hit``; boxes in original image pixels, docs/behaviour.md §7) in dataset order.
+Batches are the default-collated dicts of the loaders (see ``dataset/``), one layout for both models:
+``images`` (B, T, 3, S, S), ``boxes`` (B, T, 4) and their ``letterbox`` (:class:`utils.letterbox.Letterbox`,
+fields (B, T)), with T = 1 for the image datasets.
+Evaluation turns every sample into an evaluation record (:mod:`app.records`) in dataset order; the streaming
+of frames into windows is :mod:`app.stream`, the cache :mod:`app.cache`.
 
 Video evaluation streams each video's frames once: :func:`evaluate_video` computes every frame's backbone
 features a single time and co-grounds the (up to 5) windows that contain it from those features, where the
@@ -22,33 +23,28 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from app.cache import letterbox_meta, write_cache
+from app.cache import write_cache
+from app.records import score_predictions
 from app.stream import ground_stream
 from model.losses import GroundingCriterion, build_targets
 from utils.amp import autocast, outputs_to_float32
-from utils.box_ops import box_iou
 from utils.distributed import all_reduce_sum
-from utils.geometry import Geometry, centre_cell, decode_topk
-from utils.letterbox import boxes_to_original, gt_to_original
+from utils.geometry import Geometry
+from utils.letterbox import Letterbox
 from utils.progress import progress_bar
 from utils.windows import EVAL_FRAMES, window_centre
-
-META_KEYS = ("boxes", "ratio", "dw", "dh", "orig_size")
-
 
 # ----------------------------------------------------------------------------------------------- training
 
 def training_step_inputs(batch: dict, device: torch.device) -> tuple[tuple, Tensor]:
     """Model inputs and letterboxed target boxes of a training batch.
 
-    Video samples use the training ('pairs') layout: 2 frames per sample, both grounded, so the targets are
-    the (B*2, 4) boxes in the model's [b0f0, b0f1, b1f0, ...] order.
+    The training ('pairs') layout grounds every frame of a sample (2 for the video model, 1 for the image model),
+    so the targets are the (B*T, 4) boxes in the model's [b0f0, b0f1, b1f0, ...] order.
     """
+    images = batch["images"].to(device, non_blocking=True)  # (B, T, 3, S, S)
     word_id = batch["word_id"].to(device, non_blocking=True)
-    if "images" in batch:
-        images = batch["images"].to(device, non_blocking=True)  # (B, 2, 3, S, S)
-        return (images, word_id, "pairs"), batch["boxes"].flatten(0, 1).to(device)  # (2B, 4)
-    return (batch["image"].to(device, non_blocking=True), word_id), batch["box"].to(device)
+    return (images, word_id, "pairs"), batch["boxes"].flatten(0, 1).to(device)  # (B*T, 4)
 
 
 def train_one_epoch(
@@ -120,57 +116,10 @@ def _len(loader: Iterable) -> str:
 
 # --------------------------------------------------------------------------------------------- evaluation
 
-def score_predictions(
-    pred_anchor: list[Tensor], meta: dict[str, Any], geometry: Geometry
-) -> list[dict[str, Any]]:
-    """Records of a batch of predictions (docs/behaviour.md §7): arg-max box and ground truth in original pixels, IoU,
-    hits.
-
-    ``meta`` holds the grounded frame's ``boxes`` (B, 4) letterboxed ground truth, ``ratio``/``dw``/``dh`` (B,),
-    ``orig_size`` (B, 2) as (h, w), and ``index``, ``image_path``, ``phrase`` (length B).
-    """
-    decoded = decode_topk(pred_anchor, geometry.image_size, geometry.anchors, geometry.anchor_imsize, k=1)
-    device = decoded.boxes.device
-    pred = boxes_to_original(decoded.boxes[:, 0], *letterbox_meta(meta, device))  # (B, 4)
-    target = centre_cell(meta["boxes"].to(device), geometry.image_size, geometry.anchors, geometry.anchor_imsize)
-    centre_hit = (decoded.gi[:, 0] == target.gi) & (decoded.gj[:, 0] == target.gj)
-    return score_boxes(pred, meta, geometry.image_size, centre_hit)
-
-
-def score_boxes(pred: Tensor, meta: dict[str, Any], image_size: int, centre_hit: Tensor | None = None
-                ) -> list[dict[str, Any]]:
-    """Records of (B, 4) predicted boxes already in original pixels against the ground truth in ``meta``."""
-    gt = gt_to_original(meta["boxes"].to(pred.device), image_size, *letterbox_meta(meta, pred.device))  # (B, 4)
-    iou = box_iou(pred, gt).tolist()
-    pred, gt = pred.tolist(), gt.tolist()  # one device sync per batch, not per value
-    hits_centre = None if centre_hit is None else centre_hit.tolist()
-    extra = {k: meta[k] for k in ("video", "frame") if k in meta}
-    records = []
-    for b in range(len(pred)):
-        record = {
-            "index": int(meta["index"][b]),
-            "image": meta["image_path"][b],
-            "phrase": meta["phrase"][b],
-            "pred": [round(v, 4) for v in pred[b]],
-            "gt": [round(v, 4) for v in gt[b]],
-            "iou": iou[b],
-            "hit": iou[b] > 0.5,
-        }
-        if hits_centre is not None:
-            # quirk: the reference compares gi and gj only, not the scale (docs/behaviour.md §7 "centre accuracy")
-            record["centre_hit"] = hits_centre[b]
-        record.update({k: int(v[b]) for k, v in extra.items()})
-        records.append(record)
-    return records
-
-
 def _grounded_frame_meta(batch: dict) -> dict[str, Any]:
     """The per-sample evaluation metadata of the grounded frame (the centre of a video window)."""
-    if "images" in batch:
-        centre = window_centre(batch["images"].shape[1])
-        meta = {k: batch[k][:, centre] for k in META_KEYS}
-    else:
-        meta = {"boxes": batch["box"], **{k: batch[k] for k in META_KEYS[1:]}}
+    centre = window_centre(batch["images"].shape[1])
+    meta = {"boxes": batch["boxes"][:, centre], "letterbox": batch["letterbox"].select((slice(None), centre))}
     meta.update({k: batch[k] for k in ("index", "image_path", "phrase", "video", "frame") if k in batch})
     return meta
 
@@ -189,7 +138,7 @@ def evaluate_images(
     records: list[dict[str, Any]] = []
     for batch in progress_bar(loader, enabled=progress, leave=False, desc="evaluate", unit="batch"):
         with autocast(device, amp_dtype):
-            outputs = model(batch["image"].to(device), batch["word_id"].to(device))
+            outputs = model(batch["images"].to(device), batch["word_id"].to(device), "window")
         records += score_predictions(outputs_to_float32(outputs)["pred_anchor"], _grounded_frame_meta(batch), geometry)
     return records
 
@@ -218,7 +167,8 @@ def evaluate_video_windows(
                 outputs = model(batch["images"][b : b + 1].to(device), batch["word_id"][b : b + 1].to(device),
                                 "window")
             outputs = outputs_to_float32(outputs)
-            window_meta = {k: v[b : b + 1] for k, v in meta.items()}
+            window_meta = {k: v.select(slice(b, b + 1)) if isinstance(v, Letterbox) else v[b : b + 1]
+                           for k, v in meta.items()}
             records += score_predictions(outputs["pred_anchor"], window_meta, geometry)
             if cache_dir is not None:
                 write_cache(outputs, window_meta, geometry, cache_dir)
@@ -250,16 +200,3 @@ def evaluate_video(
         if cache_dir is not None:
             write_cache(outputs, meta, geometry, cache_dir)
     return sorted(records, key=lambda r: r["index"])
-
-
-# ---------------------------------------------------------------------------------------------- summaries
-
-def summarize(records: list[dict[str, Any]]) -> dict[str, float]:
-    """Accuracy (IoU > 0.5), mean IoU, and centre accuracy where the records carry it, of evaluation records."""
-    n = len(records)
-    summary: dict[str, float] = {"count": n}
-    summary["accuracy"] = sum(r["hit"] for r in records) / n if n else float("nan")
-    summary["miou"] = sum(r["iou"] for r in records) / n if n else float("nan")
-    if n and all("centre_hit" in r for r in records):
-        summary["centre_accuracy"] = sum(r["centre_hit"] for r in records) / n
-    return summary

@@ -1,8 +1,8 @@
 """Ground sentences in your own videos and images: the :class:`Grounder` API behind ``ground.py``.
 
     grounder = Grounder.from_checkpoint("saved_models/cgslatt_model_best.pth.tar")
-    for record in grounder.ground(read_frames(["clip.mp4"]), ["the red car on the left"]):
-        print(record["frame"], record["box"])
+    for prediction in grounder.ground(read_frames(["clip.mp4"]), ["the red car on the left"]):
+        print(prediction.frame, prediction.box)
 
 Frames are decoded once, in order, and never held beyond the windows that still need them: the streaming core
 of the test script's evaluation (:func:`app.stream.ground_stream`) computes each frame's backbone once for all
@@ -30,13 +30,14 @@ import torch
 from torch import nn
 
 from app.cache import CACHE_TOPK, CacheEntry, VideoRescorer, topk_candidates
+from app.records import Candidate, Pick, Prediction
 from app.stream import ground_stream
 from dataset.common import check_image_file
-from model import DEFAULT_CFG, build_grounding_model
-from utils.checkpoint import INFERENCE_KEY, load_model_state, model_kind, read_checkpoint
+from model import DEFAULT_CFG, build_grounding_model, model_kind
+from utils.checkpoint import INFERENCE_KEY, load_model_state, read_checkpoint
 from utils.geometry import DEFAULT_ANCHORS, Geometry
 from utils.io import UserInputError
-from utils.letterbox import letterbox
+from utils.letterbox import Letterbox, letterbox
 from utils.transforms import to_tensor
 from utils.video import probe_video, read_video
 from utils.windows import EVAL_FRAMES
@@ -125,7 +126,7 @@ def corpus_from_words(words: Sequence[str]) -> Corpus:
 
 class Grounder:
     """A grounding model ready for inference: ``kind`` 'video' (CG-SL-Att, 5-frame windows) or 'image' (SL-Att,
-    each frame alone). Build it with :meth:`from_checkpoint`; :meth:`ground` streams frames and yields records."""
+    each frame alone). Build it with :meth:`from_checkpoint`; :meth:`ground` streams frames and yields predictions."""
 
     def __init__(self, model: nn.Module, kind: str, corpus: Corpus, geometry: Geometry, max_query_len: int = 20,
                  device: torch.device | None = None, amp_dtype: torch.dtype | None = None,
@@ -191,14 +192,12 @@ class Grounder:
         return self.corpus.tokenize(sentence.lower(), self.max_query_len)
 
     def ground(self, frames: Iterable[SourceFrame], sentences: Sequence[str], stride: int = 1, top_k: int = 5,
-               post_process: bool = False) -> Iterator[dict[str, Any]]:
-        """One record per grounded frame and sentence, in frame then sentence order.
+               post_process: bool = False) -> Iterator[Prediction]:
+        """One :class:`app.records.Prediction` per grounded frame and sentence, in frame then sentence order.
 
-        Every ``stride``-th frame of each clip is grounded (windows are made of the grounded frames). A record
-        has ``frame``, ``clip``, ``name``, ``time`` (the frame's, see :class:`SourceFrame`), ``sentence`` (its
-        number) and ``phrase``, ``box`` [x1, y1, x2, y2] in original pixels, ``score``, and ``candidates`` (the
-        ``top_k`` most confident boxes with their scores).
-        With ``post_process`` (video model) the box is the candidate the §8 re-scoring picks (``candidate``).
+        Every ``stride``-th frame of each clip is grounded (windows are made of the grounded frames); each
+        prediction keeps its ``top_k`` most confident candidates. With ``post_process`` (video model) the box is
+        the candidate the §8 re-scoring picks (``candidate``).
         """
         if not sentences:
             raise UserInputError("no sentence to ground: pass --phrase (or --phrases FILE)")
@@ -213,22 +212,20 @@ class Grounder:
         num_frames = EVAL_FRAMES if self.kind == "video" else 1
         batches = self._batches(_strided(frames, stride), sentences, word_ids)
         grounded = ground_stream(self.model, batches, self.device, num_frames, self.batch_size, self.amp_dtype)
-        records = (record for outputs, meta in grounded for record in self._decode(outputs, meta))
-        for record in _rescored(records, len(sentences)) if post_process else records:
-            record.pop("_entry")
-            record["candidates"] = record["candidates"][:top_k]
-            yield record
+        decoded = (row for outputs, meta in grounded for row in self._decode(outputs, meta))
+        predictions = _rescored(decoded, len(sentences)) if post_process else (p for p, _ in decoded)
+        for prediction in predictions:
+            prediction.candidates = prediction.candidates[:top_k]
+            yield prediction
 
     def _batches(self, frames: Iterable[tuple[SourceFrame, int, bool]], sentences: Sequence[str],
                  word_ids: list[torch.Tensor]) -> Iterator[dict[str, Any]]:
         """Letterboxed frames, ``batch_size`` at a time, as :func:`app.stream.ground_stream` takes them."""
-        batch: list[tuple[np.ndarray, SourceFrame, int, bool, dict]] = []
+        batch: list[tuple[np.ndarray, SourceFrame, int, bool, Letterbox]] = []
         for frame, t, last in frames:
             h, w = frame.image.shape[:2]
             img, ratio, dw, dh = letterbox(cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB), self.geometry.image_size)
-            geometry = {"ratio": torch.tensor(ratio, dtype=torch.float32), "dw": torch.tensor(dw, dtype=torch.float32),
-                        "dh": torch.tensor(dh, dtype=torch.float32), "orig_size": torch.tensor([h, w])}
-            batch.append((img, frame, t, last, geometry))
+            batch.append((img, frame, t, last, Letterbox.build(ratio, dw, dh, (h, w))))
             if len(batch) == self.batch_size:
                 yield self._collate(batch, sentences, word_ids)
                 batch = []
@@ -242,22 +239,22 @@ class Grounder:
             "clip": [frame.clip for _, frame, *_ in batch],
             "frame": [t for _, _, t, _, _ in batch],
             "length": [t + 1 if last else None for _, _, t, last, _ in batch],
-            "queries": [[{**geometry, "word_id": word_id, "sentence": s, "phrase": sentences[s],
+            "queries": [[{"letterbox": frame_letterbox, "word_id": word_id, "sentence": s, "phrase": sentences[s],
                           "frame": frame.index, "clip": frame.clip, "name": frame.name, "time": frame.time}
-                         for s, word_id in enumerate(word_ids)] for _, frame, _, _, geometry in batch],
+                         for s, word_id in enumerate(word_ids)] for _, frame, _, _, frame_letterbox in batch],
         }
 
-    def _decode(self, outputs: dict, meta: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """Records of a batch of grounded rows with their top-5 candidates (and, for the re-scoring, ``_entry``:
-        the candidates as a one-frame :class:`CacheEntry`)."""
+    def _decode(self, outputs: dict, meta: dict[str, Any]) -> Iterator[tuple[Prediction, CacheEntry | None]]:
+        """The predictions of a batch of grounded rows with their top-5 candidates, each with those candidates
+        as a one-frame :class:`CacheEntry` for the re-scoring (None for the image model)."""
         boxes, scores, feats = (None if t is None else t.float().cpu()
                                 for t in topk_candidates(outputs, meta, self.geometry, CACHE_TOPK))
         for r in range(boxes.shape[0]):
-            candidates = [{"box": _rounded(boxes[r, k]), "score": float(scores[r, k])} for k in range(CACHE_TOPK)]
-            yield {"frame": meta["frame"][r], "clip": meta["clip"][r], "name": meta["name"][r], "time": meta["time"][r],
-                   "sentence": meta["sentence"][r], "phrase": meta["phrase"][r], **candidates[0],
-                   "candidates": candidates,
-                   "_entry": None if feats is None else CacheEntry(boxes[r:r + 1], scores[r:r + 1], feats[r:r + 1])}
+            candidates = [Candidate(_rounded(boxes[r, k]), float(scores[r, k])) for k in range(CACHE_TOPK)]
+            prediction = Prediction(meta["frame"][r], meta["clip"][r], meta["name"][r], meta["time"][r],
+                                    meta["sentence"][r], meta["phrase"][r], candidates[0].box, candidates[0].score,
+                                    candidates)
+            yield prediction, None if feats is None else CacheEntry(boxes[r:r + 1], scores[r:r + 1], feats[r:r + 1])
 
 
 def _rounded(box: torch.Tensor) -> list[float]:
@@ -282,40 +279,40 @@ def _strided(frames: Iterable[SourceFrame], stride: int) -> Iterator[tuple[Sourc
         yield previous[0], previous[1], True
 
 
-def _rescored(records: Iterable[dict[str, Any]], sentences: int) -> Iterator[dict[str, Any]]:
-    """The records with the box and score of the candidate the §8 re-scoring picks (``candidate``), in order.
+def _rescored(decoded: Iterable[tuple[Prediction, CacheEntry]], sentences: int) -> Iterator[Prediction]:
+    """The predictions with the box and score of the candidate the §8 re-scoring picks (``candidate``), in order.
 
-    Records come clip by clip, frame by frame, all sentences of a frame together; each sentence's
-    :class:`VideoRescorer` lags a couple of frames behind, so records wait in ``held`` until their pick is known.
+    Predictions come clip by clip, frame by frame, all sentences of a frame together; each sentence's
+    :class:`VideoRescorer` lags a couple of frames behind, so predictions wait in ``held`` until their pick is
+    known.
     """
-    held: list[dict[str, Any]] = []
+    held: list[Prediction] = []
     rescorers: list[VideoRescorer] = []
     first: list[int] = []  # per sentence: position in ``held`` of its kept frame 0 in the current clip
     clip = None
 
-    def pick(s: int, picks: list[tuple[int, int, torch.Tensor]]) -> None:
-        for t, b, _ in picks:
-            record = held[first[s] + t * sentences]
-            record.update(candidate=b, **record["candidates"][b])
+    def pick(s: int, picks: list[Pick]) -> None:
+        for p in picks:
+            held[first[s] + p.frame * sentences].pick(p.candidate)
 
-    def release() -> Iterator[dict[str, Any]]:
+    def release() -> Iterator[Prediction]:
         done = 0
-        while done < len(held) and "candidate" in held[done]:
+        while done < len(held) and held[done].candidate is not None:
             done += 1
         yield from held[:done]
         del held[:done]
         first[:] = [f - done for f in first]
 
-    for record in records:
-        if record["clip"] != clip:
+    for prediction, entry in decoded:
+        if prediction.clip != clip:
             for s, rescorer in enumerate(rescorers):
                 pick(s, rescorer.finish())
             yield from release()
-            clip, rescorers = record["clip"], [VideoRescorer(EVAL_FRAMES) for _ in range(sentences)]
+            clip, rescorers = prediction.clip, [VideoRescorer(EVAL_FRAMES) for _ in range(sentences)]
             first = [len(held) + s for s in range(sentences)]
-        s = record["sentence"]
-        held.append(record)
-        pick(s, rescorers[s].push(record["_entry"]))
+        s = prediction.sentence
+        held.append(prediction)
+        pick(s, rescorers[s].push(entry))
         yield from release()
     for s, rescorer in enumerate(rescorers):
         pick(s, rescorer.finish())

@@ -29,17 +29,20 @@ from app.builders import (
 )
 from app.cache import default_cache_dir, write_cache_manifest
 from app.checks import checkpoint_paths
-from app.engine import evaluate_images, evaluate_video, evaluate_video_windows, summarize, train_one_epoch
+from app.engine import evaluate_images, evaluate_video, evaluate_video_windows, train_one_epoch
 from app.predictions import save_plots, write_predictions
+from app.records import summarize
 from dataset.referit_loader import ReferDataset
 from dataset.vid_loader import VIDDataset, collate_clip_frames, group_videos
 from model.losses import GroundingCriterion
 from utils.checkpoint import (
     capture_rng_state,
+    check_resume_flags,
     load_model_state,
     read_checkpoint,
     resume_training,
     save_training_checkpoint,
+    training_flags,
 )
 from utils.cli import keeps
 from utils.distributed import all_gather_objects, barrier
@@ -118,49 +121,6 @@ def wrap_ddp(model: nn.Module, rt: Runtime) -> nn.Module:
     return DistributedDataParallel(model, device_ids=device_ids)
 
 
-# Flags stored in a checkpoint and compared on --resume. A mismatch in any stored flag not listed here changes what
-# the resumed run computes (schedule, data, model, numerics, best-model selection) and is refused; these only
-# change where things are read or written, how the run reports, or what it did before the checkpoint: warned.
-RESUME_NEUTRAL_FLAGS = ("data_root", "split_root", "corpus", "workers", "print_freq", "log_dir", "save_dir",
-                        "savename", "no_progress", "gpu", "overwrite", "pretrain", "darknet_weights", "eval_method")
-# evaluation-only flags: not part of a training run
-UNSTORED_FLAGS = ("resume", "test", "test_split", "save_pred", "save_plot", "max_plots", "cache", "cache_dir")
-
-
-def training_flags(args: argparse.Namespace) -> dict[str, Any]:
-    """The flags a checkpoint stores (plain values, so the safe loader reads them back)."""
-    return {k: v for k, v in vars(args).items() if k not in UNSTORED_FLAGS}
-
-
-def _same_flag(name: str, stored: Any, current: Any) -> bool:
-    if name == "cfg" and stored != current and Path(stored).is_file() and Path(current).is_file():
-        return Path(stored).read_bytes() == Path(current).read_bytes()  # the same cfg moved with the repository
-    return stored == current
-
-
-def check_resume_flags(args: argparse.Namespace, checkpoint: dict, logger: logging.Logger) -> None:
-    """Refuse to resume with flags that change the run; warn for flags that do not (see the lists above).
-
-    Checkpoints without stored flags (the authors', or ours from before they were stored) resume with a warning.
-    """
-    stored = checkpoint.get("args")
-    if not isinstance(stored, dict):
-        logger.warning("warning: %s holds no training flags (e.g. a released checkpoint): this run's flags "
-                       "cannot be checked against the ones it was trained with", args.resume)
-        return
-    current = training_flags(args)
-    differing = [k for k in current if k in stored and not _same_flag(k, stored[k], current[k])]
-    changed = [k for k in differing if k not in RESUME_NEUTRAL_FLAGS]
-    if changed:
-        raise UserInputError(
-            f"--resume {args.resume} was trained with " + " ".join(f"--{k} {stored[k]!r}" for k in changed)
-            + ", this run has " + " ".join(f"--{k} {current[k]!r}" for k in changed)
-            + ": that changes the run (resume with the checkpoint's values, or start a new --savename)")
-    if differing:
-        logger.warning("warning: resuming %s with other %s than it was trained with; they do not change the run",
-                       args.resume, ", ".join(f"--{k} ({stored[k]!r} -> {current[k]!r})" for k in differing))
-
-
 def evaluate_split(args: argparse.Namespace, rt: Runtime, model: nn.Module, dataset: VIDDataset | ReferDataset,
                    geometry: Geometry) -> Records:
     """Validation: windows for a video dataset (``--eval_method``), images for an image dataset."""
@@ -187,7 +147,7 @@ def _train(args: argparse.Namespace, rt: Runtime, model: nn.Module, train_set: V
     latest, best_path = checkpoint_paths(args)
     checkpoint = read_checkpoint(args.resume) if args.resume else {}
     if args.resume:
-        check_resume_flags(args, checkpoint, rt.logger)
+        check_resume_flags(vars(args), checkpoint, rt.logger)
     elif not args.overwrite and (latest.exists() or best_path.exists()):
         raise UserInputError(f"{latest} already exists: choose another --savename, --resume it, or pass "
                              "--overwrite to start over")
@@ -205,7 +165,7 @@ def _train(args: argparse.Namespace, rt: Runtime, model: nn.Module, train_set: V
                        best_accuracy, "" if exact else "; it holds no RNG state for this number of processes, "
                        "so the run is not bit-exact")
     lr_scheduler = build_lr_scheduler(args, optimizer, len(loader), start_epoch * len(loader))
-    if "lr_scheduler" in checkpoint:  # (older checkpoints: the position above follows from the epoch)
+    if "lr_scheduler" in checkpoint:  # else the position above follows from the epoch
         lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
     criterion = GroundingCriterion().to(rt.device)
     trained = wrap_ddp(model, rt)
@@ -230,7 +190,7 @@ def _train(args: argparse.Namespace, rt: Runtime, model: nn.Module, train_set: V
         if rt.is_main:
             for path in [latest, best_path] if is_best else [latest]:
                 save_training_checkpoint(path, model, optimizer, epoch + 1, best_accuracy, scaler, rng_states,
-                                         lr_scheduler, training_flags(args), inference)
+                                         lr_scheduler, training_flags(vars(args)), inference)
         barrier()
     return best_accuracy
 

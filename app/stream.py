@@ -13,8 +13,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import default_collate
 
 from utils.amp import autocast, outputs_to_float32
+from utils.letterbox import Letterbox
 from utils.windows import window_indices, window_positions
 
 
@@ -93,9 +95,10 @@ class WindowStream:
 
 
 def collate_meta(metas: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-sample metadata dicts -> one dict: tensors stacked along a new first dim, other values listed."""
-    return {key: torch.stack([m[key] for m in metas]) if isinstance(first, Tensor) else [m[key] for m in metas]
-            for key, first in metas[0].items()}
+    """Per-sample metadata dicts -> one dict: tensors (and each field of a :class:`Letterbox`) stacked along a new
+    first dim, other values listed."""
+    return {key: default_collate([m[key] for m in metas]) if isinstance(first, (Tensor, Letterbox))
+            else [m[key] for m in metas] for key, first in metas[0].items()}
 
 
 def ground_windows(model: nn.Module, windows: list[Window], device: torch.device,

@@ -269,12 +269,12 @@ class JobQueue:
         grounder.amp_dtype = self.amp_dtype if options.amp else None
         rows, lines = [], []
         with VideoWriter(job.folder / "annotated.mp4", fps) as video:
-            for records in ground_and_draw(grounder, self._frames(source), job.sentences, video.write,
+            for predictions in ground_and_draw(grounder, self._frames(source), job.sentences, video.write,
                                            stride=options.stride, post_process=options.post_process):
-                for record in records:
-                    line = json_record(record, source, fps)
+                for prediction in predictions:
+                    line = json_record(prediction, source, fps)
                     lines.append(json.dumps(line))
-                    rows.append({"frame": line["frame"], "time": line["time"], "sentence": record["sentence"],
+                    rows.append({"frame": line["frame"], "time": line["time"], "sentence": prediction.sentence,
                                  "box": line["box"], "score": round(line["score"], 4)})
                 with self.lock:
                     job.done += 1
@@ -412,7 +412,11 @@ def create_app(jobs: JobQueue, model_name: str) -> FastAPI:
                 job_id, folder = jobs.new_folder()
             else:
                 raise WebError(NO_CLIP)
-        job = jobs.submit(job_id, folder, clip, sentences, warnings, options)
+        try:
+            job = jobs.submit(job_id, folder, clip, sentences, warnings, options)
+        except WebError:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         return jobs.status(job)
 
     @app.get("/api/jobs/{job_id}")

@@ -28,6 +28,7 @@ from app.analysis import CLEAN, HARD, Table, load_degradations, markdown_table
 from app.grounder import Grounder
 from dataset.vid_loader import VIDDataset
 from model.cogrounding import ATTENTION_SCALE
+from model.grounding import GroundingModel
 from utils.cli import ArgumentParser, positive_int
 from utils.io import atomic_write_text
 from utils.windows import EVAL_FRAMES
@@ -41,9 +42,26 @@ def attention_stats(weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return entropy.flatten(1).mean(1), weights.amax(-1).flatten(1).mean(1)
 
 
+def window_attention(model: GroundingModel, images: torch.Tensor) -> list[torch.Tensor]:
+    """Per scale (W, T - 1, hw, hw): the weights with which each cell of a window's centre frame attends to the
+    cells of each other frame, ``softmax_j(10 <x_i, y_j>)`` over the frames' ``fvisu`` (docs/behaviour.md §5).
+
+    They depend only on the layers SL-Att and CG-SL-Att share, so an SL-Att checkpoint gives the attention its
+    CG-SL-Att starts from (``--pretrain``). ``images`` (W, T, 3, S, S), T odd."""
+    w, t = images.shape[:2]
+    c = t // 2
+    weights = []
+    for visual in GroundingModel.frame_features(model, images.flatten(0, 1)):  # per scale (W*T, E, h, w)
+        cells = visual.flatten(2).transpose(1, 2).unflatten(0, (w, t)).float()  # (W, T, hw, E)
+        partners = torch.cat([cells[:, :c], cells[:, c + 1:]], dim=1)  # (W, T-1, hw, E)
+        weights.append(torch.softmax(ATTENTION_SCALE * cells[:, c, None] @ partners.transpose(2, 3), dim=-1))
+    return weights
+
+
 def measure(path: str, data: Path, batch_size: int, max_windows: int | None) -> dict[str, list[tuple]]:
-    """Per scale, one ``(centre image, entropy, peak)`` per measured window of checkpoint ``path``."""
-    grounder = Grounder.from_checkpoint(path, kind="video")
+    """Per scale, one ``(centre image, entropy, peak)`` per measured window of checkpoint ``path`` (CG-SL-Att, or
+    SL-Att for the attention at the start of CG-SL-Att's training)."""
+    grounder = Grounder.from_checkpoint(path)
     model = grounder.model.eval()
     dataset = VIDDataset(data, data, "VID", "test", grounder.corpus, image_size=grounder.geometry.image_size,
                          num_frames=EVAL_FRAMES, max_query_len=grounder.max_query_len)
@@ -56,25 +74,13 @@ def measure(path: str, data: Path, batch_size: int, max_windows: int | None) -> 
             chosen.append(i)
     chosen = chosen[:max_windows] if max_windows else chosen
     found: dict[str, list[tuple]] = defaultdict(list)
-    batch_images: list[str] = []
-    original = model.co_attend
-
-    def co_attend(x: torch.Tensor, partners: list[torch.Tensor], scale: int) -> torch.Tensor:
-        e = x.shape[2] // 2
-        query = x[..., :e].float()  # (M, hw, E)
-        weights = torch.cat([torch.softmax(ATTENTION_SCALE * query[:, None] @ y[..., :e].float().transpose(2, 3),
-                                           dim=-1) for y in partners], dim=1)  # (M, P, hw, hw_y)
-        entropy, peak = attention_stats(weights)
-        name = f"scale {scale} ({weights.shape[-1]} keys)"
-        found[name] += zip(batch_images, entropy.tolist(), peak.tolist())
-        return original(x, partners, scale)
-
-    model.co_attend = co_attend
     loader = DataLoader(Subset(dataset, chosen), batch_size=batch_size, shuffle=False, num_workers=0)
     with torch.no_grad():
         for batch in loader:
-            batch_images[:] = batch["image_path"]
-            model(batch["images"].to(grounder.device), batch["word_id"].to(grounder.device), "window")
+            for scale, weights in enumerate(window_attention(model, batch["images"].to(grounder.device))):
+                entropy, peak = attention_stats(weights)
+                found[f"scale {scale} ({weights.shape[-1]} keys)"] += zip(batch["image_path"], entropy.tolist(),
+                                                                          peak.tolist())
     return found
 
 
@@ -93,7 +99,10 @@ def summarise(runs: dict[str, list[dict[str, list[tuple]]]], degradations: dict[
                 for found in checkpoints:
                     rows = [r for r in found[scale] if group == "all"
                             or (group == CLEAN) == (not degradations[r[0]])]
-                    values.append((np.mean([r[1] for r in rows]), np.mean([r[2] for r in rows]), len(rows)))
+                    if rows:
+                        values.append((np.mean([r[1] for r in rows]), np.mean([r[2] for r in rows]), len(rows)))
+                if len(values) < len(checkpoints):  # no window of this group
+                    continue
                 values = np.array(values)
                 out[label][scale][group] = {
                     "windows": int(values[0, 2]), "entropy": float(values[:, 0].mean()),
@@ -118,7 +127,8 @@ def table(summary: dict[str, dict]) -> Table:
 
 def main() -> None:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoints", nargs="+", help="LABEL=PATH of CG-SL-Att checkpoints")
+    parser.add_argument("checkpoints", nargs="+",
+                        help="LABEL=PATH of CG-SL-Att checkpoints (or SL-Att: the attention CG-SL-Att starts from)")
     parser.add_argument("--data", required=True, help="the synthetic set the checkpoints were trained on")
     parser.add_argument("--batch_size", type=positive_int, default=8, help="windows per forward")
     parser.add_argument("--max_windows", type=positive_int, default=None, help="measure at most this many windows")

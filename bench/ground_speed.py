@@ -36,8 +36,8 @@ def clip(frames: int, seed: int = 0) -> list[SourceFrame]:
 
 def seconds(grounder: Grounder, frames: list[SourceFrame], sentences: int) -> float:
     start = time.perf_counter()
-    records = list(grounder.ground(frames, SENTENCES[:sentences]))
-    assert len(records) == len(frames) * sentences
+    predictions = list(grounder.ground(frames, SENTENCES[:sentences]))
+    assert len(predictions) == len(frames) * sentences
     return time.perf_counter() - start
 
 

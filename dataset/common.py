@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from utils.io import UserInputError, safe_load
+from utils.letterbox import Letterbox
 from utils.transforms import Rng, eval_frame, swap_left_right, to_tensor, train_frame
 from utils.word_utils import Corpus, has_known_word
 
@@ -242,8 +243,5 @@ def stack_frames(frames: Sequence[tuple[np.ndarray, np.ndarray, float, float, fl
     return {
         "images": to_tensor(np.stack(imgs)),  # (T, 3, S, S)
         "boxes": torch.tensor(np.stack(boxes), dtype=torch.float32),  # (T, 4)
-        "ratio": torch.tensor(ratio, dtype=torch.float32),  # (T,)
-        "dw": torch.tensor(dw, dtype=torch.float32),
-        "dh": torch.tensor(dh, dtype=torch.float32),
-        "orig_size": torch.tensor(sizes, dtype=torch.long),  # (T, 2) (h, w)
+        "letterbox": Letterbox.build(ratio, dw, dh, sizes),  # fields (T,), orig_size (T, 2)
     }

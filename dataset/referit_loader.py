@@ -113,7 +113,6 @@ class ReferDataset(Dataset):
         phrase, word_id = encode_phrase(phrase, self.corpus, self.max_query_len, flip, self._source(index))
         frame, size = load_frame(self.root / image_file, corner_box(box, self.xywh), self.index_path,
                                  self.image_size, self.augment, flip, self.rng, self._source(index))
-        frames = stack_frames([frame], [size])
-        return {"image": frames["images"][0], "word_id": word_id, "box": frames["boxes"][0],
-                "ratio": frames["ratio"][0], "dw": frames["dw"][0], "dh": frames["dh"][0],
-                "orig_size": frames["orig_size"][0], "index": index, "phrase": phrase, "image_path": image_file}
+        item = stack_frames([frame], [size])  # a one-frame sample, the video datasets' layout
+        item.update(word_id=word_id, index=index, phrase=phrase, image_path=image_file)
+        return item

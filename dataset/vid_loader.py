@@ -33,7 +33,7 @@ from dataset.common import (
 )
 from dataset.names import VIDEO_DATASETS
 from utils.io import UserInputError
-from utils.letterbox import letterbox_geometry
+from utils.letterbox import Letterbox, letterbox_geometry
 from utils.transforms import Rng, eval_box, to_tensor
 from utils.windows import TRAIN_FRAMES, window_indices
 from utils.word_utils import Corpus
@@ -128,10 +128,10 @@ class VIDDataset(Dataset):
         return image_size(self.root / self.videos[video_idx][frame_idx][0], self.index_path)
 
     def frame_meta(self, index: int) -> dict[str, Any]:
-        """Evaluation metadata of sample ``index``'s own frame without decoding it (docs/behaviour.md §7 geometry from
-        the
-        file header): ``boxes`` (4,) letterboxed ground truth, ``ratio``/``dw``/``dh``, ``orig_size`` (h, w),
-        ``index``, ``image_path``, ``phrase``, ``video``, ``frame`` (used to score cached predictions)."""
+        """Evaluation metadata of sample ``index``'s own frame, its docs/behaviour.md §7 letterbox computed from the
+        file header without decoding the image: ``boxes`` (4,) letterboxed ground truth, ``ratio``/``dw``/``dh``,
+        ``orig_size`` (h, w), ``index``, ``image_path``, ``phrase``, ``video``, ``frame`` (to score cached
+        predictions)."""
         v, t = self.samples[index]
         path, box, phrase = self.videos[v][t]
         h, w = self.frame_size(v, t)
@@ -139,10 +139,7 @@ class VIDDataset(Dataset):
         ratio, _, _, dw, dh = letterbox_geometry(h, w, self.image_size)
         return {
             "boxes": torch.tensor(eval_box(int_box(box), ratio, dw, dh), dtype=torch.float32),
-            "ratio": torch.tensor(ratio, dtype=torch.float32),
-            "dw": torch.tensor(dw, dtype=torch.float32),
-            "dh": torch.tensor(dh, dtype=torch.float32),
-            "orig_size": torch.tensor([h, w]),
+            "letterbox": Letterbox.build(ratio, dw, dh, (h, w)),
             "index": index, "image_path": path, "phrase": phrase.lower(), "video": v, "frame": t,
         }
 
@@ -190,14 +187,13 @@ class VIDClipFrames(Dataset):
         c, t = self.items[index]
         group = self.clips[c]
         (img, _, ratio, dw, dh), (h, w) = ds._frame(group[0], t, augment=False, flip=False)
-        geometry = {"ratio": torch.tensor(ratio, dtype=torch.float32), "dw": torch.tensor(dw, dtype=torch.float32),
-                    "dh": torch.tensor(dh, dtype=torch.float32), "orig_size": torch.tensor([h, w])}
+        letterbox = Letterbox.build(ratio, dw, dh, (h, w))
         queries = []
         for v in group:
             path, box, phrase = ds.videos[v][t]
             phrase, word_id = encode_phrase(phrase, ds.corpus, ds.max_query_len, False, ds._source(v, t))
             box = torch.tensor(eval_box(int_box(box), ratio, dw, dh), dtype=torch.float32)
-            queries.append({"boxes": box, **geometry, "index": self.starts[v] + t, "image_path": path,
+            queries.append({"boxes": box, "letterbox": letterbox, "index": self.starts[v] + t, "image_path": path,
                             "phrase": phrase, "video": v, "frame": t, "word_id": word_id})
         return {"image": to_tensor(img[None])[0], "clip": c, "frame": t,
                 "length": len(ds.videos[group[0]]), "queries": queries}

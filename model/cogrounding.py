@@ -19,14 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.darknet import DEFAULT_CFG
-from model.grounding import GroundingModel
+from model.grounding import LAYOUTS, GroundingModel
 from model.layers import ConvBatchNormReLU, l2_normalize, split_conv1x1
 from utils.amp import autocast_off
 from utils.geometry import NUM_SCALES
 from utils.windows import window_centre
 
 ATTENTION_SCALE = 10.0  # softmax temperature of the co-attention (docs/behaviour.md §5)
-LAYOUTS = ("pairs", "window")
 
 
 class CoGroundingModel(GroundingModel):

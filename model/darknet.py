@@ -226,8 +226,8 @@ class Darknet(nn.Module):
         return [outputs[head.layer] for head in self.yolo_heads]
 
     def darknet_tensors(self) -> list[torch.Tensor]:
-        """Parameters/buffers in ``.weights`` order (docs/behaviour.md §3): per conv, bn bias, weight, mean, var, conv
-        weight."""
+        """Parameters and buffers in ``.weights`` order (docs/behaviour.md §3): per conv, the batch norm's bias,
+        weight, running mean and variance, then the conv weight."""
         tensors = []
         for i, block in enumerate(self.blocks):
             if block["type"] not in CONV_TYPES:

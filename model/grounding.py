@@ -21,6 +21,7 @@ from utils.io import UserInputError
 
 COORD_CHANNELS = 8
 LOC_EPS = 1e-6  # min-max normalisation of the location score (docs/behaviour.md §4.7)
+LAYOUTS = ("pairs", "window")  # which frames of a sample are grounded: every one, or the centre
 
 
 def _head(in_ch: int, emb_size: int, light: bool) -> tuple[nn.Sequential, nn.Sequential]:
@@ -44,7 +45,7 @@ def _head(in_ch: int, emb_size: int, light: bool) -> tuple[nn.Sequential, nn.Seq
 class GroundingModel(nn.Module):
     """The SL-Att image model. Submodule names (and their order) are the reference's, so checkpoints load.
 
-    ``forward(images (B, 3, S, S), word_id (B, L))`` returns a dict of per-scale lists (coarse to fine):
+    ``forward(images (B, 1, 3, S, S), word_id (B, L))`` returns a dict of per-scale lists (coarse to fine):
     ``pred_anchor`` (B, 3, 5, h, w) with the confidence already multiplied by ``sim`` and ``loc``,
     ``sim``, ``loc``, ``only_obj`` (B, h, w), ``visual`` (B, E, h, w) (the map ``sim`` used), and
     ``subject`` (B, E), the L2-normalised subject phrase vector.
@@ -171,6 +172,15 @@ class GroundingModel(nn.Module):
         return {"pred_anchor": pred_anchor, "sim": sim, "loc": loc, "only_obj": only_obj, "visual": visual,
                 "subject": subject}
 
-    def forward(self, images: torch.Tensor, word_id: torch.Tensor) -> dict:
-        """Ground ``word_id`` (B, L) in ``images`` (B, 3, S, S); see the class docstring for the outputs."""
-        return self.ground(self.frame_features(images), word_id)
+    def forward(self, images: torch.Tensor, word_id: torch.Tensor, layout: str = "window") -> dict:
+        """Ground ``word_id`` (B, L) in ``images`` (B, 1, 3, S, S); see the class docstring for the outputs.
+
+        The video model's input contract with one frame per sample, so ``layout`` ('pairs': every frame grounded;
+        'window': the centre frame) grounds that frame either way.
+        """
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        if images.dim() != 5 or images.shape[1] != 1:
+            raise ValueError(f"the image model grounds one frame per sample: expected (B, 1, 3, S, S), got "
+                             f"{tuple(images.shape)}")
+        return self.ground(self.frame_features(images[:, 0]), word_id)

@@ -10,11 +10,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import analyze
 from app.analysis import Frame, load_index_info, read_run, study_comparison
-from bench.attention import attention_stats
+from bench.attention import attention_stats, window_attention
 from bench.seed_study import aggregate, load_seed, markdown
+from model import SMALL_CFG, build_grounding_model
+from model.cogrounding import ATTENTION_SCALE
 from utils.bootstrap import cluster_bootstrap, two_level_bootstrap
 from utils.cli import run_main
 
@@ -260,3 +263,18 @@ def test_the_demo_compares_its_run_with_the_study_of_its_backbone_only() -> None
              "methods": {"CG-SL-Att": {"accuracy": {"mean": 0.7, "std": 0.02}}}}
     assert "CG-SL-Att 0.690 vs 0.700 ± 0.020" in study_comparison({"CG-SL-Att": 0.69}, study, "pretrained")
     assert "no comparison" in study_comparison({"CG-SL-Att": 0.69}, study, "random")
+
+
+def test_measured_attention_is_the_weighting_the_video_model_applies() -> None:
+    torch.manual_seed(0)
+    model = build_grounding_model("video", 10, SMALL_CFG, image_size=64, emb_size=16).eval()
+    images = torch.rand(2, 5, 3, 64, 64)
+    with torch.no_grad():
+        measured = window_attention(model, images)
+        for weights, feats in zip(measured, model.frame_features(images.flatten(0, 1))):
+            cells = feats.flatten(1, 2).unflatten(0, (2, 5))  # (W, T, hw, 2E)
+            e = cells.shape[-1] // 2
+            partners = torch.cat([cells[:, :2], cells[:, 3:]], dim=1)
+            expected = F.scaled_dot_product_attention(cells[:, 2, None, :, :e].expand(-1, 4, -1, -1),
+                                                      partners[..., :e], partners[..., e:], scale=ATTENTION_SCALE)
+            assert torch.allclose(weights @ partners[..., e:], expected, atol=1e-5)

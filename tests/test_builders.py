@@ -117,7 +117,7 @@ def test_freeze_backbone_leaves_it_out_of_the_optimizer_and_keeps_its_batch_norm
     assert backbone["params"] == [] and head["params"]
     assert not any(p.requires_grad for p in model.visumodel.parameters())
     before = {k: v.clone() for k, v in model.visumodel.state_dict().items()}
-    out = model(torch.rand(2, 3, 64, 64), torch.randint(1, 10, (2, 5)))
+    out = model(torch.rand(2, 1, 3, 64, 64), torch.randint(1, 10, (2, 5)))
     out["pred_anchor"][0].sum().backward()
     optimizer.step()
     assert not model.visumodel.training and model.mapping_visu.training

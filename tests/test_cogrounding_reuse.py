@@ -111,7 +111,7 @@ def test_forward_under_bf16_autocast_gives_finite_outputs(video, kind):
     frames, word_id = video
     torch.manual_seed(0)
     model = build_grounding_model(kind, VOCAB, SMALL_CFG, image_size=SIZE, emb_size=EMB).eval()
-    images = frames[0:2] if kind == "image" else frames[0:5].unsqueeze(0)
+    images = frames[0:2, None] if kind == "image" else frames[0:5].unsqueeze(0)
     args = (word_id.expand(2, -1),) if kind == "image" else (word_id, "window")
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(images, *args)

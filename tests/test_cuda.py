@@ -35,7 +35,7 @@ def _inputs(kind: str) -> tuple:
     generator = torch.Generator().manual_seed(1)
     word_id = torch.tensor([[3, 5, 7, 2, 0, 0], [4, 4, 9, 0, 0, 0]])
     if kind == "image":
-        return torch.randn(2, 3, SIZE, SIZE, generator=generator), word_id
+        return torch.randn(2, 1, 3, SIZE, SIZE, generator=generator), word_id
     return torch.randn(2, 5, 3, SIZE, SIZE, generator=generator), word_id, "window"
 
 

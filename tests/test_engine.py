@@ -8,14 +8,16 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Subset
 
-import app.engine
+import app.records
 from app.cache import load_cache_entry
-from app.engine import evaluate_video, evaluate_video_windows, score_boxes, summarize
+from app.engine import evaluate_video, evaluate_video_windows
+from app.records import score_boxes, summarize
 from app.stream import WindowStream
 from dataset.vid_loader import VIDDataset, collate_clip_frames
 from model import SMALL_CFG, build_grounding_model
 from utils.geometry import Geometry
 from utils.io import safe_load
+from utils.letterbox import Letterbox
 from utils.windows import window_indices
 from utils.word_utils import load_corpus
 
@@ -111,7 +113,7 @@ def model(test_set: VIDDataset) -> torch.nn.Module:
 def cells(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
     """The arg-max cell (flat over the 3 scales) of every scored sample, in scoring order."""
     seen: list[torch.Tensor] = []
-    decode = app.engine.decode_topk
+    decode = app.records.decode_topk
 
     def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         decoded = decode(*args, **kwargs)
@@ -119,7 +121,7 @@ def cells(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
             seen.append(decoded.cell[:, 0])
         return decoded
 
-    monkeypatch.setattr(app.engine, "decode_topk", spy)
+    monkeypatch.setattr(app.records, "decode_topk", spy)
     return seen
 
 
@@ -241,10 +243,7 @@ def hand_made_meta() -> dict:
     return {
         # sample 0: x2 = 70 lies past the letterbox edge and is clamped to S - 1 = 63 (docs/behaviour.md §7)
         "boxes": torch.tensor([[40.0, 24.0, 70.0, 40.0], [16.0, 24.0, 32.0, 40.0]]),
-        "ratio": torch.tensor([0.32, 0.32]),
-        "dw": torch.tensor([0.0, 0.0]),
-        "dh": torch.tensor([16.0, 16.0]),
-        "orig_size": torch.tensor([[100, 200], [100, 200]]),
+        "letterbox": Letterbox.build([0.32, 0.32], [0.0, 0.0], [16.0, 16.0], [(100, 200), (100, 200)]),
         "index": [7, 8],
         "image_path": ["frames/a/000000.JPEG", "frames/a/000001.JPEG"],
         "phrase": ["the red circle", "the big square"],

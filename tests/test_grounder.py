@@ -141,8 +141,8 @@ def test_image_checkpoint_gets_the_boxes_of_the_image_script(tiny_root, image_ck
         source = read_frames([tiny_root / r["image"] for r in chosen])
         got = list(grounder.ground(source, [phrase]))
         assert len(got) == len(chosen)
-        for record, reference in zip(got, chosen):
-            assert record["box"] == pytest.approx(reference["pred"], abs=BOX_ATOL)
+        for prediction, reference in zip(got, chosen):
+            assert prediction.box == pytest.approx(reference["pred"], abs=BOX_ATOL)
 
 
 def write_video(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
@@ -198,7 +198,7 @@ def test_mp4_gives_the_boxes_of_its_decoded_frames_as_a_folder(tiny_root, video_
     grounder = Grounder.from_checkpoint(video_ckpt)
     from_video = list(grounder.ground(read_frames([clip]), ["the red circle"]))
     from_folder = list(grounder.ground(read_frames([folder]), ["the red circle"]))
-    assert [r["box"] for r in from_video] == [r["box"] for r in from_folder]
+    assert [p.box for p in from_video] == [p.box for p in from_folder]
 
 
 def test_n_sentences_cost_one_backbone_pass_per_frame(tiny_root, video_ckpt, tmp_path, monkeypatch) -> None:  # noqa: ANN001
@@ -213,16 +213,17 @@ def test_n_sentences_cost_one_backbone_pass_per_frame(tiny_root, video_ckpt, tmp
     four = list(grounder.ground(read_frames([folder]), ["the red circle", "the blue square", "the green star",
                                                         "the red circle"]))
     assert sum(seen) == len(one) and len(four) == 4 * len(one)
-    torch.testing.assert_close(torch.tensor([r["box"] for r in four[::4]]), torch.tensor([r["box"] for r in one]),
+    torch.testing.assert_close(torch.tensor([p.box for p in four[::4]]), torch.tensor([p.box for p in one]),
                                atol=BOX_ATOL, rtol=0)
-    assert [r["box"] for r in four[3::4]] == [r["box"] for r in four[::4]]
+    assert [p.box for p in four[3::4]] == [p.box for p in four[::4]]
 
 
 def test_stride_grounds_every_kth_frame(tiny_root, video_ckpt, tmp_path) -> None:  # noqa: ANN001
     video = max(index_videos(tiny_root), key=len)
     folder = frames_folder(tiny_root, video, tmp_path / "v")
-    records = list(Grounder.from_checkpoint(video_ckpt).ground(read_frames([folder]), ["the red circle"], stride=2))
-    assert [r["frame"] for r in records] == list(range(0, len(video), 2))
+    predictions = list(Grounder.from_checkpoint(video_ckpt).ground(read_frames([folder]), ["the red circle"],
+                                                                   stride=2))
+    assert [p.frame for p in predictions] == list(range(0, len(video), 2))
 
 
 def test_folders_sort_frames_naturally() -> None:
@@ -235,9 +236,9 @@ def test_videos_of_one_to_four_frames_get_clipped_windows(count, tiny_root, vide
     """As the test script: every window clipped at both ends of the short video, one record per frame."""
     frames = video_frames(tiny_root, count)
     clip = write_video(tmp_path / "short.avi", frames)
-    records = list(Grounder.from_checkpoint(video_ckpt).ground(read_frames([clip]), ["the red circle"],
-                                                                post_process=True))
-    assert [r["frame"] for r in records] == list(range(count))
+    predictions = list(Grounder.from_checkpoint(video_ckpt).ground(read_frames([clip]), ["the red circle"],
+                                                                    post_process=True))
+    assert [p.frame for p in predictions] == list(range(count))
 
 
 def test_checkpoint_keeps_the_reference_keys_and_adds_what_inference_needs(video_ckpt) -> None:  # noqa: ANN001

@@ -58,6 +58,17 @@ def test_the_layer_check_sees_imports():
     assert any(m.startswith("utils") for m in imports["model.losses"])
 
 
+ENGINE_LOOPS = re.compile(r"train_one_epoch|evaluate_\w+")
+
+
+def test_only_the_loops_are_imported_from_the_engine():
+    """app/engine.py holds the training and evaluation loops; what they use has its own module."""
+    found = [f"{path.relative_to(ROOT)} imports {name}" for path in python_files()
+             for names in re.findall(r"^from app\.engine import \(?([^)\n]+)", _text(path), flags=re.MULTILINE)
+             for name in re.split(r"[,\s]+", names.strip()) if name and not ENGINE_LOOPS.fullmatch(name)]
+    assert found == [], "import these from their own module (app.stream, app.cache, app.records):\n" + "\n".join(found)
+
+
 def _text(path: Path) -> str:
     return path.read_text(encoding="utf-8", errors="replace")
 

@@ -105,8 +105,7 @@ def test_liotb_uses_its_own_folder_through_the_same_class(tmp_path):
 def test_eval_window_item_layout_and_letterboxed_box(tmp_path):
     write_vid(tmp_path, [[(grey(10 + 40 * t), [8.7, 4.2, 40.9, 30.5], "a red car") for t in range(4)]])
     item = vid(tmp_path, num_frames=5)[1]
-    assert set(item) == {"images", "word_id", "boxes", "ratio", "dw", "dh", "orig_size", "index", "phrase",
-                         "image_path"}
+    assert set(item) == {"images", "word_id", "boxes", "letterbox", "index", "phrase", "image_path"}
     assert item["images"].shape == (5, 3, 256, 256) and item["images"].dtype == torch.float32
     assert item["word_id"].shape == (20,) and item["word_id"].dtype == torch.long
     # frames 0, 0, 1, 2, 3 of a 4-frame video around t = 1 (grey levels 10 + 40 t)
@@ -114,9 +113,10 @@ def test_eval_window_item_layout_and_letterboxed_box(tmp_path):
     # 64x48 frame: ratio 4, dw 0, dh 32; box cast to int [8, 4, 40, 30] first
     expected_box = torch.tensor([32.0, 48.0, 160.0, 152.0])
     assert torch.equal(item["boxes"], expected_box.expand(5, 4))
-    assert torch.equal(item["ratio"], torch.full((5,), 4.0)) and torch.equal(item["dh"], torch.full((5,), 32.0))
-    assert torch.equal(item["dw"], torch.zeros(5))
-    assert torch.equal(item["orig_size"], torch.tensor([[48, 64]] * 5))
+    letterbox = item["letterbox"]
+    assert torch.equal(letterbox.ratio, torch.full((5,), 4.0)) and torch.equal(letterbox.dh, torch.full((5,), 32.0))
+    assert torch.equal(letterbox.dw, torch.zeros(5))
+    assert torch.equal(letterbox.orig_size, torch.tensor([[48, 64]] * 5))
     assert item["index"] == 1 and item["image_path"] == "Data/VID/vid00/000001.JPEG"
 
 
@@ -165,8 +165,8 @@ def test_per_frame_dataset_matches_window_centres(tmp_path):
         assert (item["clip"], item["frame"]) == windows.samples[i] == (query["video"], query["frame"])
         assert item["image"].shape == (3, 256, 256)
         assert torch.equal(item["image"], window["images"][2])
-        for key in ("boxes", "ratio", "dw", "dh", "orig_size"):
-            assert torch.equal(query[key], window[key][2])
+        assert torch.equal(query["boxes"], window["boxes"][2])
+        assert all(torch.equal(a, b) for a, b in zip(query["letterbox"], window["letterbox"].select(2)))
         assert torch.equal(query["word_id"], window["word_id"]) and query["image_path"] == window["image_path"]
         assert query["index"] == i
 
@@ -235,7 +235,7 @@ def test_image_paths_resolve_relative_to_the_cwd_first(tmp_path, monkeypatch):
     write_vid(tmp_path, [[(grey(10), [1, 2, 30, 40], "a red car")]])
     monkeypatch.chdir(tmp_path / "data")
     ds = VIDDataset(tmp_path / "elsewhere", tmp_path / "split", "VID", "test", build_corpus(SENTENCES))
-    assert ds[0]["orig_size"].tolist() == [[48, 64], [48, 64]]
+    assert ds[0]["letterbox"].orig_size.tolist() == [[48, 64], [48, 64]]
 
 
 def test_the_dataset_corpus_lives_at_the_default_corpus_path(tmp_path):
@@ -307,9 +307,10 @@ def test_refer_boxes_become_int_corners_then_letterboxed(tmp_path, dataset, item
     write_refer(tmp_path, dataset, [item], {"a.jpg": grey(80, w=128, h=64)}, image_dir)
     out = refer(tmp_path, dataset)[0]
     # int box [10, 20, 40, 35]; 128x64 image: ratio 2, dw 0, dh 64
-    assert torch.equal(out["box"], torch.tensor([20.0, 104.0, 80.0, 134.0]))
-    assert out["image"].shape == (3, 256, 256) and out["orig_size"].tolist() == [64, 128]
-    assert out["ratio"].item() == 2.0 and out["dh"].item() == 64.0 and out["dw"].item() == 0.0
+    assert torch.equal(out["boxes"], torch.tensor([[20.0, 104.0, 80.0, 134.0]]))
+    assert out["images"].shape == (1, 3, 256, 256) and out["letterbox"].orig_size.tolist() == [[64, 128]]
+    letterbox = out["letterbox"]
+    assert letterbox.ratio.tolist() == [2.0] and letterbox.dh.tolist() == [64.0] and letterbox.dw.tolist() == [0.0]
     assert out["image_path"] == "a.jpg" and out["phrase"] == "a red car"
 
 
@@ -319,7 +320,7 @@ def test_synthvid_image_export_reads_grace_hopper_like_the_reference(tmp_path):
     torch.save([("g.jpg", "", [1, 2, 3, 4], "a red car", [])], tmp_path / "split/synthvid/synthvid_test.pth")
     ds = ReferDataset(tmp_path, tmp_path / "split", "synthvid", "test", build_corpus(SENTENCES))
     expected = torch.load(FIXTURES / "model_parity_inputs.pt", weights_only=True)["frames"][0]
-    assert (ds[0]["image"] - expected).abs().max().item() <= 1e-6
+    assert (ds[0]["images"][0] - expected).abs().max().item() <= 1e-6
 
 
 def test_refer_unknown_split_lists_the_valid_ones(tmp_path):

@@ -54,7 +54,7 @@ def video_model(inputs) -> CoGroundingModel:
 @pytest.fixture(scope="module")
 def image_outputs(image_model, inputs) -> dict:
     with torch.no_grad():
-        return image_model(inputs["frames"][0:2], inputs["word_id"][0:2])
+        return image_model(inputs["frames"][0:2, None], inputs["word_id"][0:2])
 
 
 @pytest.fixture(scope="module")

@@ -171,9 +171,9 @@ def test_boundary_frame_zeroes_clipped_weights_after_the_softmax():
 def test_boundary_frame_through_the_cache_files(tmp_path):
     images = write_video(tmp_path, "vid", BOUNDARY_FEATS, BOUNDARY_SCORES, start=0)
     result = post_process([images], tmp_path, progress=False)
-    assert [r["index"] for r in result] == [0, 1, 2]
-    assert result[0]["candidate"] == 1
-    assert result[0]["box"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert [r.frame for r in result] == [0, 1, 2]
+    assert result[0].candidate == 1
+    assert result[0].box.tolist() == [0.0, 1.0, 2.0, 3.0]
 
 
 def test_rescore_is_batched_over_leading_dims():
@@ -200,7 +200,7 @@ def test_one_frame_video_uses_only_its_own_entry_with_weight_one_fifth(tmp_path)
     scores = torch.tensor([[0.3, 0.7]])
     images = write_video(tmp_path, "single", feats, scores, start=0)
     result = post_process([images], tmp_path, progress=False)
-    assert len(result) == 1 and result[0]["candidate"] == 1
+    assert len(result) == 1 and result[0].candidate == 1
     _, fused = rescore_window(feats[0], feats[[0] * 5], scores[[0] * 5], torch.tensor([0, 0, 1, 0, 0]).bool())
     assert fused.tolist() == pytest.approx([0.3 / 5, 0.7 / 5])
 
@@ -212,8 +212,8 @@ def test_driver_matches_the_reference_algorithm_on_two_videos(tmp_path):
     assert (tmp_path / "b" / "000000_7.pth").is_file()  # the global index continues across videos
     result = post_process(videos, tmp_path, progress=False)
     expected = reference_post_process(videos, tmp_path)
-    assert [r["index"] for r in result] == list(range(11))
-    assert [r["candidate"] for r in result] == [best for best, _ in expected]
+    assert [r.frame for r in result] == list(range(11))
+    assert [r.candidate for r in result] == [best for best, _ in expected]
     for t in (0, 3, 6):
         _, fused = rescore_window(first[0][t], first[0][window_sources(7, 5)[0][t]],
                                   first[1][window_sources(7, 5)[0][t]], window_sources(7, 5)[1][t])
@@ -232,8 +232,8 @@ def test_frames_pushed_one_at_a_time_get_the_picks_of_the_cache_driver(tmp_path,
     picks += rescorer.finish()
     expected = post_process([images], tmp_path, progress=False)
     assert [t for t, _, _ in picks] == list(range(n))
-    assert [b for _, b, _ in picks] == [r["candidate"] for r in expected]
-    assert torch.equal(torch.stack([box for _, _, box in picks]), torch.stack([r["box"] for r in expected]))
+    assert [b for _, b, _ in picks] == [r.candidate for r in expected]
+    assert torch.equal(torch.stack([box for _, _, box in picks]), torch.stack([r.box for r in expected]))
     assert len(rescorer.kept.feats) <= 5
 
 
@@ -249,7 +249,7 @@ def test_a_window_never_reads_the_other_videos_files(tmp_path):
         save_cache_entry(cache_file_path(tmp_path, image, 3 + t), torch.zeros(2, 4), torch.tensor([0.6, 0.5]),
                          torch.eye(2))
     result = post_process([track1, track2], tmp_path, progress=False)
-    assert [r["candidate"] for r in result[3:]] == [0, 0]
+    assert [r.candidate for r in result[3:]] == [0, 0]
     # the reference's file-existence test would read the first track's file here (see the report)
     assert reference_post_process([track1, track2], tmp_path)[3][0] == 1
 

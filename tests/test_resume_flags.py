@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from app.pipeline import check_resume_flags, training_flags
 from model import SMALL_CFG
 from train_semantic_attention_cogrounding import get_args_parser
+from utils.checkpoint import check_resume_flags, training_flags
 from utils.io import UserInputError
 
 FLAGS = ["--lstm", "--cfg", str(SMALL_CFG), "--size", "64", "--emb_size", "16", "--resume", "ckpt.pth.tar"]
@@ -19,11 +19,11 @@ LOGGER = logging.getLogger("test_resume_flags")
 
 def stored(*extra: str) -> dict:
     """The checkpoint of a run with ``extra`` flags."""
-    return {"args": training_flags(get_args_parser().parse_args([*FLAGS, *extra]))}
+    return {"args": training_flags(vars(get_args_parser().parse_args([*FLAGS, *extra])))}
 
 
 def resume(checkpoint: dict, *extra: str) -> None:
-    check_resume_flags(get_args_parser().parse_args([*FLAGS, *extra]), checkpoint, LOGGER)
+    check_resume_flags(vars(get_args_parser().parse_args([*FLAGS, *extra])), checkpoint, LOGGER)
 
 
 @pytest.mark.parametrize("flag, trained, now", [

@@ -311,7 +311,7 @@ def test_loads_through_the_video_and_image_loaders(root: Path) -> None:
     assert torch.all((item["boxes"] >= 0) & (item["boxes"] <= 127))
     images = ReferDataset(data_root=root, split_root=root, dataset="synthvid", split="train", corpus=corpus,
                           image_size=128)
-    assert images[0]["image"].shape == (3, 128, 128) and images[0]["box"].shape == (4,)
+    assert images[0]["images"].shape == (1, 3, 128, 128) and images[0]["boxes"].shape == (1, 4)
 
 
 def _digest(root: Path, jpeg: bool) -> str:

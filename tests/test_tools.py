@@ -171,7 +171,7 @@ def test_vid_index_loads_through_vid_loader(vid):
     assert len(ds) == 11  # every frame of every video
     item = ds[4]  # video 1 (the gap track), frame 1 -> window (frame 0, frame 1)
     assert item["images"].shape == (2, 3, 32, 32)
-    assert item["orig_size"].tolist() == [[12, 16], [12, 16]]
+    assert item["letterbox"].orig_size.tolist() == [[12, 16], [12, 16]]
     assert item["phrase"] == "the dog on the left"
     assert item["boxes"][1].tolist() == [12.0, 16.0, 20.0, 24.0]  # [6, 6, 10, 10] * 2 + (0, 4) letterbox
 
@@ -341,7 +341,7 @@ def test_refcoco_index_loads_through_refer_loader(refer, tmp_path):
     ds = referit_loader.ReferDataset(tmp_path, tmp_path / "data", "unc", "testB", corpus, image_size=40)
     item = ds[0]
     assert len(ds) == 1 and item["phrase"] == "zebra"
-    assert item["box"].tolist() == [2.0, 12.0, 6.0, 18.0]  # xywh [2, 2, 4, 6] -> [2, 2, 6, 8] + (0, 10) pad
+    assert item["boxes"].tolist() == [[2.0, 12.0, 6.0, 18.0]]  # xywh [2, 2, 4, 6] -> [2, 2, 6, 8] + (0, 10) pad
 
 
 def test_refcoco_unknown_ann_id_names_the_ref(refer, tmp_path):

@@ -4,6 +4,7 @@ from a request names a file; uploads and outputs are removed on expiry and at ex
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -201,18 +202,24 @@ def test_jobs_wait_in_a_queue_and_run_one_at_a_time(client: TestClient, jobs: we
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     running, most = [0], [0]
     ground = web.ground_and_draw
+    go = threading.Event()  # the first job waits until all four are submitted
 
     def counted(*args: object, **kwargs: object) -> Iterator:
+        go.wait(timeout=60)
         running[0] += 1
         most[0] = max(most[0], running[0])
         yield from ground(*args, **kwargs)
         running[0] -= 1
 
     monkeypatch.setattr(web, "ground_and_draw", counted)
-    submitted = [post(client, clip=clip) for _ in range(3)]
-    assert [job["state"] for job in submitted[1:]] == ["queued", "queued"]
-    assert [wait(client, job)["state"] for job in submitted] == ["done"] * 3
+    jobs.max_queue = 3
+    submitted = [post(client, clip=clip) for _ in range(4)]
+    go.set()
+    assert [job["state"] for job in submitted[1:3]] == ["queued", "queued"]
+    assert submitted[3] == {"status": 503, "error": "The server is busy (3 jobs waiting): try again in a minute."}
+    assert [wait(client, job)["state"] for job in submitted[:3]] == ["done"] * 3
     assert most[0] == 1
+    assert len(list((jobs.work / "jobs").iterdir())) == 3  # the refused upload was removed
 
 
 def test_finished_jobs_expire_with_their_files_and_exit_removes_everything(jobs: web.JobQueue, clip: Path) -> None:

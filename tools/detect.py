@@ -18,10 +18,11 @@ import numpy as np
 import torch
 import torchvision
 
+from app.argparser import image_size
 from dataset.common import check_image_file
 from model.darknet import Darknet, YoloHead
 from utils.box_ops import xywh2xyxy
-from utils.cli import ArgumentParser, image_size, positive_int, run_main
+from utils.cli import ArgumentParser, positive_int, run_main
 from utils.io import UserInputError
 from utils.letterbox import letterbox as letterbox_image
 from utils.letterbox import unletterbox_boxes

@@ -1,17 +1,19 @@
-"""Reading checkpoints (ours and the authors' released ones) and loading them into a model.
+"""Reading checkpoints (the training scripts' and the authors' released ones) and loading them into a model.
 
 Released checkpoints are ``{'epoch', 'state_dict', 'best_loss', 'optimizer'}`` with every key prefixed
 ``module.`` (saved from ``nn.DataParallel``, docs/behaviour.md §4). ``best_loss`` there is a numpy float64
 scalar (the reference's accuracy), so the loader allow-lists numpy scalars and their dtypes, nothing else.
-Ours add keys the reference code ignores: ``rng_state``, ``scaler``, ``lr_scheduler`` (its state, for exact
-resumption), ``args`` (the training flags, checked on resume) and ``inference`` (what grounding needs besides the
-weights: model kind, cfg text, input and embedding sizes, anchors, corpus words).
+The training scripts add keys the reference code ignores: ``rng_state``, ``scaler``, ``lr_scheduler`` (its state,
+for exact resumption), ``args`` (the training flags, checked on resume) and ``inference`` (what grounding needs
+besides the weights: model kind, cfg text, input and embedding sizes, anchors, corpus words).
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +24,6 @@ from utils.io import UserInputError, atomic_save, numpy_scalar_globals, safe_loa
 
 MODULE_PREFIX = "module."
 INFERENCE_KEY = "inference"
-VIDEO_ONLY_PREFIX = "corr_conv."  # the co-grounding layers: only the video model (CG-SL-Att) has them
 NUMPY_SCALAR_GLOBALS = numpy_scalar_globals(np.float64, np.float32)  # best_loss is a numpy scalar (above)
 
 
@@ -82,12 +83,6 @@ def load_model_state(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
             f"cfg, image size or embedding size?): " + "; ".join(problems)
         )
     model.load_state_dict(state_dict)
-
-
-def model_kind(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """'video' (CG-SL-Att) if the weights hold the co-grounding layers, else 'image' (SL-Att)."""
-    video = any(k.removeprefix(MODULE_PREFIX).startswith(VIDEO_ONLY_PREFIX) for k in state_dict)
-    return "video" if video else "image"
 
 
 def state_dict_for_release(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -209,3 +204,46 @@ def resume_training(
     if exact:
         restore_rng_state(states[rank])
     return int(checkpoint["epoch"]), float(checkpoint.get("best_loss", 0.0)), exact
+
+
+# Flags stored in a checkpoint and compared on --resume. A mismatch in any stored flag not listed here changes what
+# the resumed run computes (schedule, data, model, numerics, best-model selection) and is refused; these only
+# change where things are read or written, how the run reports, or what it did before the checkpoint: warned.
+RESUME_NEUTRAL_FLAGS = ("data_root", "split_root", "corpus", "workers", "print_freq", "log_dir", "save_dir",
+                        "savename", "no_progress", "gpu", "overwrite", "pretrain", "darknet_weights", "eval_method")
+# evaluation-only flags: not part of a training run
+UNSTORED_FLAGS = ("resume", "test", "test_split", "save_pred", "save_plot", "max_plots", "cache", "cache_dir")
+
+
+def training_flags(flags: Mapping[str, Any]) -> dict[str, Any]:
+    """The flags a checkpoint stores (``vars(args)`` less the evaluation-only ones; plain values, so the safe
+    loader reads them back)."""
+    return {k: v for k, v in flags.items() if k not in UNSTORED_FLAGS}
+
+
+def _same_flag(name: str, stored: Any, current: Any) -> bool:
+    if name == "cfg" and stored != current and Path(stored).is_file() and Path(current).is_file():
+        return Path(stored).read_bytes() == Path(current).read_bytes()  # the same cfg moved with the repository
+    return stored == current
+
+
+def check_resume_flags(flags: Mapping[str, Any], checkpoint: dict, logger: logging.Logger) -> None:
+    """Refuse to resume ``checkpoint`` (read from ``flags['resume']``) with flags that change the run; warn for
+    flags that do not (see the lists above). A checkpoint without stored flags resumes with a warning."""
+    path = flags["resume"]
+    stored = checkpoint.get("args")
+    if not isinstance(stored, dict):
+        logger.warning("warning: %s holds no training flags (e.g. a released checkpoint): this run's flags "
+                       "cannot be checked against the ones it was trained with", path)
+        return
+    current = training_flags(flags)
+    differing = [k for k in current if k in stored and not _same_flag(k, stored[k], current[k])]
+    changed = [k for k in differing if k not in RESUME_NEUTRAL_FLAGS]
+    if changed:
+        raise UserInputError(
+            f"--resume {path} was trained with " + " ".join(f"--{k} {stored[k]!r}" for k in changed)
+            + ", this run has " + " ".join(f"--{k} {current[k]!r}" for k in changed)
+            + ": that changes the run (resume with the checkpoint's values, or start a new --savename)")
+    if differing:
+        logger.warning("warning: resuming %s with other %s than it was trained with; they do not change the run",
+                       path, ", ".join(f"--{k} ({stored[k]!r} -> {current[k]!r})" for k in differing))

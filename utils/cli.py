@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import NoReturn
 
 from utils.distributed import cleanup
-from utils.geometry import STRIDES
 from utils.io import UserInputError
 
 # a worker's exception reaches the main process as "Caught X in DataLoader worker process N.\nOriginal
@@ -23,7 +22,6 @@ from utils.io import UserInputError
 _WORKER_ERROR = re.compile(r"^(?:[\w.]+\.)?UserInputError: (.*)$")
 
 
-SIZE_STRIDE = STRIDES[0]  # the coarsest stride: letterboxed sizes are multiples of it
 MAX_SEED = 2**32 - 2  # numpy is seeded with seed + 1 (< 2**32)
 INTERRUPTED_EXIT = 130  # Ctrl-C and SIGTERM alike (128 + SIGINT, the shell's code for Ctrl-C)
 
@@ -50,8 +48,12 @@ positive_int = _number(int, 0, False, "an integer >= 1")
 non_negative_int = _number(int, 0, True, "an integer >= 0")
 positive_float = _number(float, 0, False, "a finite number > 0")
 non_negative_float = _number(float, 0, True, "a finite number >= 0")
-image_size = _number(int, 0, False, f"a positive multiple of {SIZE_STRIDE}", multiple=SIZE_STRIDE)
 seed = _number(int, 0, True, f"an integer from 0 to {MAX_SEED}", high=MAX_SEED)
+
+
+def positive_multiple_of(multiple: int) -> Callable[[str], int]:
+    """An argparse ``type=`` for a positive integer multiple of ``multiple``."""
+    return _number(int, 0, False, f"a positive multiple of {multiple}", multiple=multiple)
 
 
 def int_from(low: int, high: int) -> Callable[[str], int]:

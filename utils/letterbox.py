@@ -6,12 +6,43 @@ reference's clamping to the image extent it recovers from the letterboxed size.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import NamedTuple
+
 import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
 PAD_COLOR = (123.7, 116.3, 103.5)
+
+
+class Letterbox(NamedTuple):
+    """Where an image sits in its letterbox (docs/behaviour.md §7): a point maps as ``x * ratio + dw`` (``dh`` for
+    y); ``orig_size`` is the image's (h, w). Fields share their leading dims: () for one frame, (T,) for a
+    sample's frames, (B, ...) once batched (a NamedTuple, so the loaders' default collation stacks each field)."""
+
+    ratio: Tensor  # float32
+    dw: Tensor  # float32
+    dh: Tensor  # float32
+    orig_size: Tensor  # (..., 2) long, (h, w)
+
+    @classmethod
+    def build(cls, ratio: float | Sequence[float], dw: float | Sequence[float], dh: float | Sequence[float],
+              orig_size: tuple[int, int] | Sequence[tuple[int, int]]) -> Letterbox:
+        """The record of one frame (numbers) or of a sample's frames (sequences of them)."""
+        return cls(torch.tensor(ratio, dtype=torch.float32), torch.tensor(dw, dtype=torch.float32),
+                   torch.tensor(dh, dtype=torch.float32), torch.tensor(orig_size, dtype=torch.long))
+
+    def select(self, index: int | slice | tuple) -> Letterbox:
+        """Every field indexed by ``index``: e.g. ``(slice(None), t)`` for frame ``t`` of batched samples."""
+        return Letterbox(*(field[index] for field in self))
+
+    def params(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``(ratio, dw, dh, orig_w, orig_h)`` of a batch, each (B,), on ``device``, as
+        :func:`boxes_to_original` takes them."""
+        orig_h, orig_w = self.orig_size.to(device).unbind(-1)
+        return self.ratio.to(device), self.dw.to(device), self.dh.to(device), orig_w, orig_h
 
 
 def letterbox_geometry(h: int, w: int, size: int) -> tuple[float, int, int, float, float]:
@@ -85,6 +116,6 @@ def boxes_to_original(
 def gt_to_original(
     gt: Tensor, image_size: int, ratio: Tensor, dw: Tensor, dh: Tensor, orig_w: Tensor, orig_h: Tensor
 ) -> Tensor:
-    """Ground-truth round trip of docs/behaviour.md §7: letterboxed (B, 4) clamped to [0, S-1], then as the
-    predictions."""
+    """The ground truth's round trip (docs/behaviour.md §7): letterboxed (B, 4), clamped to [0, S-1], then mapped
+    back as the predictions are."""
     return boxes_to_original(gt.clamp(0, image_size - 1), ratio, dw, dh, orig_w, orig_h)

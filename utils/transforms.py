@@ -105,8 +105,10 @@ def eval_box(box: np.ndarray, ratio: float, dw: float, dh: float) -> np.ndarray:
 
 
 def eval_frame(img: np.ndarray, box: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, float, float, float]:
-    """docs/behaviour.md §7 preprocessing of one frame: letterbox the image and the box. Returns ``(img, box, ratio,
-    dw, dh)``."""
+    """Evaluation preprocessing of one frame (docs/behaviour.md §7): letterbox the image and the box.
+
+    Returns ``(img, box, ratio, dw, dh)``.
+    """
     img, ratio, dw, dh = letterbox(img, size)
     return img, eval_box(box, ratio, dw, dh), ratio, dw, dh
 

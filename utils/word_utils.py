@@ -66,8 +66,8 @@ class Corpus:
         return len(self.dictionary)
 
     def tokenize(self, line: str, max_len: int = 20) -> torch.Tensor:
-        """Word ids of ``line`` (docs/behaviour.md §2): truncated to ``max_len``, or ``<eos>`` then ``<pad>`` (= 0)
-        appended.
+        """Word ids of ``line`` (docs/behaviour.md §2), ``max_len`` of them: truncated, or padded with ``<eos>``
+        then ``<pad>`` (= 0).
 
         A trailing ``.`` is dropped; unknown words (and ``<eos>`` if the vocabulary lacks it) become ``<unk>``.
         """

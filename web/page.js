@@ -149,6 +149,7 @@ function colour(s) {
 }
 
 function showResult(result, started) {
+  $("placeholder").hidden = true;
   $("result").hidden = false;
   const video = $("video");
   const shown = new Promise((resolve) => {
@@ -241,6 +242,7 @@ $("clip").addEventListener("change", () => {
   if (!file) return;
   example = null;
   document.querySelectorAll("#examples button").forEach((b) => b.classList.remove("on"));
-  $("chosen").textContent = `Upload: ${file.name} (${(file.size / 1024 / 1024).toFixed(1)} MB)`;
+  const size = file.size < 1024 * 1024 ? `${Math.ceil(file.size / 1024)} KB` : `${(file.size / 1024 / 1024).toFixed(1)} MB`;
+  $("chosen").textContent = `Upload: ${file.name} (${size})`;
 });
 loadConfig().catch((err) => showError(err.message));
