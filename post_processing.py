@@ -26,7 +26,7 @@ from app.argparser import (
     window_parser,
 )
 from app.builders import setup_logger
-from app.cache import FRAMES_PER_CHUNK, post_process
+from app.cache import FRAMES_PER_CHUNK, cache_source, post_process
 from app.checks import check_outputs
 from app.pipeline import report, video_test_split
 from app.records import score_boxes
@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> None:
                          image_size=args.size, num_frames=num_frames)
     videos = [[path for path, _, _ in video] for video in dataset.videos]
     picks = post_process(videos, args.cache_dir, num_frames=num_frames, progress=not args.no_progress,
-                          frames_per_chunk=args.batch_size)
+                          frames_per_chunk=args.batch_size, index=dataset.index_path,
+                          source=cache_source(args.dataset, split, dataset.index_path, args.size))
     metas = [dataset.frame_meta(i) for i in range(len(dataset))]
     records = score_boxes(torch.stack([pick.box for pick in picks]), collate_meta(metas), args.size)
     report(args, logger, records, f"{args.dataset} {split} after post-processing", lambda p: dataset.root / p)

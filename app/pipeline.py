@@ -27,7 +27,7 @@ from app.builders import (
     build_video_dataset,
     initialise_for_training,
 )
-from app.cache import default_cache_dir, write_cache_manifest
+from app.cache import cache_source, default_cache_dir, write_cache_manifest
 from app.checks import checkpoint_paths
 from app.engine import evaluate_images, evaluate_video, evaluate_video_windows, train_one_epoch
 from app.predictions import save_plots, write_predictions
@@ -220,7 +220,8 @@ def run_video_test(args: argparse.Namespace, rt: Runtime, model: nn.Module, corp
                                        method=args.eval_method)
         barrier()
         if cache_dir is not None and rt.is_main:
-            write_cache_manifest(staged, started)
+            write_cache_manifest(staged, started, cache_source(args.dataset, split, dataset.index_path, args.size,
+                                                               args.resume))
             publish_folder(staged, cache_dir)
             rt.logger.info("cache written to %s", cache_dir)
     except BaseException:

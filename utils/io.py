@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import errno
 import glob
+import hashlib
 import itertools
 import os
 import pickle
@@ -156,6 +157,12 @@ def _exchange(a: Path, b: Path) -> bool:
         return False
     result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
     return result == 0
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, hex."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
