@@ -39,6 +39,14 @@ def made(root: Path, rel: list[str], is_dir: bool) -> Path:
     return path
 
 
+def reached(root: Path, path: Path, via_link: bool) -> Path:
+    """``path``, or a symbolic link ``root/link`` to it."""
+    if not via_link:
+        return path
+    (root / "link").symlink_to(path)
+    return root / "link"
+
+
 def refused_naming(inputs: dict, outputs: dict, *flags: str) -> None:
     with pytest.raises(UserInputError) as err:
         check_paths(inputs, outputs)
@@ -54,10 +62,7 @@ def test_an_output_on_an_input_is_refused(rel: list[str], is_dir: bool, kind: st
     with tempfile.TemporaryDirectory() as name:
         root = Path(name)
         source = made(root / "in", rel, is_dir)
-        target = source
-        if via_link:
-            (root / "link").symlink_to(source)
-            target = root / "link"
+        target = reached(root, source, via_link)
         refused_naming({"--input": source}, {"--output": (target, kind)}, "--output", "--input")
 
 
@@ -68,12 +73,9 @@ def test_an_output_inside_an_input_folder_is_refused(rel: list[str], below: list
     with tempfile.TemporaryDirectory() as name:
         root = Path(name)
         source = made(root / "in", rel, True)
-        base = source
-        if via_link:
-            (root / "link").symlink_to(source)
-            base = root / "link"
-        refused_naming({"--data_root": [root / "other", source]}, {"--save_pred": (base.joinpath(*below), kind)},
-                       "--save_pred", "--data_root")
+        target = reached(root, source, via_link).joinpath(*below)
+        refused_naming({"--data_root": [root / "other", source]}, {"--save_pred": (target, kind)}, "--save_pred",
+                       "--data_root")
 
 
 @settings(max_examples=20, deadline=None)
