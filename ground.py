@@ -28,14 +28,14 @@ import numpy as np
 
 from app.annotate import ground_and_draw, json_record
 from app.argparser import image_size, model_parser, runtime_parser, script_parser
-from app.builders import build_amp_dtype, build_device
-from app.checks import FILE, claim_outputs
+from app.builders import build_amp_dtype, build_device, ignored_flags
+from app.checks import FILE, check_output, check_suffix, claim_outputs
 from app.grounder import FrameSource, Grounder, read_frames
-from app.predictions import save_gif
+from app.predictions import JSONL_SUFFIXES, save_gif
 from dataset.names import IMAGE_DATASETS, VIDEO_DATASETS
-from utils.cli import int_from, keeps, positive_float, positive_int, run_main
+from utils.cli import given_flags, int_from, keeps, positive_float, positive_int, run_main
 from utils.geometry import anchors_for_dataset
-from utils.io import UserInputError, atomic_file
+from utils.io import UserInputError, atomic_file, read_text
 from utils.progress import progress_bar
 from utils.video import VIDEO_SUFFIXES, VideoWriter, output_path
 
@@ -77,10 +77,10 @@ def get_args_parser() -> argparse.ArgumentParser:
 def read_sentences(args: argparse.Namespace) -> list[str]:
     sentences = [s.strip() for s in args.phrase]
     if args.phrases:
-        path = Path(args.phrases)
-        if not path.is_file():
-            raise UserInputError(f"--phrases {path} not found")
-        sentences += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not Path(args.phrases).exists():
+            raise UserInputError(f"--phrases {args.phrases} not found")
+        text = read_text(args.phrases, "--phrases")
+        sentences += [line.strip() for line in text.splitlines() if line.strip()]
     if not sentences or not all(sentences):
         raise UserInputError("give the sentences to ground: --phrase TEXT (repeatable) or --phrases FILE, none empty")
     return sentences
@@ -103,14 +103,40 @@ def check_outputs(args: argparse.Namespace, source: FrameSource) -> contextlib.E
         raise UserInputError("nothing to write: pass --out_jsonl, --out_video and/or --out_gif")
     if (args.out_video or args.out_gif) and source.kind == "images":
         raise UserInputError("--out_video / --out_gif need a video or a folder of frames, not separate images")
-    if args.out_video and Path(args.out_video).suffix.lower() not in VIDEO_SUFFIXES:
-        raise UserInputError(f"--out_video {args.out_video}: the suffix must be one of {', '.join(VIDEO_SUFFIXES)}")
+    for flag, path, suffixes in (("--out_jsonl", args.out_jsonl, JSONL_SUFFIXES),
+                                 ("--out_video", args.out_video, VIDEO_SUFFIXES),
+                                 ("--out_gif", args.out_gif, (".gif",))):
+        if path:
+            check_output(flag, Path(path), FILE)
+            check_suffix(flag, path, suffixes)
     video = output_path(args.out_video) if args.out_video else None  # .webm where H.264 is unavailable
     inputs = {"inputs": args.inputs, "--resume": args.resume, "--corpus": args.corpus, "--cfg": args.cfg,
               "--phrases": args.phrases}
     outputs = {flag: (path, FILE) for flag, path in (("--out_jsonl", args.out_jsonl), ("--out_video", video),
                                                      ("--out_gif", args.out_gif))}
     return claim_outputs(inputs, outputs, args.overwrite)
+
+
+def ignored_ground_flags(args: argparse.Namespace, source: FrameSource) -> list[str]:
+    """One line per flag given that this run would not use (docs/behaviour.md §10)."""
+    notes = ignored_flags(args)
+    given = given_flags(args)
+    annotate = bool(args.out_video or args.out_gif)
+    if "fps" in given and source.kind == "video" and source.fps:
+        notes.append(f"--fps is ignored for a video input: its outputs keep its own {source.fps:g} frames/s")
+    elif "fps" in given and not annotate:
+        notes.append("--fps is ignored without --out_video or --out_gif")
+    if "gif_frames" in given and not args.out_gif:
+        notes.append("--gif_frames is ignored without --out_gif")
+    if "top_k" in given and not args.out_jsonl:
+        notes.append("--top_k is ignored without --out_jsonl")
+    frames = source.frame_count if source.kind == "video" else len(source.paths)
+    if args.stride > 1 and source.kind == "images":
+        notes.append("--stride is ignored for separate images (each one is grounded)")
+    elif args.stride > 1 and frames is not None and args.stride >= frames:
+        notes.append(f"--stride {args.stride} is not shorter than the input's {frames} frames: only its first frame "
+                     "is grounded, and its boxes are drawn on every frame")
+    return notes
 
 
 def main(args: argparse.Namespace) -> None:
@@ -123,9 +149,15 @@ def main(args: argparse.Namespace) -> None:
 def ground(args: argparse.Namespace, sentences: list[str], source: FrameSource, kept: list[Path]) -> None:
     """Ground ``sentences`` in ``source`` and write the outputs, adding each complete one to ``kept``."""
     grounder = build_grounder(args)
+    for note in ignored_ground_flags(args, source):
+        print(f"warning: {note}", file=sys.stderr)
     for sentence in sentences:
         grounder.encode(sentence)  # a sentence with no known word is an error, before any warning
     for sentence in sentences:
+        dropped = grounder.dropped_tokens(sentence)
+        if dropped:
+            print(f"warning: sentence {sentence!r}: its last {dropped} token(s) are past --time "
+                  f"{grounder.max_query_len} and are not read", file=sys.stderr)
         unknown = grounder.unknown_words(sentence)
         if unknown:
             print(f"warning: sentence {sentence!r}: {', '.join(unknown)} not in the vocabulary (read as <unk>)",
@@ -148,7 +180,7 @@ def ground(args: argparse.Namespace, sentences: list[str], source: FrameSource, 
         for predictions in ground_and_draw(grounder, source, sentences, on_frame if video or args.out_gif else None,
                                        stride=args.stride, top_k=args.top_k, post_process=args.post_process):
             if out is not None:
-                out.writelines(json.dumps(json_record(p, source, fps)) + "\n" for p in predictions)
+                out.writelines(json.dumps(json_record(p, source, fps), allow_nan=False) + "\n" for p in predictions)
             bar.update()  # frames/s of grounded frames, all sentences
     kept += [Path(p) for p in (args.out_jsonl, video and video.path) if p]
     if args.out_gif:

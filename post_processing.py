@@ -25,9 +25,9 @@ from app.argparser import (
     script_parser,
     window_parser,
 )
-from app.builders import setup_logger
+from app.builders import ignored_flags, setup_logger
 from app.cache import FRAMES_PER_CHUNK, cache_source, post_process
-from app.checks import check_outputs
+from app.checks import check_outputs, check_window_frames
 from app.pipeline import report, video_test_split
 from app.records import score_boxes
 from app.stream import collate_meta
@@ -53,6 +53,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
+    check_window_frames(args, training=False)
     with check_outputs(args, read={"--cache_dir": Path(args.cache_dir)}):
         run(args)
 
@@ -60,6 +61,8 @@ def main(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> None:
     log_name = args.savename or f"post_processing_{Path(args.cache_dir).name}"
     logger = setup_logger(Path(args.log_dir) / f"{log_name}.log")
+    for note in ignored_flags(args):
+        logger.warning("warning: %s", note)
     split, num_frames = video_test_split(args), args.num_frame_k or EVAL_FRAMES
     dataset = VIDDataset(args.data_root, args.split_root, args.dataset, split, corpus=None,
                          image_size=args.size, num_frames=num_frames)

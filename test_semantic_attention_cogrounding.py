@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 
 from app.argparser import grounding_parsers, script_parser
-from app.builders import build_corpus, build_model, setup_runtime
+from app.builders import build_corpus, build_test_model, setup_runtime
 from app.checks import check_before_work
 from app.pipeline import run_video_test
 from utils.cli import run_main
@@ -30,7 +30,7 @@ def main(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> None:
     rt = setup_runtime(args, f"{args.savename}_test")
     corpus = build_corpus(args)
-    model = build_model(args, len(corpus), "video").to(rt.device)
+    model = build_test_model(args, rt, len(corpus), "video")
     run_video_test(args, rt, model, corpus)
 
 

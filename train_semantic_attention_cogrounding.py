@@ -13,12 +13,10 @@ from __future__ import annotations
 import argparse
 
 from app.argparser import grounding_parsers, script_parser
-from app.builders import build_corpus, build_model, build_video_dataset, inference_config, setup_runtime
+from app.builders import build_corpus, build_test_model, setup_runtime
 from app.checks import check_before_work
-from app.pipeline import run_video_test, train
+from app.pipeline import build_training_run, run_video_test, train
 from utils.cli import run_main
-from utils.io import UserInputError
-from utils.windows import EVAL_FRAMES, TRAIN_FRAMES
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -31,20 +29,12 @@ def main(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    rt = setup_runtime(args, args.savename if not args.test else f"{args.savename}_test")
+    rt = setup_runtime(args, args.savename if not args.test else f"{args.savename}_test", training=not args.test)
     corpus = build_corpus(args)
-    model = build_model(args, len(corpus), "video").to(rt.device)
     if args.test:
-        run_video_test(args, rt, model, corpus)
+        run_video_test(args, rt, build_test_model(args, rt, len(corpus), "video"), corpus)
         return
-    if (args.num_frame_k or TRAIN_FRAMES) != TRAIN_FRAMES:
-        raise UserInputError(f"--num_frame_k {args.num_frame_k}: training uses frame pairs ({TRAIN_FRAMES})")
-    train_set = build_video_dataset(args, "train", corpus, TRAIN_FRAMES, augment=not args.no_augment,
-                                    training=True)
-    val_set = build_video_dataset(args, args.val_split or "test", corpus, EVAL_FRAMES, augment=False)
-    rt.logger.info("training on %d frames of %d videos, validating on %d frames", len(train_set),
-                   len(train_set.videos), len(val_set))
-    train(args, rt, model, train_set, val_set, inference_config(args, corpus, "video"))
+    train(args, rt, build_training_run(args, rt, corpus, "video"))
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 
 from app.argparser import grounding_parsers, script_parser
-from app.builders import build_corpus, build_image_dataset, build_model, inference_config, setup_runtime
+from app.builders import build_corpus, build_test_model, setup_runtime
 from app.checks import check_before_work
-from app.pipeline import run_image_test, train
+from app.pipeline import build_training_run, run_image_test, train
 from utils.cli import run_main
 
 
@@ -30,16 +30,12 @@ def main(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    rt = setup_runtime(args, args.savename if not args.test else f"{args.savename}_test")
+    rt = setup_runtime(args, args.savename if not args.test else f"{args.savename}_test", training=not args.test)
     corpus = build_corpus(args)
-    model = build_model(args, len(corpus), "image").to(rt.device)
     if args.test:
-        run_image_test(args, rt, model, corpus)
+        run_image_test(args, rt, build_test_model(args, rt, len(corpus), "image"), corpus)
         return
-    train_set = build_image_dataset(args, "train", corpus, augment=not args.no_augment, training=True)
-    val_set = build_image_dataset(args, args.val_split or "val", corpus, augment=False)
-    rt.logger.info("training on %d expressions, validating on %d", len(train_set), len(val_set))
-    train(args, rt, model, train_set, val_set, inference_config(args, corpus, "image"))
+    train(args, rt, build_training_run(args, rt, corpus, "image"))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from app.grounder import FrameSource, Grounder, SourceFrame
-from app.predictions import draw_sentences
+from app.predictions import draw_sentences, fit_frame
 from app.records import Prediction
 from dataset.common import load_index
 from dataset.vid_loader import video_index_path
@@ -26,9 +26,12 @@ def ground_and_draw(grounder: Grounder, frames: Iterable[SourceFrame], sentences
     """The predictions of each grounded frame (one per sentence, in sentence order), frame by frame.
 
     ``on_frame`` (if given) receives every decoded frame, BGR, with each sentence's latest box and the legend drawn
-    (:func:`app.predictions.draw_sentences`), in order, as soon as its boxes are known.
+    (:func:`app.predictions.draw_sentences`), in order, as soon as its boxes are known, at the first frame's size: a
+    frame of another size is fitted into it (:func:`app.predictions.fit_frame`), so that a video or GIF made of
+    them holds every frame (docs/behaviour.md §10).
     """
     pending: deque[SourceFrame] = deque()  # decoded frames waiting for their boxes
+    canvas: list[tuple[int, int]] = []  # (W, H) of the drawn frames: the first frame's
 
     def kept(source: Iterable[SourceFrame]) -> Iterator[SourceFrame]:
         for frame in source:
@@ -38,7 +41,9 @@ def ground_and_draw(grounder: Grounder, frames: Iterable[SourceFrame], sentences
 
     def flush(boxes: dict[int, list[float]], before: int | None) -> None:
         while pending and (before is None or pending[0].index < before):
-            on_frame(draw_sentences(pending.popleft().image, sentences, boxes))
+            img = draw_sentences(pending.popleft().image, sentences, boxes)
+            canvas[:] = canvas or [(img.shape[1], img.shape[0])]
+            on_frame(fit_frame(img, canvas[0]))
 
     boxes: dict[int, list[float]] = {}
     predictions: list[Prediction] = []

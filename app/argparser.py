@@ -45,10 +45,19 @@ def data_parser(video: bool, loading: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
+def window_frames(text: str) -> int:
+    """``--num_frame_k``: what the model can ground, frame pairs (training) or an odd window of >= 3 frames."""
+    value = positive_int(text)
+    if value != TRAIN_FRAMES and (value < 3 or value % 2 == 0):
+        raise argparse.ArgumentTypeError(f"expected {TRAIN_FRAMES} (training pairs) or an odd number >= 3 "
+                                         f"(evaluation windows around the centre frame), got {text!r}")
+    return value
+
+
 def window_parser() -> argparse.ArgumentParser:
     """``--num_frame_k``: frames per video sample (docs/behaviour.md §1)."""
     parser, group = _parent("windows")
-    group.add_argument("--num_frame_k", type=positive_int, default=None,
+    group.add_argument("--num_frame_k", type=window_frames, default=None,
                        help=f"frames per sample: {TRAIN_FRAMES} to train (pairs), {EVAL_FRAMES} to evaluate and "
                             f"post-process (windows); default: {TRAIN_FRAMES} for training, {EVAL_FRAMES} otherwise")
     return parser

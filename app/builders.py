@@ -9,6 +9,7 @@ import logging
 import os
 import random
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +25,12 @@ from dataset.common import default_corpus_path
 from dataset.referit_loader import ReferDataset
 from dataset.vid_loader import VIDDataset
 from model import build_grounding_model
-from utils.checkpoint import load_matching_state, read_checkpoint
+from utils.checkpoint import INFERENCE_KEY, load_matching_state, read_checkpoint
+from utils.cli import given_flags
 from utils.distributed import DistInfo, init_distributed_mode
 from utils.geometry import Geometry
-from utils.io import UserInputError
+from utils.io import UserInputError, read_text
+from utils.windows import EVAL_FRAMES, TRAIN_FRAMES
 from utils.word_utils import Corpus, load_corpus
 
 SGD_MOMENTUM = 0.99  # the reference's value
@@ -50,8 +53,9 @@ class Runtime:
         return self.dist.rank == 0
 
 
-def setup_runtime(args: argparse.Namespace, log_name: str) -> Runtime:
-    """Device (``--gpu``), process group (torchrun), seeds, determinism, logger and AMP dtype."""
+def setup_runtime(args: argparse.Namespace, log_name: str, training: bool = False) -> Runtime:
+    """Device (``--gpu``), process group (torchrun), seeds, determinism, logger and AMP dtype; a warning for each
+    flag the run (``training`` or evaluating) ignores."""
     if not args.lstm:
         raise UserInputError("pass --lstm: SL-Att and CG-SL-Att need the LSTM encoder's per-word features, so the "
                              "reference's BERT branch cannot build them and no BERT checkpoint of them exists")
@@ -61,6 +65,8 @@ def setup_runtime(args: argparse.Namespace, log_name: str) -> Runtime:
     logger = setup_logger(Path(args.log_dir) / f"{log_name}.log", dist.rank == 0)
     if device_type == "cpu":
         logger.info("CUDA is not available: running on the CPU")
+    for note in ignored_flags(args, training):
+        logger.warning("warning: %s", note)
     seed_everything(args.seed + dist.rank)
     # float32 means float32: cuDNN would otherwise run convolutions in TF32 on Ampere and later GPUs, which moves
     # predictions away from the CPU's and the reference's; --amp is the fast path
@@ -88,6 +94,70 @@ def build_amp_dtype(args: argparse.Namespace, device_type: str) -> torch.dtype |
     if device_type == "cpu" and name == "fp16":
         raise UserInputError("--amp_dtype fp16 needs CUDA; use bf16 on the CPU")
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+# flags a test run does not use: training only
+TRAINING_ONLY_FLAGS = ("lr", "backbone_lr_scale", "power", "nb_epoch", "lr_per_iter", "warmup_iters", "optimizer",
+                       "weight_decay", "no_augment", "pretrain", "darknet_weights", "save_dir", "print_freq",
+                       "val_split")
+EVALUATION_ONLY_FLAGS = ("test_split", "save_pred", "save_plot", "max_plots", "cache", "cache_dir")
+
+
+def ignored_flags(args: argparse.Namespace, training: bool = False) -> list[str]:
+    """One line per flag given that this run (``training`` or not) would ignore (docs/behaviour.md §10)."""
+    given = given_flags(args)
+    notes = []
+    if "amp_dtype" in given and not args.amp:
+        notes.append(f"--amp_dtype {args.amp_dtype} is ignored without --amp (full precision)")
+    if training:
+        unused = [f"--{k}" for k in EVALUATION_ONLY_FLAGS if k in given]
+        if unused:
+            notes.append(f"{', '.join(unused)}: evaluation flags, ignored without --test")
+        return notes
+    if "cache_dir" in given and "cache" in vars(args) and not args.cache:
+        notes.append("--cache_dir is ignored without --cache (add --cache to write the cache there)")
+    if "max_plots" in given and not args.save_plot:
+        notes.append("--max_plots is ignored without --save_plot")
+    unused = [f"--{k}" for k in TRAINING_ONLY_FLAGS if k in given]
+    if unused:
+        notes.append(f"{', '.join(unused)}: training flags, ignored when evaluating")
+    return notes
+
+
+# stored inference setting (app.builders.inference_config) -> the flag it is the default of
+INFERENCE_FLAGS = {"size": "size", "emb_size": "emb_size", "light": "light", "anchor_imsize": "anchor_imsize",
+                   "max_query_len": "time"}
+
+
+def apply_inference_settings(args: argparse.Namespace, checkpoint: dict, folder: Path) -> list[str]:
+    """The settings ``checkpoint`` stores (ours, under ``inference``) become the defaults of their flags, as in
+    ``ground.py``: a flag not given takes the stored value (the stored cfg is written into ``folder``), a given
+    one that disagrees is used and noted. Returns the notes (one line each)."""
+    saved = checkpoint.get(INFERENCE_KEY) or {}
+    given = given_flags(args)
+    notes = []
+    for key, flag in INFERENCE_FLAGS.items():
+        if key not in saved or saved[key] == getattr(args, flag):
+            continue
+        if flag in given:
+            notes.append(f"--{flag} {getattr(args, flag)} differs from the {saved[key]} that {args.resume} was "
+                         f"trained with; using --{flag} {getattr(args, flag)}")
+        else:
+            setattr(args, flag, saved[key])
+    if "cfg" in saved and saved["cfg"] != read_text(args.cfg, "--cfg"):
+        if "cfg" in given:
+            notes.append(f"--cfg {args.cfg} is not the cfg {args.resume} was trained with "
+                         f"({saved.get('cfg_name', 'stored in it')}); using --cfg {args.cfg}")
+        else:
+            args.cfg = str(stored_cfg(saved, folder))
+    return notes
+
+
+def stored_cfg(saved: dict, folder: Path) -> Path:
+    """The cfg text a checkpoint stores (``inference``), as a file in ``folder`` (under its original name)."""
+    path = Path(folder) / Path(saved.get("cfg_name") or "saved.cfg").name
+    path.write_text(saved["cfg"], encoding="utf-8")
+    return path
 
 
 def seed_everything(seed: int) -> None:
@@ -130,7 +200,7 @@ def build_corpus(args: argparse.Namespace) -> Corpus:
 def inference_config(args: argparse.Namespace, corpus: Corpus, kind: str) -> dict:
     """What grounding with a checkpoint needs besides its weights (saved under ``inference``, read by
     :mod:`app.grounder`): model kind, the cfg's text, input and embedding sizes, anchors, corpus words."""
-    return {"kind": kind, "cfg": Path(args.cfg).read_text(), "cfg_name": Path(args.cfg).name, "size": args.size,
+    return {"kind": kind, "cfg": read_text(args.cfg, "--cfg"), "cfg_name": Path(args.cfg).name, "size": args.size,
             "emb_size": args.emb_size, "light": args.light,
             "anchors": [list(a) for a in build_geometry(args).anchors], "anchor_imsize": args.anchor_imsize,
             "max_query_len": args.time, "words": list(corpus.dictionary.idx2word)}
@@ -148,6 +218,17 @@ def build_image_dataset(args: argparse.Namespace, split: str, corpus: Corpus, au
     """The image set of ``split``; a ``training`` set leaves out samples with an empty ground-truth box."""
     return ReferDataset(args.data_root, args.split_root, args.dataset, split, corpus, image_size=args.size,
                         augment=augment, max_query_len=args.time, skip_empty_boxes=training)
+
+
+def build_training_sets(args: argparse.Namespace, corpus: Corpus, kind: str
+                        ) -> tuple[VIDDataset | ReferDataset, VIDDataset | ReferDataset]:
+    """The training and validation sets: frame pairs and 5-frame windows (``--val_split``, default test) for
+    the video model, images (default val) for the image model."""
+    if kind == "image":
+        return (build_image_dataset(args, "train", corpus, augment=not args.no_augment, training=True),
+                build_image_dataset(args, args.val_split or "val", corpus, augment=False))
+    return (build_video_dataset(args, "train", corpus, TRAIN_FRAMES, augment=not args.no_augment, training=True),
+            build_video_dataset(args, args.val_split or "test", corpus, EVAL_FRAMES, augment=False))
 
 
 def build_train_loader(args: argparse.Namespace, dataset: Dataset, dist: DistInfo
@@ -186,6 +267,16 @@ def build_model(args: argparse.Namespace, vocab_size: int, kind: str) -> nn.Modu
     if args.freeze_backbone:
         model.visumodel.freeze()
     return model
+
+
+def build_test_model(args: argparse.Namespace, rt: Runtime, vocab_size: int, kind: str) -> nn.Module:
+    """The model to evaluate ``--resume`` with: the settings the checkpoint stores are the defaults of their flags
+    (:func:`apply_inference_settings`; a given flag that disagrees is warned about), on ``rt.device``."""
+    with tempfile.TemporaryDirectory() as folder:
+        if args.resume:
+            for note in apply_inference_settings(args, read_checkpoint(args.resume), Path(folder)):
+                rt.logger.warning("warning: %s", note)
+        return build_model(args, vocab_size, kind).to(rt.device)
 
 
 def initialise_for_training(args: argparse.Namespace, model: nn.Module, logger: logging.Logger) -> None:

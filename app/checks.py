@@ -14,11 +14,9 @@ from pathlib import Path
 
 from app.argparser import DEFAULT_DARKNET_WEIGHTS
 from app.cache import default_cache_dir
-from app.predictions import check_writable
-from utils.io import FILE, FOLDER, REPLACED_FOLDER, UserInputError, check_paths, lock_outputs
-
-STAGED_FOLDER = REPLACED_FOLDER  # output kinds (utils.io): a file, a folder we write into, a folder replaced whole
-__all__ = ["FILE", "FOLDER", "STAGED_FOLDER"]
+from app.predictions import JSONL_SUFFIXES, check_writable
+from utils.io import FILE, FOLDER, REPLACED_FOLDER, UserInputError, check_not_folder, check_paths, lock_outputs
+from utils.windows import EVAL_FRAMES, TRAIN_FRAMES
 
 
 def checkpoint_paths(args: argparse.Namespace) -> tuple[Path, Path]:
@@ -40,9 +38,9 @@ def outputs(args: argparse.Namespace, training: bool, cache: bool) -> dict[str, 
     if args.save_pred:
         found["--save_pred"] = (Path(args.save_pred), FILE)
     if args.save_plot:
-        found["--save_plot"] = (Path(args.save_plot), STAGED_FOLDER)
+        found["--save_plot"] = (Path(args.save_plot), REPLACED_FOLDER)
     if cache:
-        found["--cache_dir"] = (default_cache_dir(args), STAGED_FOLDER)
+        found["--cache_dir"] = (default_cache_dir(args), REPLACED_FOLDER)
     return found
 
 
@@ -75,8 +73,18 @@ def check_output(flag: str, path: Path, kind: str) -> None:
                              f"({err.strerror or err})") from None
 
 
+def check_suffix(flag: str, path: str | os.PathLike, suffixes: tuple[str, ...]) -> None:
+    """An output's suffix names its format: ``--out_gif x.png`` would be GIF bytes under a PNG name."""
+    if Path(path).suffix.lower() not in suffixes:
+        raise UserInputError(f"{flag} {path}: the suffix must be {' or '.join(suffixes)} (the format written)")
+
+
 def check_inputs(args: argparse.Namespace, training: bool) -> None:
-    """Every input path given on the command line of a grounding script exists (a missing default is no error)."""
+    """Every input path given on the command line of a grounding script exists (a missing default is no error)
+    and is a file."""
+    for flag in ("--resume", "--pretrain", "--darknet_weights") if training else ("--resume",):
+        if getattr(args, flag[2:]):
+            check_not_folder(getattr(args, flag[2:]), flag)
     if args.resume:
         if not Path(args.resume).is_file():
             raise UserInputError(f"checkpoint not found: {args.resume} (--resume)")
@@ -86,6 +94,18 @@ def check_inputs(args: argparse.Namespace, training: bool) -> None:
     if training and args.darknet_weights and not Path(args.darknet_weights).is_file():
         raise UserInputError(f"--darknet_weights {args.darknet_weights} not found (pass '' for random weights, "
                              f"or leave the flag out to use {DEFAULT_DARKNET_WEIGHTS} when it exists)")
+
+
+def check_window_frames(args: argparse.Namespace, training: bool) -> None:
+    """``--num_frame_k`` fits the run: frame pairs to train, an odd window of >= 3 frames to evaluate."""
+    k = getattr(args, "num_frame_k", None)
+    if k is None:
+        return
+    if training and k != TRAIN_FRAMES:
+        raise UserInputError(f"--num_frame_k {k}: training uses frame pairs ({TRAIN_FRAMES})")
+    if not training and (k < 3 or k % 2 == 0):
+        raise UserInputError(f"--num_frame_k {k}: evaluation grounds the centre of a window of an odd number of "
+                             f"frames >= 3 (default {EVAL_FRAMES}); {TRAIN_FRAMES} is for training")
 
 
 def inputs(args: argparse.Namespace, training: bool) -> dict[str, Path | None]:
@@ -100,9 +120,10 @@ def inputs(args: argparse.Namespace, training: bool) -> dict[str, Path | None]:
 
 
 def check_before_work(args: argparse.Namespace, training: bool, cache: bool = False) -> contextlib.ExitStack:
-    """A grounding script's checks: every input given on the command line present, then :func:`check_outputs`.
-    Returns the locks on the outputs, to hold for the run (``with``)."""
+    """A grounding script's checks: every input given on the command line present, ``--num_frame_k``, then
+    :func:`check_outputs`. Returns the locks on the outputs, to hold for the run (``with``)."""
     check_inputs(args, training)
+    check_window_frames(args, training)
     return check_outputs(args, training, cache)
 
 
@@ -123,6 +144,8 @@ def claim_outputs(inputs: Mapping[str, object], found: Mapping[str, tuple[Path |
     for flag, (path, kind) in found.items():
         if path is not None:
             check_output(flag, Path(path), kind)
+            if flag == "--save_pred":
+                check_suffix(flag, path, JSONL_SUFFIXES)
     if locked is None:
         locked = {flag: path for flag, (path, kind) in found.items() if kind != FOLDER}
     locks = lock_outputs(locked if is_main_process() else {})

@@ -178,7 +178,7 @@ def evaluate_video_windows(
 @torch.inference_mode()
 def evaluate_video(
     model: nn.Module,
-    clip_loader: Iterable[dict],
+    sequence_loader: Iterable[dict],
     device: torch.device,
     geometry: Geometry,
     num_frames: int = EVAL_FRAMES,
@@ -189,12 +189,12 @@ def evaluate_video(
 ) -> list[dict[str, Any]]:
     """Evaluate the video model with k-frame windows, computing each distinct frame's features once per test run.
 
-    ``clip_loader`` yields :func:`dataset.vid_loader.collate_clip_frames` batches of
-    ``VIDDataset.clip_frames()``: index entries over the same frames (tubes, sentences) share the features.
+    ``sequence_loader`` yields :func:`dataset.vid_loader.collate_sequence_frames` batches of
+    ``VIDDataset.sequence_frames()``: index entries over the same frames (tubes, sentences) share the features.
     Returns the records in dataset (index) order.
     """
     records: list[dict[str, Any]] = []
-    bar = progress_bar(clip_loader, enabled=progress, leave=False, desc="evaluate (video)", unit="batch")
+    bar = progress_bar(sequence_loader, enabled=progress, leave=False, desc="evaluate (video)", unit="batch")
     for outputs, meta in ground_stream(model, bar, device, num_frames, batch_size, amp_dtype):
         records += score_predictions(outputs["pred_anchor"], meta, geometry)
         if cache_dir is not None:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from app.builders import stored_cfg
 from app.cache import CACHE_TOPK, CacheEntry, VideoRescorer, topk_candidates
 from app.records import Candidate, Pick, Prediction
 from app.stream import ground_stream
@@ -41,7 +42,7 @@ from utils.letterbox import Letterbox, letterbox
 from utils.transforms import to_tensor
 from utils.video import probe_video, read_video
 from utils.windows import EVAL_FRAMES
-from utils.word_utils import END_TOKEN, PAD_TOKEN, UNK_TOKEN, Corpus, Dictionary, load_corpus, split_words
+from utils.word_utils import END_TOKEN, PAD_TOKEN, UNK_TOKEN, Corpus, Dictionary, load_corpus, read_tokens
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 # the reference's defaults, for checkpoints without an ``inference`` entry (the authors' released ones)
@@ -169,8 +170,7 @@ class Grounder:
                                  "with the corpus.pth it was trained with")
         with tempfile.TemporaryDirectory() as tmp:
             if cfg is None and "cfg" in saved:
-                cfg = Path(tmp) / saved.get("cfg_name", "saved.cfg")
-                cfg.write_text(saved["cfg"])
+                cfg = stored_cfg(saved, Path(tmp))
             model = build_grounding_model(found, len(vocabulary), cfg_path=cfg or DEFAULT_CFG,
                                           image_size=settings["size"], emb_size=settings["emb_size"],
                                           light=settings["light"])
@@ -179,12 +179,18 @@ class Grounder:
         return cls(model, found, vocabulary, geometry, settings["max_query_len"], device, amp_dtype, batch_size)
 
     def unknown_words(self, sentence: str) -> list[str]:
-        """The words of ``sentence`` that the vocabulary lacks (they are read as ``<unk>``)."""
-        return [w for w in split_words(sentence) if w not in self.corpus.dictionary and w != "."]
+        """The words of ``sentence`` that are read (not past the maximum length) and that the vocabulary lacks (they
+        are read as ``<unk>``), each once."""
+        words, _ = read_tokens(sentence.lower(), self.max_query_len)
+        return list(dict.fromkeys(w for w in words if w not in self.corpus.dictionary and w != "."))
+
+    def dropped_tokens(self, sentence: str) -> int:
+        """How many tokens of ``sentence`` are past the maximum length (``--time``) and not read."""
+        return read_tokens(sentence.lower(), self.max_query_len)[1]
 
     def encode(self, sentence: str) -> torch.Tensor:
-        """Word ids (L,) of ``sentence``; a sentence with no known word is an error naming it."""
-        words = [w for w in split_words(sentence) if w != "."]
+        """Word ids (L,) of ``sentence``; a sentence with no known word (among those read) is an error naming it."""
+        words = [w for w in read_tokens(sentence.lower(), self.max_query_len)[0] if w != "."]
         special = {PAD_TOKEN, UNK_TOKEN, END_TOKEN}
         if not any(w in self.corpus.dictionary and w not in special for w in words):
             raise UserInputError(f"sentence {sentence!r}: none of its words is in the model's vocabulary "
@@ -236,7 +242,7 @@ class Grounder:
     def _collate(batch: list, sentences: Sequence[str], word_ids: list[torch.Tensor]) -> dict[str, Any]:
         return {
             "images": to_tensor(np.stack([img for img, *_ in batch])),  # (F, 3, S, S)
-            "clip": [frame.clip for _, frame, *_ in batch],
+            "sequence": [frame.clip for _, frame, *_ in batch],  # each clip is one sequence of frames
             "frame": [t for _, _, t, _, _ in batch],
             "length": [t + 1 if last else None for _, _, t, last, _ in batch],
             "queries": [[{"letterbox": frame_letterbox, "word_id": word_id, "sentence": s, "phrase": sentences[s],
@@ -249,6 +255,12 @@ class Grounder:
         as a one-frame :class:`CacheEntry` for the re-scoring (None for the image model)."""
         boxes, scores, feats = (None if t is None else t.float().cpu()
                                 for t in topk_candidates(outputs, meta, self.geometry, CACHE_TOPK))
+        finite = torch.isfinite(boxes).all(dim=(1, 2)) & torch.isfinite(scores).all(dim=1)  # (R,)
+        if not bool(finite.all()):
+            r = int((~finite).nonzero()[0])
+            raise FloatingPointError(f"frame {meta['frame'][r]} of {meta['name'][r]}, sentence "
+                                     f"{meta['phrase'][r]!r}: the model gave a non-finite box (numerical overflow"
+                                     f"{' under --amp' if self.amp_dtype is not None else ''}?); nothing written")
         for r in range(boxes.shape[0]):
             candidates = [Candidate(_rounded(boxes[r, k]), float(scores[r, k])) for k in range(CACHE_TOPK)]
             prediction = Prediction(meta["frame"][r], meta["clip"][r], meta["name"][r], meta["time"][r],

@@ -9,22 +9,28 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 
 from app.builders import (
+    PolyLR,
     Runtime,
     build_eval_loader,
     build_geometry,
     build_image_dataset,
     build_lr_scheduler,
+    build_model,
     build_optimizer,
     build_train_loader,
+    build_training_sets,
     build_video_dataset,
+    inference_config,
     initialise_for_training,
 )
 from app.cache import cache_source, default_cache_dir, write_cache_manifest
@@ -33,7 +39,7 @@ from app.engine import evaluate_images, evaluate_video, evaluate_video_windows, 
 from app.predictions import save_plots, write_predictions
 from app.records import summarize
 from dataset.referit_loader import ReferDataset
-from dataset.vid_loader import VIDDataset, collate_clip_frames, group_videos
+from dataset.vid_loader import VIDDataset, collate_sequence_frames, group_videos
 from model.losses import GroundingCriterion
 from utils.checkpoint import (
     capture_rng_state,
@@ -77,7 +83,7 @@ def evaluate_video_split(args: argparse.Namespace, rt: Runtime, model: nn.Module
     """Window evaluation of ``dataset`` (videos sharded over the processes), optionally writing the cache.
 
     ``method='stream'`` computes each distinct frame's features once (index entries over the same frames
-    share them, so a process gets whole clips); ``'windows'`` is the reference's recomputation.
+    share them, so a process gets whole sequences); ``'windows'`` is the reference's recomputation.
     """
     if method == "windows":
         videos = range(rt.dist.rank, len(dataset.videos), rt.dist.world_size)
@@ -86,9 +92,9 @@ def evaluate_video_split(args: argparse.Namespace, rt: Runtime, model: nn.Module
         loader = build_eval_loader(args, dataset, indices)
         records = evaluate_video_windows(model, loader, rt.device, geometry, rt.amp_dtype, cache_dir, rt.progress)
     else:
-        clips = group_videos(dataset.videos, range(len(dataset.videos)))[rt.dist.rank::rt.dist.world_size]
-        frames = dataset.clip_frames([v for clip in clips for v in clip])
-        loader = build_eval_loader(args, frames, collate_fn=collate_clip_frames)
+        sequences = group_videos(dataset.videos, range(len(dataset.videos)))[rt.dist.rank::rt.dist.world_size]
+        frames = dataset.sequence_frames([v for sequence in sequences for v in sequence])
+        loader = build_eval_loader(args, frames, collate_fn=collate_sequence_frames)
         records = evaluate_video(model, loader, rt.device, geometry, num_frames=dataset.num_frames,
                                  batch_size=args.batch_size, amp_dtype=rt.amp_dtype, cache_dir=cache_dir,
                                  progress=rt.progress)
@@ -129,21 +135,36 @@ def evaluate_split(args: argparse.Namespace, rt: Runtime, model: nn.Module, data
     return evaluate_image_split(args, rt, model, dataset, geometry)
 
 
-def train(args: argparse.Namespace, rt: Runtime, model: nn.Module, train_set: VIDDataset | ReferDataset,
-          val_set: VIDDataset | ReferDataset, inference: dict | None = None) -> float:
-    """Train ``model`` for ``--nb_epoch`` epochs (resuming from ``--resume``), validating after each epoch.
+@dataclass
+class TrainingRun:
+    """Everything a training run uses, built once by :func:`build_training_run`; ``start_epoch`` and
+    ``best_accuracy`` are those of ``--resume`` (0 and -inf for a new run)."""
 
-    Checkpoints (main process, atomic): ``<savename>_checkpoint.pth.tar`` after every epoch and
-    ``<savename>_model_best.pth.tar`` when the validation accuracy improves, each with ``inference``
-    (:func:`app.builders.inference_config`). Returns the best accuracy.
-    """
-    latest, _ = checkpoint_paths(args)
-    with keeps(lambda: [latest] if latest.is_file() else [], "--resume it to go on"):
-        return _train(args, rt, model, train_set, val_set, inference)
+    model: nn.Module
+    train_set: VIDDataset | ReferDataset
+    val_set: VIDDataset | ReferDataset
+    loader: DataLoader
+    sampler: DistributedSampler
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: PolyLR
+    scaler: torch.amp.GradScaler | None
+    criterion: GroundingCriterion
+    geometry: Geometry
+    inference: dict
+    start_epoch: int
+    best_accuracy: float
 
 
-def _train(args: argparse.Namespace, rt: Runtime, model: nn.Module, train_set: VIDDataset | ReferDataset,
-           val_set: VIDDataset | ReferDataset, inference: dict | None = None) -> float:
+def build_training_run(args: argparse.Namespace, rt: Runtime, corpus: Corpus, kind: str) -> TrainingRun:
+    """The model (``kind``), datasets, loader, optimiser, schedule and criterion of a training run, initialised
+    (``--pretrain``, ``--darknet_weights``) or resumed from ``--resume`` with its flags checked."""
+    model = build_model(args, len(corpus), kind).to(rt.device)
+    train_set, val_set = build_training_sets(args, corpus, kind)
+    if kind == "video":
+        rt.logger.info("training on %d frames of %d videos, validating on %d frames", len(train_set),
+                       len(train_set.videos), len(val_set))
+    else:
+        rt.logger.info("training on %d expressions, validating on %d", len(train_set), len(val_set))
     latest, best_path = checkpoint_paths(args)
     checkpoint = read_checkpoint(args.resume) if args.resume else {}
     if args.resume:
@@ -167,30 +188,50 @@ def _train(args: argparse.Namespace, rt: Runtime, model: nn.Module, train_set: V
     lr_scheduler = build_lr_scheduler(args, optimizer, len(loader), start_epoch * len(loader))
     if "lr_scheduler" in checkpoint:  # else the position above follows from the epoch
         lr_scheduler.load_state_dict(checkpoint["lr_scheduler"])
-    criterion = GroundingCriterion().to(rt.device)
-    trained = wrap_ddp(model, rt)
+    return TrainingRun(model, train_set, val_set, loader, sampler, optimizer, lr_scheduler, scaler,
+                       GroundingCriterion().to(rt.device), geometry, inference_config(args, corpus, kind),
+                       start_epoch, best_accuracy)
 
-    for epoch in range(start_epoch, args.nb_epoch):
-        sampler.set_epoch(epoch)
+
+def train(args: argparse.Namespace, rt: Runtime, run: TrainingRun) -> float:
+    """Train for ``--nb_epoch`` epochs from ``run.start_epoch``, validating after each epoch.
+
+    Checkpoints (main process, atomic): ``<savename>_checkpoint.pth.tar`` after every epoch and
+    ``<savename>_model_best.pth.tar`` when the validation accuracy improves, each with ``run.inference``
+    (:func:`app.builders.inference_config`). Returns the best accuracy. Ctrl-C names the last complete
+    checkpoint.
+    """
+    latest, _ = checkpoint_paths(args)
+    with keeps(lambda: [latest] if latest.is_file() else [], "--resume it to go on"):
+        return _train(args, rt, run)
+
+
+def _train(args: argparse.Namespace, rt: Runtime, run: TrainingRun) -> float:
+    latest, best_path = checkpoint_paths(args)
+    trained = wrap_ddp(run.model, rt)
+    steps = len(run.loader)
+    best_accuracy = run.best_accuracy
+    for epoch in range(run.start_epoch, args.nb_epoch):
+        run.sampler.set_epoch(epoch)
         start = time.perf_counter()
-        losses = train_one_epoch(trained, criterion, loader, optimizer, rt.device, epoch, geometry,
-                                 scaler=scaler, amp_dtype=rt.amp_dtype, print_freq=args.print_freq,
-                                 logger=rt.logger, progress=rt.progress, lr_scheduler=lr_scheduler)
+        losses = train_one_epoch(trained, run.criterion, run.loader, run.optimizer, rt.device, epoch, run.geometry,
+                                 scaler=run.scaler, amp_dtype=rt.amp_dtype, print_freq=args.print_freq,
+                                 logger=rt.logger, progress=rt.progress, lr_scheduler=run.lr_scheduler)
         train_time = time.perf_counter() - start
 
-        metrics = summarize(evaluate_split(args, rt, model, val_set, geometry))
+        metrics = summarize(evaluate_split(args, rt, run.model, run.val_set, run.geometry))
         is_best = metrics["accuracy"] > best_accuracy
         best_accuracy = max(best_accuracy, metrics["accuracy"])
         rt.logger.info("epoch %d/%d  lr %.3g  %s  (%.0f s)  val accuracy %.4f  mean IoU %.4f  best %.4f",
-                       epoch + 1, args.nb_epoch, lr_scheduler.lr_at((epoch + 1) * len(loader) - 1),
+                       epoch + 1, args.nb_epoch, run.lr_scheduler.lr_at((epoch + 1) * steps - 1),
                        "  ".join(f"{k} {v:.4f}" for k, v in losses.items()), train_time, metrics["accuracy"],
                        metrics["miou"], best_accuracy)
 
         rng_states = all_gather_objects([capture_rng_state()])
         if rt.is_main:
             for path in [latest, best_path] if is_best else [latest]:
-                save_training_checkpoint(path, model, optimizer, epoch + 1, best_accuracy, scaler, rng_states,
-                                         lr_scheduler, training_flags(vars(args)), inference)
+                save_training_checkpoint(path, run.model, run.optimizer, epoch + 1, best_accuracy, run.scaler,
+                                         rng_states, run.lr_scheduler, training_flags(vars(args)), run.inference)
         barrier()
     return best_accuracy
 

@@ -4,6 +4,7 @@ Records are those of :mod:`app.engine` (boxes in original image pixels)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable, Iterable
@@ -19,6 +20,7 @@ from utils.io import UserInputError, atomic_file, atomic_write_text, publish_fol
 PRED_COLOUR = (0, 0, 255)  # BGR red
 GT_COLOUR = (0, 200, 0)  # BGR green
 PRED_FIELDS = ("image", "phrase", "pred", "gt", "iou")
+JSONL_SUFFIXES = (".jsonl", ".ndjson")  # what a JSON Lines output may be named
 
 
 def check_writable(path: str | os.PathLike | None, overwrite: bool, flag: str) -> None:
@@ -32,7 +34,12 @@ def check_writable(path: str | os.PathLike | None, overwrite: bool, flag: str) -
 
 def write_predictions(records: Iterable[dict[str, Any]], path: str | os.PathLike) -> Path:
     """JSON Lines, one record per evaluated sample in dataset order: image, phrase, pred, gt, iou."""
-    lines = [json.dumps({k: r[k] for k in PRED_FIELDS}) for r in sorted(records, key=lambda r: r["index"])]
+    records = sorted(records, key=lambda r: r["index"])
+    for r in records:
+        if not all(math.isfinite(v) for v in [*r["pred"], r["iou"]]):
+            raise FloatingPointError(f"sample {r['index']} ({r['image']}): the model gave a non-finite box "
+                                     f"{r['pred']}; predictions not written")
+    lines = [json.dumps({k: r[k] for k in PRED_FIELDS}, allow_nan=False) for r in records]
     return atomic_write_text("\n".join(lines) + "\n" if lines else "", path)
 
 
@@ -105,6 +112,25 @@ def draw_sentences(img: np.ndarray, phrases: list[str], boxes: dict[int, list[fl
         cv2.putText(img, phrase, (3, y + h + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, sentence_colour(s), 1, cv2.LINE_AA)
         y += h + base + 4
     return img
+
+
+def fit_frame(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``img`` (BGR) on a black ``size`` (W, H) canvas, centred, scaled down to fit where it is larger (never up).
+
+    The annotated video and GIF take the first frame's size; a later frame of another size is fitted into it,
+    so a folder of mixed sizes gives every output all its frames (docs/behaviour.md §10).
+    """
+    h, w = img.shape[:2]
+    if (w, h) == size:
+        return img
+    ratio = min(1.0, size[0] / w, size[1] / h)
+    new_w, new_h = max(1, round(w * ratio)), max(1, round(h * ratio))
+    if (new_w, new_h) != (w, h):
+        img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    canvas = np.zeros((size[1], size[0], 3), np.uint8)
+    top, left = (size[1] - new_h) // 2, (size[0] - new_w) // 2
+    canvas[top:top + new_h, left:left + new_w] = img
+    return canvas
 
 
 def save_gif(frames: list[np.ndarray], path: str | os.PathLike, fps: float) -> Path:

@@ -133,9 +133,10 @@ def ground_stream(
     """The streaming core of video grounding: frames in order -> each frame's features once -> k-frame windows
     -> every sentence of each window grounded from the shared features.
 
-    ``batches`` yield ``images`` (F, 3, S, S) and per frame ``clip`` (id), ``frame`` (index in the clip),
-    ``length`` (the clip's length, or None until its last frame, see :class:`WindowStream`) and ``queries``
-    (the sentences grounded on that frame, as metadata dicts with ``word_id``). The frames of a clip arrive
+    ``batches`` yield ``images`` (F, 3, S, S) and per frame ``sequence`` (the id of the frame sequence it belongs
+    to: windows never cross sequences), ``frame`` (index in the sequence), ``length`` (the sequence's length, or
+    None until its last frame, see :class:`WindowStream`) and ``queries`` (the sentences grounded on that frame,
+    as metadata dicts with ``word_id``). The frames of a sequence arrive
     consecutively; only the frames a window can still use are kept. Yields ``(outputs, meta)`` for up to
     ``batch_size`` windows at a time (all their sentences), in the order the windows complete.
     ``num_frames=1`` grounds each frame alone (the image model).
@@ -146,9 +147,9 @@ def ground_stream(
     for batch in batches:
         with autocast(device, amp_dtype):
             feats = model.frame_features(batch["images"].to(device))  # per scale (F, h, w, C) (video model)
-        for f, (clip, t, n, queries) in enumerate(zip(batch["clip"], batch["frame"], batch["length"],
-                                                      batch["queries"])):
-            pending += stream.push(clip, t, n, Frame([x[f] for x in feats], queries))
+        for f, (sequence, t, n, queries) in enumerate(zip(batch["sequence"], batch["frame"], batch["length"],
+                                                          batch["queries"])):
+            pending += stream.push(sequence, t, n, Frame([x[f] for x in feats], queries))
         while len(pending) >= batch_size:
             yield ground_windows(model, pending[:batch_size], device, amp_dtype)
             pending = pending[batch_size:]

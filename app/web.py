@@ -273,7 +273,7 @@ class JobQueue:
                                            stride=options.stride, post_process=options.post_process):
                 for prediction in predictions:
                     line = json_record(prediction, source, fps)
-                    lines.append(json.dumps(line))
+                    lines.append(json.dumps(line, allow_nan=False))
                     rows.append({"frame": line["frame"], "time": line["time"], "sentence": prediction.sentence,
                                  "box": line["box"], "score": round(line["score"], 4)})
                 with self.lock:

@@ -5,7 +5,7 @@ thread for OpenCV and torch, i.e. what one DataLoader worker gets):
 
 - train pairs: ``VIDDataset(num_frames=2, augment=True)`` (flip, HSV, letterbox, affine) at 256 px;
 - eval windows: ``VIDDataset(num_frames=5)``, each frame decoded once per window that contains it (5 times);
-- eval frames: ``VIDDataset.clip_frames()``, each frame decoded once (for the streaming evaluator);
+- eval frames: ``VIDDataset.sequence_frames()``, each frame decoded once (for the streaming evaluator);
 - the same three through a faithful re-implementation of the reference's per-sample code (per-frame
   torchvision ``ToTensor``/``Normalize``, int boxes, two HSV conversions; its evaluator only had windows).
 
@@ -207,7 +207,7 @@ def main() -> None:
                 rows = [
                     ("ours: train pairs (augment)", pairs, 2),
                     ("ours: eval 5-frame windows", windows, 5),
-                    ("ours: eval per-frame (streaming)", windows.clip_frames(range(len(windows.videos))), 1),
+                    ("ours: eval per-frame (streaming)", windows.sequence_frames(range(len(windows.videos))), 1),
                     ("reference: train pairs (augment)", ReferencePipeline(pairs.videos, 2, True, args.image_size), 2),
                     ("reference: eval 5-frame windows", ReferencePipeline(pairs.videos, 5, False, args.image_size),
                      5),

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Subset
 from app.engine import evaluate_video, evaluate_video_windows, train_one_epoch
 from bench.video_eval import CONFIGS
 from dataset.synthvid import SynthConfig, generate
-from dataset.vid_loader import VIDDataset, collate_clip_frames
+from dataset.vid_loader import VIDDataset, collate_sequence_frames
 from model import build_grounding_model
 from model.losses import GroundingCriterion
 from utils.geometry import DEFAULT_ANCHORS, Geometry
@@ -44,7 +44,7 @@ def workloads(name: str, root: Path, frames: int, device: torch.device, amp_dtyp
     criterion = GroundingCriterion()
 
     def stream() -> object:
-        loader = DataLoader(test.clip_frames([0]), batch_size=5, collate_fn=collate_clip_frames)
+        loader = DataLoader(test.sequence_frames([0]), batch_size=5, collate_fn=collate_sequence_frames)
         return evaluate_video(model, loader, device, geometry, batch_size=5, amp_dtype=amp_dtype, progress=False)
 
     def windows() -> object:

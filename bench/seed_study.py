@@ -158,8 +158,10 @@ def markdown(result: dict[str, Any]) -> str:
              markdown_table(diffs)]
     if walls:
         lines += ["", "Wall time per seed (s): " + ", ".join(f"{s}: {t:.0f}" for s, t in walls["per_seed"].items())
-                  + f"; sum {sum(walls['per_seed'].values()):.0f} s; this invocation of the study (data, the seeds "
-                  f"not done before, {result['parallel']} at a time, and this summary) {walls['this_run']:.0f} s."]
+                  + f"; sum {sum(walls['per_seed'].values()):.0f} s."]
+        if "this_run" in walls:
+            lines[-1] += (f" This invocation of the study (data, the seeds not done before, {result['parallel']} at a "
+                          f"time, and this summary): {walls['this_run']:.0f} s.")
     return "\n".join(lines) + "\n"
 
 
@@ -174,6 +176,8 @@ def main() -> None:
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="OMP threads per seed (default: CPU cores / --parallel)")
     parser.add_argument("--quick", action="store_true", help="run_demo.py --quick (a smoke test of the study)")
+    parser.add_argument("--summary_only", action="store_true",
+                        help="run nothing: summarise the seeds that are done (e.g. while the others still run)")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -181,14 +185,20 @@ def main() -> None:
     extra = [*(["--backbone", args.backbone] if args.backbone else []), *(["--quick"] if args.quick else [])]
     seeds = list(range(FIRST_SEED, FIRST_SEED + args.seeds))
     start = time.perf_counter()
-    if args.backbone == "pretrained":  # once, before the seeds run in parallel (each would fetch it)
-        try:
-            fetch_backbone()
-        except UserInputError as err:
-            raise SystemExit(f"seed study: no pretrained backbone: {one_line(err)}") from err
-    if subprocess.run(demo_command("--steps", "data", "--data", str(data), *extra), check=False).returncode:
-        raise SystemExit("seed study: generating the data failed (see above)")
-    run_seeds(seeds, out, data, extra, args.parallel, args.threads or max(1, (os.cpu_count() or 1) // args.parallel))
+    if args.summary_only:
+        seeds = [s for s in seeds if (out / f"seed_{s}" / "results.json").is_file()]
+        if not seeds:
+            raise SystemExit(f"seed study: no seed is done in {out}")
+    else:
+        if args.backbone == "pretrained":  # once, before the seeds run in parallel (each would fetch it)
+            try:
+                fetch_backbone()
+            except UserInputError as err:
+                raise SystemExit(f"seed study: no pretrained backbone: {one_line(err)}") from err
+        if subprocess.run(demo_command("--steps", "data", "--data", str(data), *extra), check=False).returncode:
+            raise SystemExit("seed study: generating the data failed (see above)")
+        run_seeds(seeds, out, data, extra, args.parallel,
+                  args.threads or max(1, (os.cpu_count() or 1) // args.parallel))
     degradations = data / "VID" / "degradations_test.json"
     try:
         info = load_index_info(data, data, "VID", "test", degradations if degradations.is_file() else None)
@@ -203,8 +213,9 @@ def main() -> None:
     result.update(backbone=used.pop(), parallel=args.parallel,
                   date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                   machine=f"{platform.machine()}, {os.cpu_count()} CPU cores ({platform.processor() or '?'})",
-                  wall_time_s={"per_seed": {str(s): r["total_s"] for s, (_, r) in zip(seeds, loaded)},
-                               "this_run": time.perf_counter() - start})
+                  wall_time_s={"per_seed": {str(s): r["total_s"] for s, (_, r) in zip(seeds, loaded)}})
+    if not args.summary_only:
+        result["wall_time_s"]["this_run"] = time.perf_counter() - start
     atomic_write_text(json.dumps(result, indent=1) + "\n", out / "summary.json")
     text = markdown(result)
     atomic_write_text(text, out / "summary.md")

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Subset
 
 from app.engine import evaluate_video, evaluate_video_windows
 from dataset.synthvid import SynthConfig, generate
-from dataset.vid_loader import VIDDataset, collate_clip_frames, group_videos
+from dataset.vid_loader import VIDDataset, collate_sequence_frames, group_videos
 from model import DEFAULT_CFG, SMALL_CFG, build_grounding_model
 from utils.geometry import DEFAULT_ANCHORS, Geometry
 from utils.word_utils import load_corpus
@@ -49,7 +49,8 @@ def bench_config(name: str, root: Path, clips: int, batch_size: int, device: tor
     geometry = Geometry(size, DEFAULT_ANCHORS, 416)
 
     def stream(share: bool) -> list:
-        loader = DataLoader(dataset.clip_frames(videos, share), batch_size=batch_size, collate_fn=collate_clip_frames)
+        loader = DataLoader(dataset.sequence_frames(videos, share), batch_size=batch_size,
+                            collate_fn=collate_sequence_frames)
         return evaluate_video(model, loader, device, geometry, batch_size=batch_size, progress=False)
 
     def windows() -> list:

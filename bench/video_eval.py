@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Subset
 
 from app.engine import evaluate_video, evaluate_video_windows
 from dataset.synthvid import SynthConfig, generate
-from dataset.vid_loader import VIDDataset, collate_clip_frames
+from dataset.vid_loader import VIDDataset, collate_sequence_frames
 from model import DEFAULT_CFG, SMALL_CFG, build_grounding_model
 from utils.geometry import DEFAULT_ANCHORS, Geometry
 from utils.word_utils import load_corpus
@@ -53,7 +53,8 @@ def run_method(name: str, method: str, root: Path, videos: int, batch_size: int,
 
     def evaluate(clips: range) -> list:
         if method.startswith("stream"):
-            loader = DataLoader(dataset.clip_frames(clips), batch_size=batch_size, collate_fn=collate_clip_frames)
+            loader = DataLoader(dataset.sequence_frames(clips), batch_size=batch_size,
+                                collate_fn=collate_sequence_frames)
             return evaluate_video(model, loader, device_, geometry, batch_size=batch_size, amp_dtype=amp_dtype,
                                   progress=False)
         subset = [i for i, (v, _) in enumerate(dataset.samples) if v in clips]

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from utils.io import UserInputError, safe_load
+from utils.io import UserInputError, check_not_folder, safe_load
 from utils.letterbox import Letterbox
 from utils.transforms import Rng, eval_frame, swap_left_right, to_tensor, train_frame
-from utils.word_utils import Corpus, has_known_word
+from utils.word_utils import Corpus, has_known_word, read_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ def default_corpus_path(split_root: str | os.PathLike, dataset: str) -> Path:
 
 def load_index(path: Path, split: str) -> list:
     """Load an index file; a missing one is an error naming it and the split files that do exist beside it."""
+    check_not_folder(path, "index file")
     if not path.is_file():
         folder = path.parent
         found = sorted(p.name for p in folder.glob("*.pth") if p.name != "corpus.pth") if folder.is_dir() else []
@@ -71,6 +72,8 @@ def check_image_file(path: str | os.PathLike, index_path: str | os.PathLike | No
             head = f.read(2)
             f.seek(max(0, os.fstat(f.fileno()).st_size - JPEG_TAIL_BYTES))
             tail = f.read()
+    except IsADirectoryError:
+        raise UserInputError(f"image {path}{listed} is a folder; expected an image file") from None
     except OSError:
         raise UserInputError(f"image {path}{listed} is missing") from None
     if head == JPEG_START and JPEG_END not in tail:
@@ -171,6 +174,21 @@ def warn_empty_boxes(empty: np.ndarray, index_path: Path, describe: Callable[[in
                    "e.g. %s; they are %s", index_path, int(empty.sum()), len(empty), describe(first), what)
 
 
+def warn_long_phrases(phrases: Sequence[Any], index_path: Path, max_len: int) -> None:
+    """One warning for the distinct phrases of an index that are cut at ``max_len`` tokens, with an example."""
+    if max_len <= 0:
+        return
+    cut = {}
+    for phrase in dict.fromkeys(p for p in phrases if isinstance(p, str) and p.strip()):
+        dropped = read_tokens(phrase.lower(), max_len)[1]
+        if dropped:
+            cut[phrase] = dropped
+    if cut:
+        example, dropped = next(iter(cut.items()))
+        logger.warning("warning: index file %s: %d distinct phrase(s) are longer than --time %d tokens and are cut, "
+                       "e.g. %r loses its last %d token(s)", index_path, len(cut), max_len, example, dropped)
+
+
 def int_box(box: Any) -> np.ndarray:
     """quirk: the reference casts annotation boxes to int (truncation toward zero) before anything else."""
     return np.asarray(box, dtype=np.float64).astype(np.int64)
@@ -184,11 +202,14 @@ def check_image_paths(paths: Sequence[Any], describe: Callable[[int], str]) -> N
 
 
 def check_phrases(phrases: Sequence[Any], corpus: Corpus | None, index_path: Path,
-                  describe: Callable[[int], str]) -> None:
-    """A phrase that is not a non-empty string is an error; phrases without a word of ``corpus`` get one warning.
+                  describe: Callable[[int], str], max_len: int = 0) -> None:
+    """A phrase that is not a non-empty string is an error; phrases without a word of ``corpus`` get one warning,
+    and so do phrases longer than ``max_len`` tokens (``--time``; their last tokens are not read).
 
-    Such a phrase is grounded from ``<unk>`` tokens alone (a guess): a vocabulary from another dataset?
+    A phrase without a known word is grounded from ``<unk>`` tokens alone (a guess): a vocabulary from another
+    dataset?
     """
+    warn_long_phrases(phrases, index_path, max_len)
     unknown = []
     seen: dict[str, bool] = {}
     for i, phrase in enumerate(phrases):

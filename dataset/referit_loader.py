@@ -64,10 +64,10 @@ def unpack_item(item: Any, i: int, index_path: Path) -> tuple[str, Any, str]:
 
 
 class ReferDataset(Dataset):
-    """One referring expression per sample.
+    """One referring expression per sample, in the video datasets' layout with one frame (T = 1).
 
-    Items: ``image`` (3, S, S) float32, ``word_id`` (L,) long, ``box`` (4,) float32 letterboxed xyxy, ``ratio``,
-    ``dw``, ``dh`` 0-dim float32, ``orig_size`` (2,) long (h, w), ``index`` int, ``phrase`` str (lower-cased,
+    Items: ``images`` (1, 3, S, S) float32, ``word_id`` (L,) long, ``boxes`` (1, 4) float32 letterboxed xyxy,
+    ``letterbox`` (:class:`utils.letterbox.Letterbox`, fields (1,)), ``index`` int, ``phrase`` str (lower-cased,
     possibly flip-swapped, as tokenised), ``image_path`` str (as in the index). ``rng`` as in ``VIDDataset``.
     """
 
@@ -80,15 +80,15 @@ class ReferDataset(Dataset):
             raise UserInputError(f"unknown split {split!r} for {dataset}; expected one of "
                                  f"{', '.join(IMAGE_SPLITS[dataset])}")
         self.index_path = refer_index_path(split_root, dataset, split)
-        self.items: list = load_index(self.index_path, split)
-        fields = [unpack_item(item, i, self.index_path) for i, item in enumerate(self.items)]
+        self.samples: list = load_index(self.index_path, split)
+        fields = [unpack_item(item, i, self.index_path) for i, item in enumerate(self.samples)]
         check_image_paths([image for image, _, _ in fields], self._source)
         empty = check_boxes([box for _, box, _ in fields], dataset in XYWH_DATASETS, self._source)
-        check_phrases([phrase for _, _, phrase in fields], corpus, self.index_path, self._source)
+        check_phrases([phrase for _, _, phrase in fields], corpus, self.index_path, self._source, max_query_len)
         warn_empty_boxes(empty, self.index_path, self._source, skip_empty_boxes)
         if skip_empty_boxes:
-            self.items = [item for item, e in zip(self.items, empty.tolist()) if not e]
-        self.root = resolve_image_root(unpack_item(self.items[0], 0, self.index_path)[0],
+            self.samples = [item for item, e in zip(self.samples, empty.tolist()) if not e]
+        self.root = resolve_image_root(unpack_item(self.samples[0], 0, self.index_path)[0],
                                        [Path(data_root) / IMAGE_DIRS[dataset]], self.index_path)
         self.xywh = dataset in XYWH_DATASETS
         self.corpus = corpus
@@ -102,13 +102,13 @@ class ReferDataset(Dataset):
         return random if self._rng is None else self._rng
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.samples)
 
     def _source(self, i: int) -> str:
         return f"index file {self.index_path}, item {i}"
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        image_file, box, phrase = unpack_item(self.items[index], index, self.index_path)
+        image_file, box, phrase = unpack_item(self.samples[index], index, self.index_path)
         flip = self.augment and self.rng.random() > 0.5
         phrase, word_id = encode_phrase(phrase, self.corpus, self.max_query_len, flip, self._source(index))
         frame, size = load_frame(self.root / image_file, corner_box(box, self.xywh), self.index_path,

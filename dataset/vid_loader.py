@@ -56,7 +56,7 @@ class VIDDataset(Dataset):
     """k-frame windows of every frame of every video (see the module docstring).
 
     Items: ``images`` (T, 3, S, S) float32, ``word_id`` (L,) long, ``boxes`` (T, 4) float32 letterboxed xyxy,
-    ``ratio``/``dw``/``dh`` (T,) float32, ``orig_size`` (T, 2) long (h, w), ``index`` int, ``phrase`` str (the
+    ``letterbox`` (:class:`utils.letterbox.Letterbox`, fields (T,)), ``index`` int, ``phrase`` str (the
     lower-cased, possibly flip-swapped phrase that was tokenised), ``image_path`` str (centre frame, as in the
     index). With ``augment`` one flip decision covers the whole sample; HSV jitter and the affine warp are drawn
     per frame. ``rng`` defaults to the ``random`` module (re-seeded per DataLoader worker by PyTorch).
@@ -82,7 +82,7 @@ class VIDDataset(Dataset):
                             describe=lambda i: self._source(*frames[i]))
         warn_empty_boxes(empty, self.index_path, lambda i: self._source(*frames[i]), skip_empty_boxes)
         check_phrases([self.videos[v][t][2] for v, t in frames], corpus, self.index_path,
-                      lambda i: self._source(*frames[i]))
+                      lambda i: self._source(*frames[i]), max_query_len if corpus is not None else 0)
         self.samples: list[tuple[int, int]] = frames
         if skip_empty_boxes and empty.any():
             # a sample is skipped when a frame whose box is a target (every frame of its window) is empty
@@ -143,49 +143,50 @@ class VIDDataset(Dataset):
             "index": index, "image_path": path, "phrase": phrase.lower(), "video": v, "frame": t,
         }
 
-    def clip_frames(self, videos: Sequence[int], share: bool = True) -> VIDClipFrames:
+    def sequence_frames(self, videos: Sequence[int], share: bool = True) -> VIDSequenceFrames:
         """The frames of ``videos`` one at a time (docs/behaviour.md §7 preprocessing, never augmented), for
         streaming evaluation: each distinct frame once with every index entry grounded on it (``share``), or
         each index video on its own (one decoding per entry and frame, the per-sentence evaluation)."""
-        return VIDClipFrames(self, videos, share)
+        return VIDSequenceFrames(self, videos, share)
 
 
 def group_videos(videos: Sequence[Sequence[tuple]], which: Sequence[int], share: bool = True) -> list[list[int]]:
-    """``which`` grouped into clips: index videos with the same frame paths in the same order (the tubes and
-    sentences of one video), in order of first appearance; with ``share=False`` each video is its own clip."""
+    """``which`` grouped into frame sequences: index videos with the same frame paths in the same order (the tubes
+    and sentences of one video), in order of first appearance; with ``share=False`` each index video is its own
+    sequence."""
     if not share:
         return [[v] for v in which]
-    clips: dict[tuple[str, ...], list[int]] = {}
+    sequences: dict[tuple[str, ...], list[int]] = {}
     for v in which:
-        clips.setdefault(tuple(frame[0] for frame in videos[v]), []).append(v)
-    return list(clips.values())
+        sequences.setdefault(tuple(frame[0] for frame in videos[v]), []).append(v)
+    return list(sequences.values())
 
 
-class VIDClipFrames(Dataset):
+class VIDSequenceFrames(Dataset):
     """Distinct frames of some videos of a :class:`VIDDataset`, each decoded once for all its index entries.
 
-    Index videos over the same frame sequence form one clip (:func:`group_videos`). Item ``i`` is one frame of
-    one clip, in clip then frame order: ``image`` (3, S, S), ``clip``, ``frame``, ``length`` (ints), and
-    ``queries``, one dict per index entry of the clip, with that entry's metadata as in :meth:`VIDDataset.frame_meta`
-    plus ``word_id`` (L,). Batch with :func:`collate_clip_frames`.
+    Index videos over the same frames form one sequence (:func:`group_videos`). Item ``i`` is one frame of one
+    sequence, in sequence then frame order: ``image`` (3, S, S), ``sequence``, ``frame``, ``length`` (ints), and
+    ``queries``, one dict per index entry of the sequence, with that entry's metadata as in
+    :meth:`VIDDataset.frame_meta` plus ``word_id`` (L,). Batch with :func:`collate_sequence_frames`.
     """
 
-    def __init__(self, windows: VIDDataset, videos: Sequence[int], share: bool = True) -> None:
-        self.windows = windows
-        self.clips = group_videos(windows.videos, videos, share)
+    def __init__(self, dataset: VIDDataset, videos: Sequence[int], share: bool = True) -> None:
+        self.dataset = dataset
+        self.sequences = group_videos(dataset.videos, videos, share)
         starts = [0]
-        for video in windows.videos:
+        for video in dataset.videos:
             starts.append(starts[-1] + len(video))
         self.starts = starts
-        self.items = [(c, t) for c, group in enumerate(self.clips) for t in range(len(windows.videos[group[0]]))]
+        self.samples = [(c, t) for c, group in enumerate(self.sequences) for t in range(len(dataset.videos[group[0]]))]
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        ds = self.windows
-        c, t = self.items[index]
-        group = self.clips[c]
+        ds = self.dataset
+        c, t = self.samples[index]
+        group = self.sequences[c]
         (img, _, ratio, dw, dh), (h, w) = ds._frame(group[0], t, augment=False, flip=False)
         letterbox = Letterbox.build(ratio, dw, dh, (h, w))
         queries = []
@@ -195,11 +196,11 @@ class VIDClipFrames(Dataset):
             box = torch.tensor(eval_box(int_box(box), ratio, dw, dh), dtype=torch.float32)
             queries.append({"boxes": box, "letterbox": letterbox, "index": self.starts[v] + t, "image_path": path,
                             "phrase": phrase, "video": v, "frame": t, "word_id": word_id})
-        return {"image": to_tensor(img[None])[0], "clip": c, "frame": t,
+        return {"image": to_tensor(img[None])[0], "sequence": c, "frame": t,
                 "length": len(ds.videos[group[0]]), "queries": queries}
 
 
-def collate_clip_frames(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Frames of :class:`VIDClipFrames` -> ``images`` (F, 3, S, S) and per-frame lists of the other keys."""
+def collate_sequence_frames(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Frames of :class:`VIDSequenceFrames` -> ``images`` (F, 3, S, S) and per-frame lists of the other keys."""
     return {"images": torch.stack([item["image"] for item in items]),
-            **{key: [item[key] for item in items] for key in ("clip", "frame", "length", "queries")}}
+            **{key: [item[key] for item in items] for key in ("sequence", "frame", "length", "queries")}}

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from utils.io import UserInputError
+from utils.io import UserInputError, check_not_folder, read_text
 
 LEAKY_SLOPE = 0.1
 CONV_TYPES = ("convolutional", "yoloconvolutional")
@@ -30,10 +30,8 @@ TINY_CFG = Path(__file__).with_name("yolov3_tiny_grounding.cfg")  # yolov3-tiny'
 def parse_cfg(path: str | os.PathLike) -> list[dict[str, str]]:
     """Blocks of a Darknet cfg in file order, each ``{'type': name, key: value, ...}``; the first is ``[net]``."""
     path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"Darknet cfg not found: {path}")
     blocks: list[dict[str, str]] = []
-    for lineno, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, raw in enumerate(read_text(path, "Darknet cfg").splitlines(), start=1):
         line = raw.split("#", 1)[0].split(";", 1)[0].strip()
         if not line:
             continue
@@ -246,6 +244,7 @@ class Darknet(nn.Module):
         A file whose value count differs from what the cfg needs is an error, never a partial load.
         """
         path = Path(path)
+        check_not_folder(path, "Darknet weights")
         if not path.is_file():
             raise UserInputError(f"Darknet weights not found: {path}")
         data = path.read_bytes()
@@ -267,8 +266,13 @@ class Darknet(nn.Module):
                 f"the header, found {found}"
             )
         values = torch.from_numpy(np.frombuffer(data, dtype="<f4", offset=offset).copy())
+        chunks = values.split([t.numel() for t in tensors])
+        for tensor, chunk in zip(tensors, chunks):
+            if not bool(torch.isfinite(chunk).all()):
+                name = next(n for n, t in [*self.named_parameters(), *self.named_buffers()] if t is tensor)
+                raise UserInputError(f"Darknet weights {path}: the values of {name} hold NaN or inf (a damaged file)")
         with torch.no_grad():
-            for tensor, chunk in zip(tensors, values.split([t.numel() for t in tensors])):
+            for tensor, chunk in zip(tensors, chunks):
                 tensor.copy_(chunk.view_as(tensor))
         return major, minor, revision, seen
 

@@ -424,6 +424,266 @@ CASES: list[Case] = [
 ]
 
 
+
+# ==== encodings, non-finite numbers, truncation and ignored flags, geometry edges, tools, windows, wording ====
+# (docs/behaviour.md §10: one rule each, the same in every entry point it applies to)
+
+LATIN1 = "the café left of the square\n".encode("latin-1")  # é is byte 0xe9 at offset 7
+BOM = b"\xef\xbb\xbf"
+
+
+def ckpt_with(ctx: Ctx, name: str, edit: Callable[[dict], None], kind: str = "video") -> Path:
+    """A copy of the random ``kind`` checkpoint changed by ``edit`` (of the whole checkpoint dict)."""
+    checkpoint = torch.load(ctx.video_ckpt if kind == "video" else ctx.image_ckpt, weights_only=True)
+    edit(checkpoint)
+    path = ctx.work / name
+    torch.save(checkpoint, path)
+    return path
+
+
+def poison(key: str, value: float) -> Callable[[dict], None]:
+    def edit(checkpoint: dict) -> None:
+        checkpoint["state_dict"][key].view(-1)[3] = value
+    return edit
+
+
+def with_inference(**settings: object) -> Callable[[dict], None]:
+    def edit(checkpoint: dict) -> None:
+        checkpoint["inference"] = settings
+    return edit
+
+
+NAN_KEY = "visumodel.module_list.2.conv_2.weight"  # a backbone convolution of the small cfg, in both models
+TEXT_KEY = "textmodel.embedding.weight"
+
+
+def image_file(ctx: Ctx, name: str, h: int, w: int) -> Path:
+    path = ctx.work / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = np.full((h, w, 3), 90, np.uint8)
+    img[:, : max(1, w // 3)] = (20, 180, 240)
+    assert cv2.imwrite(str(path), img)
+    return path
+
+
+def video_file(ctx: Ctx, name: str = "clip.mp4", frames: int = 4, truncate: bool = False) -> Path:
+    """A small mp4 (mp4v) of the first test clip's frames; ``truncate`` cuts its tail (and so its moov atom)."""
+    path = ctx.work / name
+    sources = sorted((ctx.root / "frames" / "test" / "vid_00000").iterdir())[:frames]
+    first = cv2.imread(str(sources[0]))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (first.shape[1], first.shape[0]))
+    for source in sources:
+        writer.write(cv2.imread(str(source)))
+    writer.release()
+    return truncated(path) if truncate else path
+
+
+def mixed_sizes(ctx: Ctx) -> str:
+    """The first test clip's frames with the second one replaced by an image of another size."""
+    def damage(path: Path) -> None:
+        img = cv2.imread(str(path))
+        assert cv2.imwrite(str(path), cv2.resize(img, (img.shape[1] // 2 + 3, img.shape[0] + 10)))
+    return ctx.frames(damage)
+
+
+def detect_weights(ctx: Ctx) -> str:
+    from model.darknet import Darknet
+    from tests.helpers import write_darknet_weights
+    torch.manual_seed(0)
+    return str(write_darknet_weights(Darknet(SMALL_CFG), ctx.work / "small.weights"))
+
+
+def ground_with(ctx: Ctx, *extra: str, inputs: list[str] | None = None) -> list[str]:
+    argv = ctx.ground()
+    return [*(inputs or argv[:1]), *argv[1:], *extra]
+
+
+def phrases_file(ctx: Ctx, data: bytes) -> list[str]:
+    return [*ctx.ground()[:-2], "--phrases", str(ctx.file("phrases.txt", data)), "--out_jsonl", "o.jsonl"]
+
+
+def vid_root_edit(ctx: Ctx, relative: str, data: bytes, bbox: str = "[1, 2, 30, 40]") -> list[str]:
+    """The small VID-Sentence tree with one of its files (relative to its root) replaced by ``data``."""
+    argv = vid_sentence_root(ctx, bbox)
+    (ctx.work / "vs" / relative).write_bytes(data)
+    return argv
+
+
+ANN = "Data/VID/annSamples"
+TUBE = "Annotations/VID/tubeGt/train/v_train.js"
+TUBE_JSON = b'{"video": "v_train", "annotations": [{"id": "0", "track": [{"frame": 1, "bbox": [1, 2, 30, 40]}]}]}'
+
+
+def refcoco_root(ctx: Ctx, bbox: list[float] | None = None, instances: bytes | None = None) -> list[str]:
+    """A one-ref refcoco tree (and ``--out``): ``bbox`` of its annotation, or ``instances.json`` bytes."""
+    refs = [{"ref_id": 1, "ann_id": 5, "image_id": 7, "split": "train", "sentences": [{"sent": "a red car"}]}]
+    root = refer_root(ctx, refs)
+    box = [1, 2, 30, 40] if bbox is None else bbox
+    data = instances if instances is not None else json.dumps(
+        {"annotations": [{"id": 5, "image_id": 7, "bbox": box}]}).encode()
+    (Path(root) / "refcoco" / "instances.json").write_bytes(data)
+    return ["--refer_root", root, "--dataset", "unc", "--out", str(ctx.work / "unc")]
+
+
+def detect_args(ctx: Ctx, image: Path | str, *extra: str) -> list[str]:
+    return ["--cfg", str(SMALL_CFG), "--weights", detect_weights(ctx), "--image", str(image), "--size", "64",
+            *extra]
+
+
+EDGE_CASES: list[Case] = [
+    # ---- 4. text inputs: UTF-8 with or without a byte-order mark, else one line with the file and byte offset
+    ("phrases_latin1", "ground", lambda c: phrases_file(c, LATIN1), ("phrases.txt", "not UTF-8", "byte 7")),
+    ("phrases_utf16", "ground", lambda c: phrases_file(c, "the square\n".encode("utf-16")),
+     ("phrases.txt", "not UTF-8", "byte 0")),
+    ("phrases_with_bom", "ground", lambda c: phrases_file(c, BOM + b"the triangle left of the square\n"), 0),
+    ("names_latin1", "detect", lambda c: detect_args(c, c.root / "frames" / "test" / "vid_00000" / "000000.JPEG",
+                                                     "--names", str(c.file("n.names", LATIN1))),
+     ("n.names", "not UTF-8", "byte 7")),
+    ("cfg_latin1", "test_video", lambda c: [*c.test(), "--cfg", str(c.file("bad.cfg", b"[net]\n# caf\xe9\n"))],
+     ("bad.cfg", "not UTF-8", "byte 11")),
+    ("ann_list_latin1", "build_vid", lambda c: vid_root_edit(c, f"{ANN}/train_ann_list_v2.txt", b"0, " + LATIN1),
+     ("train_ann_list_v2.txt", "not UTF-8", "byte 10")),
+    ("valid_list_with_bom", "build_vid", lambda c: vid_root_edit(c, f"{ANN}/train_valid_list.txt",
+                                                                 BOM + b"v_train,0\n"), 1),
+    ("tube_file_latin1", "build_vid", lambda c: vid_root_edit(c, TUBE, TUBE_JSON.replace(b"v_train\"", b"v_tr\xe9\"")),
+     ("v_train.js", "not UTF-8", "byte 15")),
+    ("tube_file_with_bom", "build_vid", lambda c: vid_root_edit(c, TUBE, BOM + TUBE_JSON), 1),
+    ("instances_with_bom", "build_refcoco",
+     lambda c: refcoco_root(c, instances=BOM + b'{"annotations": [{"id": 5, "image_id": 7, "bbox": [1, 2, 3, 4]}]}'),
+     0),
+    ("instances_latin1", "build_refcoco", lambda c: refcoco_root(c, instances=b'{"annotations": [], "x": "\xe9"}'),
+     ("instances.json", "not UTF-8", "byte 26")),
+    # ---- 5. weights that are not numbers: refused when the checkpoint loads, naming the first bad tensor
+    ("ground_resume_nan_weights", "ground",
+     lambda c: ground_with(c, "--out_jsonl", "o.jsonl", "--resume", str(ckpt_with(c, "nan.pth",
+                                                                                  poison(NAN_KEY, float("nan")))))
+     , ("nan.pth", NAN_KEY, "NaN")),
+    ("test_resume_inf_weights", "test_video",
+     lambda c: [*c.model(), "--test", "--resume", str(ckpt_with(c, "inf.pth", poison(TEXT_KEY, float("inf"))))],
+     ("inf.pth", TEXT_KEY, "inf")),
+    ("test_image_resume_nan_weights", "train_image",
+     lambda c: [*c.model("synthvid"), "--test", "--resume",
+                str(ckpt_with(c, "nan.pth", poison(NAN_KEY, float("nan")), "image"))], ("nan.pth", NAN_KEY)),
+    ("train_pretrain_nan_weights", "train_video",
+     lambda c: [*c.train(), "--pretrain", str(ckpt_with(c, "nan.pth", poison(TEXT_KEY, float("-inf"))))],
+     ("nan.pth", TEXT_KEY)),
+    ("train_resume_nan_weights", "train_video",
+     lambda c: [*c.train(), "--resume", str(ckpt_with(c, "nan.pth", poison(NAN_KEY, float("nan"))))],
+     ("nan.pth", NAN_KEY)),
+    ("detect_weights_nan", "detect", lambda c: ["--cfg", str(SMALL_CFG), "--weights", _nan_darknet_weights(c),
+                                                "--image", "i.jpg"], ("small.weights", "module_list.0", "NaN")),
+    # ---- 6. truncation and ignored values: honoured, or said in one line
+    ("ground_phrase_longer_than_time", "ground", lambda c: ground_with(c, "--out_jsonl", "o.jsonl", "--time", "3"), 1),
+    ("ground_amp_dtype_without_amp", "ground", lambda c: ground_with(c, "--out_jsonl", "o.jsonl", "--amp_dtype",
+                                                                     "bf16"), 1),
+    ("test_amp_dtype_without_amp", "test_video", lambda c: [*c.test(), "--amp_dtype", "bf16"], 1),
+    ("test_cache_dir_without_cache", "test_video", lambda c: [*c.test(), "--cache_dir", "somewhere"], 1),
+    ("post_max_plots_without_save_plot", "post", lambda c: [*c.post(), "--max_plots", "3"], 1),
+    ("train_save_pred_when_training", "train_video", lambda c: [*c.train(), "--save_pred", "p.jsonl"], 1),
+    ("test_lr_with_test", "train_image", lambda c: [*c.model("synthvid"), "--test", "--resume", str(c.image_ckpt),
+                                                    "--lr", "0.1", "--nb_epoch", "3"], 1),
+    ("ground_fps_for_a_video", "ground",
+     lambda c: ground_with(c, "--out_jsonl", "o.jsonl", "--fps", "5", inputs=[str(video_file(c))]), 1),
+    ("ground_stride_longer_than_the_clip", "ground", lambda c: ground_with(c, "--out_jsonl", "o.jsonl", "--stride",
+                                                                           "50"), 1),
+    ("test_anchor_imsize_disagrees_with_checkpoint", "test_video",
+     lambda c: [*c.model(), "--test", "--anchor_imsize", "416", "--resume",
+                str(ckpt_with(c, "inf.pth", with_inference(anchor_imsize=64)))], 1),
+    ("test_size_from_checkpoint", "test_video",
+     lambda c: [*[a for a in c.model() if a not in ("--size", "64")], "--test", "--resume",
+                str(ckpt_with(c, "s.pth", with_inference(size=64, anchor_imsize=416)))], 0),
+    # ---- 8. geometry at the edges: every letterboxed side >= 1
+    ("ground_4000x16_image", "ground",
+     lambda c: ground_with(c, "--out_jsonl", "o.jsonl", inputs=[str(image_file(c, "wide.png", 16, 4000))]), 0),
+    ("ground_16x4000_image", "ground",
+     lambda c: ground_with(c, "--out_jsonl", "o.jsonl", inputs=[str(image_file(c, "tall.png", 4000, 16))]), 0),
+    ("ground_1x1_image", "ground",
+     lambda c: ground_with(c, "--out_jsonl", "o.jsonl", inputs=[str(image_file(c, "dot.png", 1, 1))]), 0),
+    ("ground_1x1_frames_to_video_and_gif", "ground",
+     lambda c: ground_with(c, "--out_video", "o.mp4", "--out_gif", "o.gif", inputs=[_tiny_frames(c)]), 0),
+    ("ground_mixed_sizes_to_video", "ground", lambda c: ground_with(c, "--out_video", "o.mp4", inputs=[mixed_sizes(c)]),
+     0),
+    ("ground_mixed_sizes_to_gif", "ground", lambda c: ground_with(c, "--out_gif", "o.gif", inputs=[mixed_sizes(c)]),
+     0),
+    ("test_4000x16_frame_in_an_index", "test_video", lambda c: [*c.test(), *c.video_index(_wide_frame(c))], 0),
+    ("detect_letterbox_4000x16", "detect", lambda c: detect_args(c, image_file(c, "wide.png", 16, 4000),
+                                                                 "--letterbox"), 0),
+    # ---- 9. tools that would write nothing useful
+    ("build_vid_empty_sentence_list", "build_vid", lambda c: vid_root_edit(c, f"{ANN}/test_ann_list_v2.txt", b""),
+     ("test", "no sentence")),
+    ("build_vid_inverted_box", "build_vid", lambda c: vid_sentence_root(c, "[30, 30, 10, 40]"), ("inverted",)),
+    ("build_vid_out_is_a_file", "build_vid", lambda c: [*vid_sentence_root(c, "[1, 2, 30, 40]"), "--out",
+                                                        str(c.file("out_file"))], ("--out", "is a file")),
+    ("build_refcoco_negative_width", "build_refcoco", lambda c: refcoco_root(c, [5, 5, -3, 10]), ("negative width",)),
+    ("build_refcoco_out_is_a_file", "build_refcoco", lambda c: [*refcoco_root(c), "--out", str(c.file("o"))],
+     ("--out", "is a file")),
+    ("synthvid_out_under_a_file", "synthvid", lambda c: ["--out", str(c.file("f") / "sub")],
+     ("--out", "is a file")),
+    ("synthvid_out_is_a_file", "synthvid", lambda c: ["--out", str(c.file("f"))], ("--out", "is a file")),
+    # ---- 10. --num_frame_k: 2 (training pairs) or an odd number >= 3 (evaluation windows)
+    ("num_frame_k_2_test", "test_video", lambda c: [*c.test(), "--num_frame_k", "2"], ("--num_frame_k", "odd")),
+    ("num_frame_k_1_test", "test_video", lambda c: [*c.test(), "--num_frame_k", "1"], ("--num_frame_k",)),
+    ("num_frame_k_4_test", "test_video", lambda c: [*c.test(), "--num_frame_k", "4"], ("--num_frame_k",)),
+    ("num_frame_k_2_post", "post", lambda c: [*c.post(), "--num_frame_k", "2"], ("--num_frame_k", "odd")),
+    ("num_frame_k_3_train", "train_video", lambda c: [*c.train(), "--num_frame_k", "3"], ("--num_frame_k", "2")),
+    ("num_frame_k_3_test", "test_video", lambda c: [*c.test(), "--num_frame_k", "3"], 0),
+    # ---- 11. wording: a folder is a folder, no decoder noise, output suffixes match the format
+    ("phrases_is_a_folder", "ground", lambda c: [*c.ground(), "--phrases", str(c.work), "--out_jsonl", "o.jsonl"],
+     ("--phrases", "is a folder")),
+    ("resume_is_a_folder", "test_video", lambda c: [*c.model(), "--test", "--resume", str(c.work)],
+     ("--resume", "is a folder")),
+    ("ground_resume_is_a_folder", "ground", lambda c: ground_with(c, "--out_jsonl", "o.jsonl", "--resume",
+                                                                 str(c.work)), ("is a folder",)),
+    ("corpus_is_a_folder", "test_video", lambda c: [*c.test(), "--corpus", str(c.work)], ("corpus", "is a folder")),
+    ("cfg_is_a_folder", "ground", lambda c: ground_with(c, "--out_jsonl", "o.jsonl", "--cfg", str(c.work)),
+     ("cfg", "is a folder")),
+    ("names_is_a_folder", "detect", lambda c: ["--cfg", str(SMALL_CFG), "--weights", "w", "--image", "i.jpg",
+                                               "--names", str(c.work)], ("is a folder",)),
+    ("weights_is_a_folder", "detect", lambda c: ["--cfg", str(SMALL_CFG), "--weights", str(c.work), "--image",
+                                                 "i.jpg"], ("Darknet weights", "is a folder")),
+    ("frame_is_a_folder", "test_video", lambda c: [*c.test(), *c.with_frame(c.work)], ("is a folder",)),
+    ("image_input_is_a_folder_among_images", "ground",
+     lambda c: ground_with(c, "--out_jsonl", "o.jsonl", inputs=[str(c.frame()), str(_folder_named(c, "b.png"))]),
+     ("b.png", "is a folder")),
+    ("ground_truncated_video", "ground",
+     lambda c: ground_with(c, "--out_jsonl", "o.jsonl", inputs=[str(video_file(c, truncate=True))]),
+     ("clip.mp4", "cannot be decoded")),
+    ("out_gif_named_png", "ground", lambda c: ground_with(c, "--out_gif", "o.png"), ("--out_gif", ".gif")),
+    ("out_video_named_gif", "ground", lambda c: ground_with(c, "--out_video", "o.gif"), ("--out_video", ".mp4")),
+    ("out_jsonl_named_mp4", "ground", lambda c: ground_with(c, "--out_jsonl", "o.mp4"), ("--out_jsonl", ".jsonl")),
+    ("save_pred_named_png", "test_video", lambda c: [*c.test(), "--save_pred", "p.png"], ("--save_pred", ".jsonl")),
+]
+
+
+def _wide_frame(ctx: Ctx) -> Callable[[list], None]:
+    """Test video 0 frame 1 read from a 4000 x 16 image, with a box inside it."""
+    path = image_file(ctx, "frames/w/000001.png", 16, 4000)
+
+    def edit(videos: list) -> None:
+        videos[0][1][:2] = [str(path), [100, 2, 900, 14]]
+    return edit
+
+
+def _folder_named(ctx: Ctx, name: str) -> Path:
+    (ctx.work / name).mkdir()
+    return ctx.work / name
+
+
+def _nan_darknet_weights(ctx: Ctx) -> str:
+    path = Path(detect_weights(ctx))
+    data = bytearray(path.read_bytes())
+    data[20 + 4 * 5: 20 + 4 * 6] = np.array([np.nan], "<f4").tobytes()  # value 5 after the 20-byte header
+    path.write_bytes(bytes(data))
+    return str(path)
+
+
+def _tiny_frames(ctx: Ctx) -> str:
+    folder = ctx.work / "dots"
+    for i in range(3):
+        image_file(ctx, f"dots/{i:03d}.png", 1, 1)
+    return str(folder)
+
+
 def _not_an_image(path: Path) -> Path:
     path.write_bytes(b"GIF89a but not really")
     return path
@@ -520,6 +780,86 @@ def test_bad_input(script: str, argv: Callable[[Ctx], list[str]], expected: tupl
         assert fragment in lines[0], lines[0]
     assert not (ctx.work / "pwned").exists()
 
+
+def test_the_edge_table_has_at_least_25_cases() -> None:
+    assert len(EDGE_CASES) >= 25 and len({case[0] for case in CASES + EDGE_CASES}) == len(CASES) + len(EDGE_CASES)
+
+
+@pytest.mark.parametrize(("script", "argv", "expected"), [case[1:] for case in EDGE_CASES],
+                         ids=[c[0] for c in EDGE_CASES])
+def test_edge_input(script: str, argv: Callable[[Ctx], list[str]], expected: tuple[str, ...] | int, ctx: Ctx,
+                    capsys: pytest.CaptureFixture) -> None:
+    test_bad_input(script, argv, expected, ctx, capsys)
+
+
+
+def test_a_byte_order_mark_never_becomes_part_of_a_sentence(ctx: Ctx, capsys: pytest.CaptureFixture) -> None:
+    code, _, err = run("ground", phrases_file(ctx, BOM + b"the triangle left of the square\r\n"), capsys)
+    assert code == 0, err
+    records = [json.loads(line) for line in (ctx.work / "o.jsonl").read_text().splitlines()]
+    assert {r["sentence"] for r in records} == {"the triangle left of the square"}
+
+
+def test_the_warnings_name_only_the_tokens_read_each_once(ctx: Ctx, capsys: pytest.CaptureFixture) -> None:
+    """--time 6 reads 'zebra the zebra triangle left of': zebra is unknown (once); 'yak' and 'square' are cut."""
+    argv = ground_with(ctx, "--out_jsonl", "o.jsonl", "--time", "6", "--phrase", "zebra the zebra triangle left of "
+                       "the square yak")
+    code, _, err = run("ground", argv, capsys)
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert code == 0 and len(warnings) == 2, err
+    assert "its last 3 token(s) are past --time 6" in warnings[0]
+    assert warnings[1].endswith(": zebra not in the vocabulary (read as <unk>)")
+
+
+def test_a_model_that_gives_a_non_finite_box_writes_nothing(ctx: Ctx) -> None:
+    from app.grounder import Grounder, read_frames
+    grounder = Grounder.from_checkpoint(ctx.video_ckpt, corpus=ctx.root / "VID" / "corpus.pth", cfg=SMALL_CFG,
+                                        size=64, emb_size=EMB)
+    with torch.no_grad():
+        next(grounder.model.parameters()).fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="non-finite box"):
+        list(grounder.ground(read_frames([ctx.root / "frames" / "test" / "vid_00000"]), ["the triangle"]))
+
+
+def test_the_test_script_takes_the_checkpoints_stored_settings(ctx: Ctx, capsys: pytest.CaptureFixture) -> None:
+    """Without --size and --anchor_imsize, a checkpoint trained at 64 px with anchors in 64-px units is evaluated
+    so: the same predictions as with both flags given."""
+    ckpt = str(ckpt_with(ctx, "s.pth", with_inference(size=64, anchor_imsize=64)))
+    bare = [a for a in ctx.model() if a not in ("--size", "64")]
+    assert run("test_video", [*bare, "--test", "--resume", ckpt, "--save_pred", "a.jsonl"], capsys)[0] == 0
+    assert run("test_video", [*ctx.model(), "--test", "--resume", ckpt, "--anchor_imsize", "64", "--save_pred",
+                              "b.jsonl"], capsys)[0] == 0
+    assert run("test_video", [*ctx.model(), "--test", "--resume", ckpt, "--save_pred", "c.jsonl"], capsys)[0] == 0
+    assert (ctx.work / "a.jsonl").read_text() == (ctx.work / "b.jsonl").read_text()
+    assert (ctx.work / "a.jsonl").read_text() == (ctx.work / "c.jsonl").read_text()
+
+
+def test_mixed_frame_sizes_give_every_output_every_frame(ctx: Ctx, capsys: pytest.CaptureFixture) -> None:
+    """One rule: JSON Lines boxes in each frame's own pixels; the video and the GIF at the first frame's size,
+    the frame of another size fitted in (not cropped, not refused)."""
+    from PIL import Image
+    folder = mixed_sizes(ctx)
+    frames = sorted(Path(folder).iterdir())
+    code, _, err = run("ground", ground_with(ctx, "--out_jsonl", "o.jsonl", "--out_video", "o.mp4", "--out_gif",
+                                             "o.gif", inputs=[folder]), capsys)
+    assert code == 0, err
+    first = cv2.imread(str(frames[0])).shape
+    records = [json.loads(line) for line in (ctx.work / "o.jsonl").read_text().splitlines()]
+    assert len(records) == len(frames)
+    with Image.open(ctx.work / "o.gif") as gif:
+        assert gif.n_frames == len(frames) and gif.size == ((first[1] + 1) // 2, (first[0] + 1) // 2)
+    capture = cv2.VideoCapture(str(ctx.work / "o.mp4"))
+    count = 0
+    while capture.read()[0]:
+        count += 1
+    assert count == len(frames)
+
+
+def test_a_video_that_cannot_be_decoded_prints_only_our_line(ctx: Ctx, capfd: pytest.CaptureFixture) -> None:
+    argv = ground_with(ctx, "--out_jsonl", "o.jsonl", inputs=[str(video_file(ctx, truncate=True))])
+    code = run_main(ground.main, ground.get_args_parser(), argv)
+    err = capfd.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: video "), err
 
 def test_a_cache_without_manifest_is_used_with_a_note(ctx: Ctx, capsys: pytest.CaptureFixture) -> None:
     """The authors' published cache folders have no manifest: post-processing uses them and says so."""

@@ -13,7 +13,7 @@ from app.cache import load_cache_entry
 from app.engine import evaluate_video, evaluate_video_windows
 from app.records import score_boxes, summarize
 from app.stream import WindowStream
-from dataset.vid_loader import VIDDataset, collate_clip_frames
+from dataset.vid_loader import VIDDataset, collate_sequence_frames
 from model import SMALL_CFG, build_grounding_model
 from utils.geometry import Geometry
 from utils.io import safe_load
@@ -127,8 +127,8 @@ def cells(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
 
 def run_stream(model: torch.nn.Module, dataset: VIDDataset, batch_size: int, cache_dir: Path | None = None,
                share: bool = True) -> list[dict]:
-    loader = DataLoader(dataset.clip_frames(range(len(dataset.videos)), share), batch_size=batch_size,
-                        collate_fn=collate_clip_frames)
+    loader = DataLoader(dataset.sequence_frames(range(len(dataset.videos)), share), batch_size=batch_size,
+                        collate_fn=collate_sequence_frames)
     return evaluate_video(model, loader, torch.device("cpu"), GEOMETRY, num_frames=5, batch_size=batch_size,
                           cache_dir=cache_dir, progress=False)
 
@@ -179,8 +179,8 @@ def test_streaming_evaluation_equals_window_by_window(model, test_set, cells) ->
 
 def test_streaming_evaluation_rejects_a_video_cut_short(model, test_set) -> None:  # noqa: ANN001
     """Without its last frame, the last video's last windows are never complete: an error, not fewer records."""
-    frames = test_set.clip_frames(range(len(test_set.videos)))
-    loader = DataLoader(Subset(frames, range(len(frames) - 1)), batch_size=2, collate_fn=collate_clip_frames)
+    frames = test_set.sequence_frames(range(len(test_set.videos)))
+    loader = DataLoader(Subset(frames, range(len(frames) - 1)), batch_size=2, collate_fn=collate_sequence_frames)
     with pytest.raises(ValueError):
         evaluate_video(model, loader, torch.device("cpu"), GEOMETRY, num_frames=5, batch_size=2, progress=False)
 

@@ -157,12 +157,12 @@ def test_per_frame_dataset_matches_window_centres(tmp_path):
     write_vid(tmp_path, [[(grey(10 + 40 * t), [8, 4, 40, 30], "a red car") for t in range(3)],
                          [(grey(200), [1, 2, 30, 40], "the man on the right")]])
     windows = vid(tmp_path, num_frames=5)
-    frames = windows.clip_frames(range(2))
+    frames = windows.sequence_frames(range(2))
     assert len(frames) == 4
     for i in range(4):
         item, window = frames[i], windows[i]
         (query,) = item["queries"]
-        assert (item["clip"], item["frame"]) == windows.samples[i] == (query["video"], query["frame"])
+        assert (item["sequence"], item["frame"]) == windows.samples[i] == (query["video"], query["frame"])
         assert item["image"].shape == (3, 256, 256)
         assert torch.equal(item["image"], window["images"][2])
         assert torch.equal(query["boxes"], window["boxes"][2])
@@ -177,12 +177,12 @@ def test_index_entries_over_the_same_frames_share_one_decoded_frame(tmp_path):
     index = torch.load(index_path)
     torch.save(index + [[(path, [1, 2, 20, 20], "the man") for path, _, _ in index[0]]], index_path)
     windows = vid(tmp_path, num_frames=5)
-    shared = windows.clip_frames(range(3))
-    assert shared.clips == [[0, 2], [1]]
-    assert [(item["clip"], item["frame"], [q["index"] for q in item["queries"]]) for item in shared] == [
+    shared = windows.sequence_frames(range(3))
+    assert shared.sequences == [[0, 2], [1]]
+    assert [(item["sequence"], item["frame"], [q["index"] for q in item["queries"]]) for item in shared] == [
         (0, 0, [0, 4]), (0, 1, [1, 5]), (0, 2, [2, 6]), (1, 0, [3])]
     assert torch.equal(shared[0]["queries"][1]["boxes"], windows[4]["boxes"][2])
-    assert [len(item["queries"]) for item in windows.clip_frames(range(3), share=False)] == [1] * 7
+    assert [len(item["queries"]) for item in windows.sequence_frames(range(3), share=False)] == [1] * 7
 
 
 def test_frame_size_reads_the_header(tmp_path):
@@ -345,4 +345,4 @@ def test_refer_index_is_not_mutated_and_flip_swaps_the_phrase(tmp_path):
     ds = refer(tmp_path, "unc", augment=True, rng=random.Random(0))
     phrases = {ds[0]["phrase"] for _ in range(12)}
     assert phrases == {"the dog on the left", "the dog on the right"}
-    assert ds.items == items
+    assert ds.samples == items

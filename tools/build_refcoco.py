@@ -18,10 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from app.checks import FOLDER, check_output
+from dataset.common import check_boxes
 from tools.build_vid_sentence import claim_out, is_coordinate, resolve_corpus, write_outputs
 from tools.restricted_pickle import load_plain_pickle
 from utils.cli import ArgumentParser, run_main
-from utils.io import UserInputError
+from utils.io import UserInputError, read_text
 
 # dataset -> (refer folder, default splitBy)
 DATASETS = {"unc": ("refcoco", "unc"), "unc+": ("refcoco+", "unc"), "gref": ("refcocog", "umd")}
@@ -70,11 +72,9 @@ def read_refs(path: Path) -> list[dict[str, Any]]:
 
 def read_boxes(path: Path) -> dict[int, tuple[int, list[float]]]:
     """Annotation id -> ``(image_id, [x, y, w, h])`` from a COCO-style ``instances.json``."""
-    if not path.is_file():
-        raise UserInputError(f"instances file not found: {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        data = json.loads(read_text(path, "instances file"))
+    except json.JSONDecodeError as err:
         raise UserInputError(f"instances file {path} is not valid JSON ({err})") from err
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise UserInputError(f"instances file {path}: expected an object with an 'annotations' list")
@@ -127,6 +127,7 @@ def build(
     """Read the refs and instances of ``dataset``, report counts, write the split indexes and corpus.pth."""
     if dataset not in DATASETS:
         raise UserInputError(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
+    check_output("--out", Path(out), FOLDER)
     folder, default_split_by = DATASETS[dataset]
     refs_path = Path(refer_root) / folder / f"refs({split_by or default_split_by}).p"
     refs = read_refs(refs_path)
@@ -136,6 +137,9 @@ def build(
     if dataset in TRAINVAL_DATASETS and "val" in items:
         items["trainval"] = items["train"] + items["val"]
     sentence_at = 2 if dataset == "gref" else 3
+    for split, split_items in items.items():  # what the loaders check in the written index (dataset.common)
+        check_boxes([item[sentence_at - 1] for item in split_items], xywh=True,
+                    describe=lambda i, split=split: f"{split} split, item {i} (image {items[split][i][0]})")
     for split, split_items in items.items():
         print(f"{split}: {len(split_items)} sentences, {len({item[0] for item in split_items})} images")
     skipped = sum(len(ref["sentences"]) for ref in refs) - sum(

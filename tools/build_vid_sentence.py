@@ -20,8 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.checks import FOLDER, check_output
+from dataset.common import check_boxes, check_image_paths, check_phrases
 from utils.cli import ArgumentParser, keeps, run_main
-from utils.io import FILE, FOLDER, UserInputError, atomic_save, check_paths, lock_outputs, safe_load
+from utils.io import FILE, UserInputError, atomic_save, check_paths, lock_outputs, read_text, safe_load
 from utils.word_utils import Corpus, Dictionary, build_corpus, load_corpus, split_words
 
 # VID-Sentence split -> ImageNet-VID folder of its tube files and frames (test tubes are VID "val" videos).
@@ -68,12 +70,7 @@ class SplitIndex:
 
 def _lines(path: Path, what: str) -> list[tuple[int, str]]:
     """Non-blank lines of ``path`` with their 1-based line numbers."""
-    if not path.is_file():
-        raise UserInputError(f"{what} not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise UserInputError(f"{what} {path} is not UTF-8 text ({err})") from err
+    text = read_text(path, what)
     return [(number, line.strip()) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
 
 
@@ -110,11 +107,11 @@ def is_coordinate(value: Any) -> bool:
 
 def read_tube_file(path: Path, video: str) -> dict[str, list[tuple[int, list[float]]]]:
     """Track id -> ``[(frame, [x1, y1, x2, y2])]`` sorted by frame (1-based) from a ``tubeGt`` file."""
-    if not path.is_file():
+    if not path.exists():
         raise UserInputError(f"tube file not found: {path} (needed for video {video})")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        data = json.loads(read_text(path, "tube file"))
+    except json.JSONDecodeError as err:
         raise UserInputError(f"tube file {path} is not valid JSON ({err})") from err
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise UserInputError(f"tube file {path}: expected an object with an 'annotations' list")
@@ -171,6 +168,23 @@ def build_split(vid_sentence_root: Path, vid_frames_root: Path, split: str) -> S
     return SplitIndex(videos, [sentence for _, sentence in sentences], len(tubes), used_tubes)
 
 
+def check_split(index: SplitIndex, split: str, ann_list: Path) -> None:
+    """What the loaders will check in the written index (``dataset.common``), checked before writing: a split
+    with no sentence would be an empty index."""
+    if not index.videos:
+        raise UserInputError(f"{ann_list}: the {split} split has no sentence, so its index would be empty "
+                             "(the scripts refuse an empty index)")
+    frames = [(v, t) for v, video in enumerate(index.videos) for t in range(len(video))]
+
+    def describe(i: int) -> str:
+        v, t = frames[i]
+        return f"{split} split, video {v} frame {t} ({index.videos[v][t][0]})"
+
+    check_image_paths([index.videos[v][t][0] for v, t in frames], describe)
+    check_boxes([index.videos[v][t][1] for v, t in frames], xywh=False, describe=describe)
+    check_phrases([index.videos[v][t][2] for v, t in frames], None, ann_list, describe)
+
+
 def resolve_corpus(train_sentences: Iterable[str], corpus_path: str | os.PathLike | None) -> Corpus:
     """The given corpus (``--corpus``, e.g. the authors' vocabulary) or one built from the training sentences.
 
@@ -220,6 +234,7 @@ def claim_out(inputs: dict[str, str | None], out: Path, names: Iterable[str]) ->
     """A tool's ``--out`` folder and the files ``names`` in it apart from its inputs, and locked against a
     second run of a tool on it (release: ``with``)."""
     check_paths(inputs, {"--out": (out, FOLDER), **{f"--out ({name})": (out / name, FILE) for name in names}})
+    check_output("--out", out, FOLDER)
     return lock_outputs({"--out": out})
 
 
@@ -233,7 +248,10 @@ def build(
 ) -> None:
     """Read VID-Sentence, report counts and missing frames, write the two indexes and ``corpus.pth``."""
     root, frames_root = Path(vid_sentence_root), Path(vid_frames_root)
+    check_output("--out", Path(out), FOLDER)
     splits = {split: build_split(root, frames_root, split) for split in SPLIT_DIRS}
+    for split, index in splits.items():
+        check_split(index, split, root / "Data" / "VID" / "annSamples" / f"{split}_ann_list_v2.txt")
     missing, num_images = [], 0
     for split, index in splits.items():
         paths = index.frame_paths()

@@ -23,7 +23,7 @@ from dataset.common import check_image_file
 from model.darknet import Darknet, YoloHead
 from utils.box_ops import xywh2xyxy
 from utils.cli import ArgumentParser, positive_int, run_main
-from utils.io import UserInputError
+from utils.io import UserInputError, read_text
 from utils.letterbox import letterbox as letterbox_image
 from utils.letterbox import unletterbox_boxes
 
@@ -98,9 +98,7 @@ def detect(
 def _read_names(path: Path | None) -> list[str] | None:
     if path is None:
         return None
-    if not path.is_file():
-        raise UserInputError(f"class names file not found: {path}")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.strip() for line in read_text(path, "class names file").splitlines() if line.strip()]
 
 
 def get_args_parser() -> argparse.ArgumentParser:

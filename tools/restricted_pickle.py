@@ -16,7 +16,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from utils.io import UserInputError
+from utils.io import UserInputError, check_not_folder
 
 ALLOWED_GLOBALS = frozenset(
     {
@@ -64,6 +64,7 @@ def load_plain_pickle(path: str | os.PathLike, what: str) -> Any:
     pickle naming a disallowed global all raise :class:`UserInputError` with the path and the reason.
     """
     path = Path(path)
+    check_not_folder(path, what)
     if not path.is_file():
         raise UserInputError(f"{what} not found: {path}")
     try:

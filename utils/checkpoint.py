@@ -35,13 +35,28 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     """
     checkpoint = safe_load(path, what="checkpoint", allowed_globals=NUMPY_SCALAR_GLOBALS)
     if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get("state_dict"), Mapping):
-        return dict(checkpoint)
-    if isinstance(checkpoint, Mapping) and checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        return {"state_dict": dict(checkpoint)}
-    raise UserInputError(
-        f"checkpoint {path} is neither a state dict nor a dict with a 'state_dict' entry "
-        f"(found {type(checkpoint).__name__})"
-    )
+        checkpoint = dict(checkpoint)
+    elif isinstance(checkpoint, Mapping) and checkpoint and all(isinstance(v, torch.Tensor)
+                                                                for v in checkpoint.values()):
+        checkpoint = {"state_dict": dict(checkpoint)}
+    else:
+        raise UserInputError(
+            f"checkpoint {path} is neither a state dict nor a dict with a 'state_dict' entry "
+            f"(found {type(checkpoint).__name__})"
+        )
+    check_finite_weights(checkpoint["state_dict"], path)
+    return checkpoint
+
+
+def check_finite_weights(state_dict: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Every floating-point tensor of ``state_dict`` is finite; else one line naming the first that is not
+    (a model with NaN or inf weights grounds every frame at NaN)."""
+    for key, value in state_dict.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            kind = "NaN" if bool(torch.isnan(value).any()) else "inf"
+            count = int((~torch.isfinite(value)).sum())
+            raise UserInputError(f"checkpoint {path}: tensor {key} holds {kind} ({count} of {value.numel()} values "
+                                 "not finite): the weights are damaged, or saved from a diverged run")
 
 
 def _strip_prefix(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

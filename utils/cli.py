@@ -68,8 +68,30 @@ def gpu_ids(text: str) -> str:
     return text.strip()
 
 
+class Args(argparse.Namespace):
+    """Parsed flags, plus ``given``: the destinations of the flags the command line named (a slot, so not in
+    ``vars(args)``, which checkpoints store). A default can then yield to a stored setting while an explicit
+    flag that disagrees with it is reported."""
+
+    __slots__ = ("given",)
+
+
+class _Unset(list):
+    """A destination's value before parsing (a list, so that ``append`` actions accept it)."""
+
+
+def _was_given(value: object) -> bool:
+    return not isinstance(value, _Unset) or len(value) > 0  # an append action copies the placeholder and appends
+
+
+def given_flags(args: argparse.Namespace) -> frozenset[str]:
+    """The destinations the command line named (empty for a namespace not parsed by :class:`ArgumentParser`)."""
+    return getattr(args, "given", frozenset())
+
+
 class ArgumentParser(argparse.ArgumentParser):
-    """``argparse.ArgumentParser`` whose usage errors are one line (``error: argument --x: ...``), exit 2.
+    """``argparse.ArgumentParser`` whose usage errors are one line (``error: argument --x: ...``), exit 2, and
+    whose result records which flags were given (:class:`Args`).
 
     The usage text argparse prints first would bury the one line that says what is wrong; ``--help`` has it.
     """
@@ -77,6 +99,15 @@ class ArgumentParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         raise SystemExit(2)
+
+    def parse_known_args(self, args: list[str] | None = None, namespace: argparse.Namespace | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        parsed, extras = super().parse_known_args(args, Args() if namespace is None else namespace)
+        if isinstance(parsed, Args):  # parse again over placeholders: what replaced one was given
+            dests = {action.dest for action in self._actions if action.dest != argparse.SUPPRESS}
+            probe, _ = super().parse_known_args(args, argparse.Namespace(**{d: _Unset() for d in dests}))
+            parsed.given = frozenset(d for d in dests if _was_given(getattr(probe, d, None)))
+        return parsed, extras
 
 
 def one_line(err: UserInputError) -> str:

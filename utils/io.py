@@ -179,6 +179,31 @@ def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def check_not_folder(path: str | os.PathLike, what: str) -> None:
+    """A folder given where a file is expected is said to be one (not "not found")."""
+    if Path(path).is_dir():
+        raise UserInputError(f"{what} {path} is a folder; expected a file")
+
+
+def read_text(path: str | os.PathLike, what: str) -> str:
+    """The text of a user's file, by one rule (docs/behaviour.md §10): UTF-8, with or without a byte-order mark
+    (dropped, so it never becomes part of a sentence or key). Anything else is one line naming ``what``, the
+    file and the byte offset of the first byte that is not UTF-8."""
+    check_not_folder(path, what)
+    if not Path(path).is_file():
+        raise UserInputError(f"{what} not found: {path}")
+    data = Path(path).read_bytes()
+    try:
+        return data.removeprefix(UTF8_BOM).decode("utf-8")
+    except UnicodeDecodeError as err:
+        offset = err.start + (len(UTF8_BOM) if data.startswith(UTF8_BOM) else 0)
+        raise UserInputError(f"{what} {path} is not UTF-8 text: byte {offset} (0x{data[offset]:02x}) cannot be "
+                             "decoded (save the file as UTF-8)") from None
+
+
 def safe_load(
     path: str | os.PathLike,
     what: str,
@@ -192,6 +217,7 @@ def safe_load(
     :class:`UserInputError` with the path and the reason.
     """
     path = Path(path)
+    check_not_folder(path, what)
     if not path.is_file():
         raise UserInputError(f"{what} not found: {path}")
     if path.stat().st_size == 0:
@@ -332,9 +358,13 @@ class OutputLock(contextlib.AbstractContextManager):
         if fcntl is None:
             return self
         lock = lock_path(self.path)
-        lock.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+            try:
+                lock.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+            except OSError as err:
+                raise UserInputError(f"{self.flag} {self.path} cannot be written: {lock} cannot be created "
+                                     f"({err.strerror or err})") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as err:

@@ -49,10 +49,11 @@ def letterbox_geometry(h: int, w: int, size: int) -> tuple[float, int, int, floa
     """Letterbox parameters of an ``h x w`` image: ``(ratio, new_w, new_h, dw, dh)`` (docs/behaviour.md §7).
 
     ``dw``/``dh`` are the (possibly half-pixel) paddings left/top, so a point maps as ``x * ratio + dw``.
-    Python ``round`` (half to even) is part of the reference arithmetic.
+    Python ``round`` (half to even) is part of the reference arithmetic; a side that would round to 0 pixels
+    (a very long, thin image) keeps 1, where the reference's resize fails.
     """
     ratio = float(size) / max(h, w)
-    new_w, new_h = round(w * ratio), round(h * ratio)
+    new_w, new_h = max(1, round(w * ratio)), max(1, round(h * ratio))  # a 4000 x 16 image keeps a row
     return ratio, new_w, new_h, (size - new_w) / 2, (size - new_h) / 2
 
 
@@ -91,8 +92,8 @@ def original_extent(orig_w: Tensor, orig_h: Tensor, ratio: Tensor) -> tuple[Tens
     ratio with the precision the reference evaluation had.
     """
     r = ratio.to(torch.float64)
-    new_w = torch.round(orig_w.to(torch.float64) * r)
-    new_h = torch.round(orig_h.to(torch.float64) * r)
+    new_w = torch.round(orig_w.to(torch.float64) * r).clamp(min=1)  # as letterbox_geometry: a side keeps 1 px
+    new_h = torch.round(orig_h.to(torch.float64) * r).clamp(min=1)
     return torch.round(new_w / r).long(), torch.round(new_h / r).long()
 
 

@@ -71,18 +71,24 @@ class Corpus:
 
         A trailing ``.`` is dropped; unknown words (and ``<eos>`` if the vocabulary lacks it) become ``<unk>``.
         """
-        words = split_words(line)
-        if not words:
-            raise ValueError(f"cannot tokenise an empty phrase: {line!r}")
-        if words[-1] == ".":
-            words = words[:-1]
-        if max_len > 0:
-            if len(words) > max_len:
-                words = words[:max_len]
-            elif len(words) < max_len:
-                words = words + [END_TOKEN] + [PAD_TOKEN] * (max_len - len(words) - 1)
+        words, _ = read_tokens(line, max_len)
+        if 0 < len(words) < max_len:
+            words = words + [END_TOKEN] + [PAD_TOKEN] * (max_len - len(words) - 1)
         unk = self.dictionary.word2idx[UNK_TOKEN]
         return torch.tensor([self.dictionary.word2idx.get(word, unk) for word in words], dtype=torch.long)
+
+
+def read_tokens(line: str, max_len: int = 20) -> tuple[list[str], int]:
+    """The tokens of ``line`` that :meth:`Corpus.tokenize` reads (a trailing ``.`` dropped, at most ``max_len``;
+    all for ``max_len <= 0``) and how many tokens past ``max_len`` it drops."""
+    words = split_words(line)
+    if not words:
+        raise ValueError(f"cannot tokenise an empty phrase: {line!r}")
+    if words[-1] == ".":
+        words = words[:-1]
+    if 0 < max_len < len(words):
+        return words[:max_len], len(words) - max_len
+    return words, 0
 
 
 def has_known_word(corpus: Corpus, line: str) -> bool:

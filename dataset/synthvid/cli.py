@@ -23,6 +23,11 @@ def run(args: argparse.Namespace) -> None:
                          HardFrames(args.motion_blur, args.motion_blur_length, args.occlusion, args.occlusion_frames,
                                     tuple(args.occlusion_cover), args.defocus, args.defocus_sigma, args.low_light,
                                     args.low_light_gain, args.low_light_noise))
+    for folder in (Path(args.out), *Path(args.out).parents):  # the nearest existing one must be a folder
+        if folder.exists():
+            if not folder.is_dir():
+                raise UserInputError(f"--out {args.out}: {folder} is a file, not a folder")
+            break
     with lock_outputs({"--out": args.out}):
         try:
             written = generate(args.out, config, force=args.force, workers=args.workers)
