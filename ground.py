@@ -29,7 +29,7 @@ import numpy as np
 from app.annotate import ground_and_draw, json_record
 from app.argparser import image_size, model_parser, runtime_parser, script_parser
 from app.builders import build_amp_dtype, build_device, ignored_flags
-from app.checks import FILE, check_output, check_suffix, claim_outputs
+from app.checks import FILE, check_output, check_suffix, claim_outputs, input_files
 from app.grounder import FrameSource, Grounder, read_frames
 from app.predictions import JSONL_SUFFIXES, save_gif
 from dataset.names import IMAGE_DATASETS, VIDEO_DATASETS
@@ -103,18 +103,16 @@ def check_outputs(args: argparse.Namespace, source: FrameSource) -> contextlib.E
         raise UserInputError("nothing to write: pass --out_jsonl, --out_video and/or --out_gif")
     if (args.out_video or args.out_gif) and source.kind == "images":
         raise UserInputError("--out_video / --out_gif need a video or a folder of frames, not separate images")
-    for flag, path, suffixes in (("--out_jsonl", args.out_jsonl, JSONL_SUFFIXES),
-                                 ("--out_video", args.out_video, VIDEO_SUFFIXES),
-                                 ("--out_gif", args.out_gif, (".gif",))):
-        if path:
-            check_output(flag, Path(path), FILE)
-            check_suffix(flag, path, suffixes)
+    if args.out_video:  # before output_path, which reads the suffix
+        check_output("--out_video", Path(args.out_video), FILE)
+        check_suffix("--out_video", args.out_video, VIDEO_SUFFIXES)
     video = output_path(args.out_video) if args.out_video else None  # .webm where H.264 is unavailable
-    inputs = {"inputs": args.inputs, "--resume": args.resume, "--corpus": args.corpus, "--cfg": args.cfg,
-              "--phrases": args.phrases}
+    inputs = {"inputs": args.inputs, **input_files({"--resume": args.resume, "--corpus": args.corpus,
+                                                    "--cfg": args.cfg, "--phrases": args.phrases})}
     outputs = {flag: (path, FILE) for flag, path in (("--out_jsonl", args.out_jsonl), ("--out_video", video),
                                                      ("--out_gif", args.out_gif))}
-    return claim_outputs(inputs, outputs, args.overwrite)
+    return claim_outputs(inputs, outputs, args.overwrite,
+                         suffixes={"--out_jsonl": JSONL_SUFFIXES, "--out_gif": (".gif",)})
 
 
 def ignored_ground_flags(args: argparse.Namespace, source: FrameSource) -> list[str]:

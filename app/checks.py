@@ -112,11 +112,14 @@ def inputs(args: argparse.Namespace, training: bool) -> dict[str, Path | None]:
     """What a grounding script (or post-processing) reads: flag -> path. A training run's ``--resume`` is not
     listed: resuming continues that very checkpoint, which the run then replaces."""
     found = {"--data_root": Path(args.data_root), "--split_root": Path(args.split_root) / args.dataset}
-    for flag in ("corpus", "cfg", *(("pretrain", "darknet_weights") if training else ("resume",))):
-        value = getattr(args, flag, None)
-        if value:
-            found[f"--{flag}"] = Path(value)
-    return found
+    flags = ("corpus", "cfg", *(("pretrain", "darknet_weights") if training else ("resume",)))
+    return {**found, **input_files({f"--{flag}": getattr(args, flag, None) for flag in flags})}
+
+
+def input_files(flags: Mapping[str, str | os.PathLike | None]) -> dict[str, Path]:
+    """The flags that name an existing file (a folder or a missing path given for a file is the input checks'
+    error, not a collision)."""
+    return {flag: Path(value) for flag, value in flags.items() if value and Path(value).is_file()}
 
 
 def check_before_work(args: argparse.Namespace, training: bool, cache: bool = False) -> contextlib.ExitStack:
@@ -133,19 +136,19 @@ def is_main_process() -> bool:
 
 
 def claim_outputs(inputs: Mapping[str, object], found: Mapping[str, tuple[Path | None, str]], overwrite: bool,
-                  locked: Mapping[str, Path | None] | None = None,
-                  replacing: Collection[str] = ()) -> contextlib.ExitStack:
+                  locked: Mapping[str, Path | None] | None = None, replacing: Collection[str] = (),
+                  suffixes: Mapping[str, tuple[str, ...]] | None = None) -> contextlib.ExitStack:
     """Every entry point's output checks, in order: no output on an input or on another output
-    (:func:`utils.io.check_paths`); each writable as its kind; locked against a second run (on the main process;
-    ``locked``: flag -> path, by default every file and replaced folder); then, under the lock, none replacing
-    existing files without ``overwrite`` (except the flags in ``replacing``, which the caller checks). Returns
-    the held locks."""
+    (:func:`utils.io.check_paths`); each writable as its kind, with a suffix of ``suffixes`` (flag -> suffixes)
+    where given; locked against a second run (on the main process; ``locked``: flag -> path, by default every
+    file and replaced folder); then, under the lock, none replacing existing files without ``overwrite`` (except
+    the flags in ``replacing``, which the caller checks). Returns the held locks."""
     check_paths(inputs, found)
     for flag, (path, kind) in found.items():
         if path is not None:
             check_output(flag, Path(path), kind)
-            if flag == "--save_pred":
-                check_suffix(flag, path, JSONL_SUFFIXES)
+            if flag in (suffixes or {}):
+                check_suffix(flag, path, suffixes[flag])
     if locked is None:
         locked = {flag: path for flag, (path, kind) in found.items() if kind != FOLDER}
     locks = lock_outputs(locked if is_main_process() else {})
@@ -166,4 +169,5 @@ def check_outputs(args: argparse.Namespace, training: bool = False, cache: bool 
     by the training loop (resume, or start over), under the lock of the latest one."""
     found = outputs(args, training, cache)
     locked = {flag: path for flag, (path, kind) in found.items() if kind != FOLDER and flag != BEST}
-    return claim_outputs({**inputs(args, training), **(read or {})}, found, args.overwrite, locked, (LATEST, BEST))
+    return claim_outputs({**inputs(args, training), **(read or {})}, found, args.overwrite, locked, (LATEST, BEST),
+                         {"--save_pred": JSONL_SUFFIXES})
