@@ -19,10 +19,10 @@ import torch
 import uvicorn
 
 from app.argparser import script_parser
-from app.builders import build_amp_dtype
+from app.builders import build_amp_dtype, build_device
 from app.grounder import Grounder
 from app.web import JobQueue, create_app, load_examples
-from utils.cli import int_from, positive_float, positive_int, run_main
+from utils.cli import gpu_ids, int_from, positive_float, positive_int, run_main
 from utils.io import UserInputError
 
 DEMO_CHECKPOINT = Path("demo_output/saved_models/cgslatt_model_best.pth.tar")  # what run_demo.py trains
@@ -35,8 +35,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument("--resume", default=None,
                        help=f"the checkpoint, CG-SL-Att or SL-Att (default: run_demo.py's, {DEMO_CHECKPOINT})")
     group.add_argument("--corpus", default=None, help="vocabulary file (needed for the authors' checkpoints)")
-    group.add_argument("--gpu", default=None, type=int_from(0, 1023),
-                       help="CUDA device id (default: the first GPU if there is one)")
+    group.add_argument("--gpu", default=None, type=gpu_ids,
+                       help="CUDA device ids, e.g. '0' (sets CUDA_VISIBLE_DEVICES; the first is used); default: the "
+                            "first GPU if there is one")
     group.add_argument("--batch_size", type=positive_int, default=8, help="frames and windows per forward")
     group = parser.add_argument_group("server")
     group.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 opens it to the network)")
@@ -56,7 +57,7 @@ def build_grounder(args: argparse.Namespace) -> tuple[Grounder, torch.dtype | No
     resume = Path(args.resume) if args.resume else DEMO_CHECKPOINT
     if args.resume is None and not resume.is_file():
         raise UserInputError(f"no checkpoint at {resume}: run `python run_demo.py` to train one, or pass --resume")
-    device = torch.device("cuda", args.gpu or 0) if torch.cuda.is_available() else torch.device("cpu")
+    device = build_device(args)
     amp_dtype = build_amp_dtype(argparse.Namespace(amp=True, amp_dtype=None), device.type)
     grounder = Grounder.from_checkpoint(resume, corpus=args.corpus, device=device, batch_size=args.batch_size)
     return grounder, amp_dtype

@@ -14,12 +14,15 @@ centre frame's candidates by how well they match the candidates of the other fra
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
 import numbers
 import os
+import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -29,8 +32,18 @@ from torch import Tensor
 
 from app.records import Pick
 from app.stream import SlidingWindow
+from utils.distributed import all_gather_objects, barrier
 from utils.geometry import Geometry, decode_topk
-from utils.io import UserInputError, atomic_save, atomic_write_text, file_sha256, numpy_scalar_globals, safe_load
+from utils.io import (
+    UserInputError,
+    atomic_save,
+    atomic_write_text,
+    file_sha256,
+    numpy_scalar_globals,
+    publish_folder,
+    safe_load,
+    staging_folder,
+)
 from utils.letterbox import boxes_to_original
 from utils.postprocess import rescore_window
 from utils.progress import progress_bar
@@ -204,6 +217,27 @@ def write_cache_manifest(cache_dir: str | os.PathLike, started: float, source: d
     files = {p.relative_to(cache_dir).as_posix(): file_sha256(p) for p in _cache_files(cache_dir)}
     manifest = {"format": 2, "source": source, "files": files, "started": started, "finished": time.time()}
     return atomic_write_text(json.dumps(manifest) + "\n", cache_dir / MANIFEST)
+
+
+@contextlib.contextmanager
+def writing_cache(cache_dir: Path | None, source: dict[str, Any] | None,
+                  is_main: bool = True) -> Iterator[Path | None]:
+    """The folder to write the cache into (None without ``cache_dir``): a staging folder that the main process
+    creates beside ``cache_dir`` and every process gets, swapped in whole with its manifest (``source``:
+    :func:`cache_source`) once the block has completed on every process, removed on an error or Ctrl-C
+    (docs/behaviour.md §8)."""
+    started = time.time()
+    staged = all_gather_objects([staging_folder(cache_dir) if is_main and cache_dir else None])[0]
+    try:
+        yield staged
+        barrier()
+        if cache_dir is not None and is_main:
+            write_cache_manifest(staged, started, source or {})
+            publish_folder(staged, cache_dir)
+    except BaseException:
+        if staged is not None and is_main:
+            shutil.rmtree(staged, ignore_errors=True)
+        raise
 
 
 def _not_one_run(cache_dir: Path, detail: str) -> UserInputError:

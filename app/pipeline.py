@@ -1,4 +1,5 @@
-"""The wiring the entry scripts share: the training loop, evaluation over all processes, reporting.
+"""The wiring the entry scripts share: a training run built once and its epoch loop, evaluation over all processes,
+reporting.
 
 Like :mod:`app.builders`, this reads ``args``; the loops themselves are in :mod:`app.engine`.
 """
@@ -6,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +33,7 @@ from app.builders import (
     inference_config,
     initialise_for_training,
 )
-from app.cache import cache_source, default_cache_dir, write_cache_manifest
+from app.cache import cache_source, default_cache_dir, writing_cache
 from app.checks import checkpoint_paths
 from app.engine import evaluate_images, evaluate_video, evaluate_video_windows, train_one_epoch
 from app.predictions import save_plots, write_predictions
@@ -53,7 +53,7 @@ from utils.checkpoint import (
 from utils.cli import keeps
 from utils.distributed import all_gather_objects, barrier
 from utils.geometry import Geometry
-from utils.io import UserInputError, publish_folder, staging_folder
+from utils.io import UserInputError
 from utils.windows import EVAL_FRAMES
 from utils.word_utils import Corpus
 
@@ -253,22 +253,12 @@ def run_video_test(args: argparse.Namespace, rt: Runtime, model: nn.Module, corp
     cache_dir = default_cache_dir(args) if args.cache else None
     split = video_test_split(args)
     dataset = build_video_dataset(args, split, corpus, args.num_frame_k or EVAL_FRAMES, augment=False)
-    started = time.time()
-    # the cache is written into a staging folder and swapped in whole when complete (docs/behaviour.md §8)
-    staged = all_gather_objects([staging_folder(cache_dir) if rt.is_main and cache_dir else None])[0]
-    try:
+    source = cache_source(args.dataset, split, dataset.index_path, args.size, args.resume) if cache_dir else None
+    with writing_cache(cache_dir, source, rt.is_main) as staged:
         records = evaluate_video_split(args, rt, model, dataset, build_geometry(args), staged,
                                        method=args.eval_method)
-        barrier()
-        if cache_dir is not None and rt.is_main:
-            write_cache_manifest(staged, started, cache_source(args.dataset, split, dataset.index_path, args.size,
-                                                               args.resume))
-            publish_folder(staged, cache_dir)
-            rt.logger.info("cache written to %s", cache_dir)
-    except BaseException:
-        if staged is not None and rt.is_main:
-            shutil.rmtree(staged, ignore_errors=True)
-        raise
+    if cache_dir is not None and rt.is_main:
+        rt.logger.info("cache written to %s", cache_dir)
     with keeps([cache_dir] if cache_dir is not None and rt.is_main else []):
         return report(args, rt.logger, records, f"{args.dataset} {split}", lambda p: dataset.root / p, rt.is_main)
 

@@ -1,6 +1,6 @@
 """What evaluation and grounding leave behind: the JSON Lines prediction file (``--save_pred``), annotated
 images (``--save_plot``), and ``ground.py``'s annotated frames and GIF (its video is written by :mod:`utils.video`).
-Records are those of :mod:`app.engine` (boxes in original image pixels)."""
+Records are the evaluation records of :mod:`app.records` (boxes in original image pixels)."""
 from __future__ import annotations
 
 import json

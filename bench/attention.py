@@ -72,7 +72,8 @@ def measure(path: str, data: Path, batch_size: int, max_windows: int | None) -> 
         if half <= t < len(dataset.videos[v]) - half and centre not in seen:
             seen.add(centre)
             chosen.append(i)
-    chosen = chosen[:max_windows] if max_windows else chosen
+    if max_windows:  # evenly over the test videos
+        chosen = chosen[:: max(1, len(chosen) // max_windows)][:max_windows]
     found: dict[str, list[tuple]] = defaultdict(list)
     loader = DataLoader(Subset(dataset, chosen), batch_size=batch_size, shuffle=False, num_workers=0)
     with torch.no_grad():
@@ -131,7 +132,8 @@ def main() -> None:
                         help="LABEL=PATH of CG-SL-Att checkpoints (or SL-Att: the attention CG-SL-Att starts from)")
     parser.add_argument("--data", required=True, help="the synthetic set the checkpoints were trained on")
     parser.add_argument("--batch_size", type=positive_int, default=8, help="windows per forward")
-    parser.add_argument("--max_windows", type=positive_int, default=None, help="measure at most this many windows")
+    parser.add_argument("--max_windows", type=positive_int, default=None,
+                        help="measure at most this many windows, spread evenly over the test set")
     parser.add_argument("--out", default=None, help="also write the table (Markdown) and OUT.json")
     args = parser.parse_args()
     data = Path(args.data)

@@ -217,7 +217,7 @@ def check_phrases(phrases: Sequence[Any], corpus: Corpus | None, index_path: Pat
             raise UserInputError(f"{describe(i)}: the phrase must be a non-empty string, got {phrase!r:.100}")
         if corpus is not None:
             if phrase not in seen:
-                seen[phrase] = has_known_word(corpus, phrase.lower())
+                seen[phrase] = has_known_word(corpus, phrase.lower(), max_len)
             if not seen[phrase]:
                 unknown.append(i)
     if unknown:

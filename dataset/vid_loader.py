@@ -33,7 +33,7 @@ from dataset.common import (
 )
 from dataset.names import VIDEO_DATASETS
 from utils.io import UserInputError
-from utils.letterbox import Letterbox, letterbox_geometry
+from utils.letterbox import Letterbox, letterbox_params
 from utils.transforms import Rng, eval_box, to_tensor
 from utils.windows import TRAIN_FRAMES, window_indices
 from utils.word_utils import Corpus
@@ -136,7 +136,7 @@ class VIDDataset(Dataset):
         path, box, phrase = self.videos[v][t]
         h, w = self.frame_size(v, t)
         check_box_in_image(int_box(box), h, w, self._source(v, t))
-        ratio, _, _, dw, dh = letterbox_geometry(h, w, self.image_size)
+        ratio, _, _, dw, dh = letterbox_params(h, w, self.image_size)
         return {
             "boxes": torch.tensor(eval_box(int_box(box), ratio, dw, dh), dtype=torch.float32),
             "letterbox": Letterbox.build(ratio, dw, dh, (h, w)),

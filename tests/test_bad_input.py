@@ -574,6 +574,8 @@ EDGE_CASES: list[Case] = [
                                                 "--image", "i.jpg"], ("small.weights", "module_list.0", "NaN")),
     # ---- 6. truncation and ignored values: honoured, or said in one line
     ("ground_phrase_longer_than_time", "ground", lambda c: ground_with(c, "--out_jsonl", "o.jsonl", "--time", "3"), 1),
+    ("test_phrase_known_only_past_time", "test_video",
+     lambda c: [*c.test(), "--time", "1", *c.video_index(set_phrase("zzz triangle square"))], 2),
     ("ground_amp_dtype_without_amp", "ground", lambda c: ground_with(c, "--out_jsonl", "o.jsonl", "--amp_dtype",
                                                                      "bf16"), 1),
     ("test_amp_dtype_without_amp", "test_video", lambda c: [*c.test(), "--amp_dtype", "bf16"], 1),

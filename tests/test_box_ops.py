@@ -1,4 +1,4 @@
-"""Anchors, IoU, arg-max decoding and the evaluation geometry (docs/behaviour.md §6, 7)."""
+"""Anchors, IoU, arg-max decoding and the mapping of boxes back to the original image (docs/behaviour.md §6, 7)."""
 from pathlib import Path
 
 import numpy as np

@@ -116,3 +116,27 @@ def test_forward_under_bf16_autocast_gives_finite_outputs(video, kind):
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(images, *args)
     assert all(torch.isfinite(p).all() for p in out["pred_anchor"] + out["loc"] + out["sim"])
+
+
+@pytest.fixture(scope="module")
+def image_model():
+    torch.manual_seed(0)
+    return build_grounding_model("image", VOCAB, SMALL_CFG, image_size=SIZE, emb_size=EMB).eval()
+
+
+def test_the_image_model_takes_the_video_layout_with_one_frame(image_model, video):
+    """Both models take images (B, T, 3, S, S): the image model's T = 1 frame is grounded in either layout."""
+    frames, word_id = video
+    with torch.no_grad():
+        window = image_model(frames[0:2, None], word_id.expand(2, -1), "window")
+        pairs = image_model(frames[0:2, None], word_id.expand(2, -1), "pairs")
+        direct = image_model.ground(image_model.frame_features(frames[0:2]), word_id.expand(2, -1))
+    assert window["pred_anchor"][0].shape[0] == 2
+    assert all(torch.equal(a, b) and torch.equal(a, c)
+               for a, b, c in zip(window["pred_anchor"], pairs["pred_anchor"], direct["pred_anchor"]))
+
+
+def test_the_image_model_refuses_more_than_one_frame_per_sample(image_model, video):
+    frames, word_id = video
+    with pytest.raises(ValueError, match=r"one frame per sample"):
+        image_model(frames[0:4].unflatten(0, (2, 2)), word_id.expand(2, -1), "pairs")

@@ -334,7 +334,7 @@ def final_state(save_dir: Path, savename: str) -> dict[str, torch.Tensor]:
 
 
 def test_interrupted_and_resumed_run_ends_with_the_same_weights(tiny_root: Path, workdir: Path) -> None:
-    """Also from a checkpoint without the learning-rate scheduler and the flags (older ones, the authors')."""
+    """Also from a checkpoint without the learning-rate scheduler and the flags (as the authors' are)."""
     parser = train_video.get_args_parser()
     flags = [*model_flags(tiny_root), "--nb_epoch", "2", "--lr_per_iter", "--warmup_iters", "5"]
     train_video.main(parser.parse_args([*flags, "--savename", "full"]))

@@ -41,7 +41,7 @@ def grace_hopper_path() -> str:
     return matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
 
 
-def test_letterbox_landscape_geometry_and_pad_colour():
+def test_letterbox_landscape_params_and_pad_colour():
     img = np.full((375, 500, 3), 7, np.uint8)
     out, ratio, dw, dh = letterbox(img, 256)
     assert out.shape == (256, 256, 3)

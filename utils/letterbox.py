@@ -45,7 +45,7 @@ class Letterbox(NamedTuple):
         return self.ratio.to(device), self.dw.to(device), self.dh.to(device), orig_w, orig_h
 
 
-def letterbox_geometry(h: int, w: int, size: int) -> tuple[float, int, int, float, float]:
+def letterbox_params(h: int, w: int, size: int) -> tuple[float, int, int, float, float]:
     """Letterbox parameters of an ``h x w`` image: ``(ratio, new_w, new_h, dw, dh)`` (docs/behaviour.md §7).
 
     ``dw``/``dh`` are the (possibly half-pixel) paddings left/top, so a point maps as ``x * ratio + dw``.
@@ -61,9 +61,9 @@ def letterbox(img: np.ndarray, size: int, color: tuple[float, float, float] = PA
               ) -> tuple[np.ndarray, float, float, float]:
     """Resize the long side to ``size`` (INTER_AREA) and pad to ``size x size`` (docs/behaviour.md §7).
 
-    Returns ``(image, ratio, dw, dh)`` (see :func:`letterbox_geometry`).
+    Returns ``(image, ratio, dw, dh)`` (see :func:`letterbox_params`).
     """
-    ratio, new_w, new_h, dw, dh = letterbox_geometry(img.shape[0], img.shape[1], size)
+    ratio, new_w, new_h, dw, dh = letterbox_params(img.shape[0], img.shape[1], size)
     top, bottom = round(dh - 0.1), round(dh + 0.1)
     left, right = round(dw - 0.1), round(dw + 0.1)
     img = cv2.resize(img, (new_w, new_h), interpolation=cv2.INTER_AREA)

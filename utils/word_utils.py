@@ -91,9 +91,11 @@ def read_tokens(line: str, max_len: int = 20) -> tuple[list[str], int]:
     return words, 0
 
 
-def has_known_word(corpus: Corpus, line: str) -> bool:
-    """Whether any word of ``line`` (a token with a letter or digit) is in the vocabulary, i.e. not ``<unk>``."""
-    return any(word in corpus.dictionary for word in split_words(line) if any(c.isalnum() for c in word))
+def has_known_word(corpus: Corpus, line: str, max_len: int = 0) -> bool:
+    """Whether any word of ``line`` that is read (the first ``max_len`` tokens; all for 0), a token with a letter or
+    digit, is in the vocabulary, i.e. not ``<unk>``."""
+    words = read_tokens(line, max_len)[0] if split_words(line) else []
+    return any(word in corpus.dictionary for word in words if any(c.isalnum() for c in word))
 
 
 def build_corpus(sentences: Iterable[str]) -> Corpus:
