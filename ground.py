@@ -29,11 +29,11 @@ import numpy as np
 from app.annotate import ground_and_draw, json_record
 from app.argparser import image_size, model_parser, runtime_parser, script_parser
 from app.builders import build_amp_dtype, build_device, ignored_flags
-from app.checks import FILE, check_output, check_suffix
+from app.checks import FILE, check_output, check_suffix, claim_outputs, input_files
 from app.grounder import FrameSource, Grounder, read_frames
-from app.predictions import JSONL_SUFFIXES, check_writable, save_gif
+from app.predictions import JSONL_SUFFIXES, save_gif
 from dataset.names import IMAGE_DATASETS, VIDEO_DATASETS
-from utils.cli import given_flags, int_from, positive_float, positive_int, run_main
+from utils.cli import given_flags, int_from, keeps, positive_float, positive_int, run_main
 from utils.geometry import anchors_for_dataset
 from utils.io import UserInputError, atomic_file, read_text
 from utils.progress import progress_bar
@@ -96,22 +96,23 @@ def build_grounder(args: argparse.Namespace) -> Grounder:
                                     max_query_len=args.time)
 
 
-def check_outputs(args: argparse.Namespace, source: FrameSource) -> None:
+def check_outputs(args: argparse.Namespace, source: FrameSource) -> contextlib.ExitStack:
+    """The outputs apart from the inputs and each other, writable, not replacing files without --overwrite;
+    returns their locks."""
     if not (args.out_jsonl or args.out_video or args.out_gif):
         raise UserInputError("nothing to write: pass --out_jsonl, --out_video and/or --out_gif")
     if (args.out_video or args.out_gif) and source.kind == "images":
         raise UserInputError("--out_video / --out_gif need a video or a folder of frames, not separate images")
-    for flag, path, suffixes in (("--out_jsonl", args.out_jsonl, JSONL_SUFFIXES),
-                                 ("--out_video", args.out_video, VIDEO_SUFFIXES),
-                                 ("--out_gif", args.out_gif, (".gif",))):
-        if path:
-            check_output(flag, Path(path), FILE)
-            check_suffix(flag, path, suffixes)
+    if args.out_video:  # before output_path, which reads the suffix
+        check_output("--out_video", Path(args.out_video), FILE)
+        check_suffix("--out_video", args.out_video, VIDEO_SUFFIXES)
     video = output_path(args.out_video) if args.out_video else None  # .webm where H.264 is unavailable
-    for flag, path in (("--out_jsonl", args.out_jsonl), ("--out_video", video), ("--out_gif", args.out_gif)):
-        if path:
-            check_output(flag, Path(path), FILE)
-            check_writable(path, args.overwrite, flag)
+    inputs = {"inputs": args.inputs, **input_files({"--resume": args.resume, "--corpus": args.corpus,
+                                                    "--cfg": args.cfg, "--phrases": args.phrases})}
+    outputs = {flag: (path, FILE) for flag, path in (("--out_jsonl", args.out_jsonl), ("--out_video", video),
+                                                     ("--out_gif", args.out_gif))}
+    return claim_outputs(inputs, outputs, args.overwrite,
+                         suffixes={"--out_jsonl": JSONL_SUFFIXES, "--out_gif": (".gif",)})
 
 
 def ignored_ground_flags(args: argparse.Namespace, source: FrameSource) -> list[str]:
@@ -139,7 +140,12 @@ def ignored_ground_flags(args: argparse.Namespace, source: FrameSource) -> list[
 def main(args: argparse.Namespace) -> None:
     sentences = read_sentences(args)
     source = read_frames(args.inputs)
-    check_outputs(args, source)
+    with check_outputs(args, source), keeps(kept := []):
+        ground(args, sentences, source, kept)
+
+
+def ground(args: argparse.Namespace, sentences: list[str], source: FrameSource, kept: list[Path]) -> None:
+    """Ground ``sentences`` in ``source`` and write the outputs, adding each complete one to ``kept``."""
     grounder = build_grounder(args)
     for note in ignored_ground_flags(args, source):
         print(f"warning: {note}", file=sys.stderr)
@@ -174,8 +180,9 @@ def main(args: argparse.Namespace) -> None:
             if out is not None:
                 out.writelines(json.dumps(json_record(p, source, fps), allow_nan=False) + "\n" for p in predictions)
             bar.update()  # frames/s of grounded frames, all sentences
+    kept += [Path(p) for p in (args.out_jsonl, video and video.path) if p]
     if args.out_gif:
-        save_gif(gif, args.out_gif, fps)
+        kept.append(save_gif(gif, args.out_gif, fps))
     written = [str(p) for p in (args.out_jsonl, video and video.path, args.out_gif) if p]
     print(f"grounded {len(sentences)} sentence(s) with the {grounder.kind} model; wrote {', '.join(written)}")
 

@@ -26,7 +26,7 @@ from app.argparser import (
     window_parser,
 )
 from app.builders import ignored_flags, setup_logger
-from app.cache import FRAMES_PER_CHUNK, post_process
+from app.cache import FRAMES_PER_CHUNK, cache_source, post_process
 from app.checks import check_outputs, check_window_frames
 from app.pipeline import report, video_test_split
 from app.records import score_boxes
@@ -54,7 +54,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(args: argparse.Namespace) -> None:
     check_window_frames(args, training=False)
-    check_outputs(args)
+    with check_outputs(args, read={"--cache_dir": Path(args.cache_dir)}):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     log_name = args.savename or f"post_processing_{Path(args.cache_dir).name}"
     logger = setup_logger(Path(args.log_dir) / f"{log_name}.log")
     for note in ignored_flags(args):
@@ -64,7 +68,8 @@ def main(args: argparse.Namespace) -> None:
                          image_size=args.size, num_frames=num_frames)
     videos = [[path for path, _, _ in video] for video in dataset.videos]
     picks = post_process(videos, args.cache_dir, num_frames=num_frames, progress=not args.no_progress,
-                          frames_per_chunk=args.batch_size)
+                          frames_per_chunk=args.batch_size, index=dataset.index_path,
+                          source=cache_source(args.dataset, split, dataset.index_path, args.size))
     metas = [dataset.frame_meta(i) for i in range(len(dataset))]
     records = score_boxes(torch.stack([pick.box for pick in picks]), collate_meta(metas), args.size)
     report(args, logger, records, f"{args.dataset} {split} after post-processing", lambda p: dataset.root / p)

@@ -35,8 +35,8 @@ from app.predictions import draw_record
 from dataset.synthvid import HardFrames, SynthConfig, generate
 from model import SMALL_CFG, TINY_CFG
 from tools.fetch_backbone import fetch_backbone
-from utils.cli import one_line
-from utils.io import UserInputError, atomic_write_text
+from utils.cli import INTERRUPTED_EXIT, one_line, sigterm_as_ctrl_c
+from utils.io import FOLDER, UserInputError, atomic_write_text, check_paths, lock_outputs
 from utils.video import write_video
 
 ROOT = Path(__file__).resolve().parent
@@ -185,9 +185,24 @@ def main() -> None:
                         help="data: only generate the set; predictions: stop after the results table (no MP4, "
                              "no GIF; what the seed study runs per seed)")
     args = parser.parse_args()
-    config = QUICK_DATA if args.quick else DATA
     out = Path(args.out).resolve()
     data = Path(args.data or ("data/synthvid_demo_quick" if args.quick else "data/synthvid_demo")).resolve()
+    try:
+        check_paths({"--data": data}, {"--out": (out, FOLDER)})
+        locks = lock_outputs({"--out": out if args.steps != "data" else None})
+    except UserInputError as err:
+        raise SystemExit(f"run_demo: {err}") from err
+    with locks, sigterm_as_ctrl_c():
+        try:
+            demo(args, out, data)
+        except KeyboardInterrupt:
+            print(f"interrupted: the finished steps' outputs are kept under {out} and {data}", file=sys.stderr)
+            raise SystemExit(INTERRUPTED_EXIT) from None
+
+
+def demo(args: argparse.Namespace, out: Path, data: Path) -> None:
+    """The demo's steps, from the data to the results table, the MP4 and the GIF."""
+    config = QUICK_DATA if args.quick else DATA
     if args.steps != "data":
         if out.exists() and any(out.iterdir()) and not args.overwrite:
             raise SystemExit(f"run_demo: {out} is not empty; pass --overwrite to replace it, or choose --out")

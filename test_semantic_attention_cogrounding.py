@@ -23,7 +23,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    check_before_work(args, training=False, cache=args.cache)
+    with check_before_work(args, training=False, cache=args.cache):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     rt = setup_runtime(args, f"{args.savename}_test")
     corpus = build_corpus(args)
     model = build_test_model(args, rt, len(corpus), "video")

@@ -24,7 +24,11 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def main(args: argparse.Namespace) -> None:
-    check_before_work(args, training=not args.test, cache=args.test and args.cache)
+    with check_before_work(args, training=not args.test, cache=args.test and args.cache):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     rt = setup_runtime(args, args.savename if not args.test else f"{args.savename}_test", training=not args.test)
     corpus = build_corpus(args)
     if args.test:

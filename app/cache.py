@@ -38,6 +38,7 @@ from utils.io import (
     UserInputError,
     atomic_save,
     atomic_write_text,
+    file_sha256,
     numpy_scalar_globals,
     publish_folder,
     safe_load,
@@ -191,66 +192,140 @@ def _names_digest(cache_dir: Path, files: list[Path]) -> str:
     return hashlib.sha256(names.encode()).hexdigest()
 
 
-def write_cache_manifest(cache_dir: str | os.PathLike, started: float) -> Path:
+# what a cache is computed from, recorded in its manifest and compared by post-processing (the checkpoint's hash
+# is recorded only: post-processing does not know the checkpoint)
+COMPARED_SOURCE = {"dataset": "--dataset", "split": "--test_split", "index_sha256": "index file", "size": "--size"}
+
+
+def cache_source(dataset: str, split: str, index_path: str | os.PathLike, size: int,
+                 checkpoint: str | os.PathLike | None = None) -> dict[str, Any]:
+    """What a cache of ``split`` is (or must be) computed from: dataset, split, the index file's SHA-256, the
+    input size and, for the writer, the checkpoint's SHA-256."""
+    source = {"dataset": dataset, "split": split, "index_sha256": file_sha256(index_path), "size": size}
+    if checkpoint is not None:
+        source["checkpoint_sha256"] = file_sha256(checkpoint)
+    return source
+
+
+def write_cache_manifest(cache_dir: str | os.PathLike, started: float, source: dict[str, Any]) -> Path:
     """Record that the cache files in ``cache_dir`` are one run's complete output (call it last).
 
-    The manifest holds the number of files, a digest of their names and the run's time span; the cache files
-    themselves keep the reference format.
+    The manifest holds what the cache was computed from (``source``, :func:`cache_source`), the SHA-256 of each
+    file's bytes and the run's time span; the cache files themselves keep the reference format.
     """
     cache_dir = Path(cache_dir)
-    files = _cache_files(cache_dir)
-    manifest = {"files": len(files), "names_sha256": _names_digest(cache_dir, files), "started": started,
-                "finished": time.time()}
+    files = {p.relative_to(cache_dir).as_posix(): file_sha256(p) for p in _cache_files(cache_dir)}
+    manifest = {"format": 2, "source": source, "files": files, "started": started, "finished": time.time()}
     return atomic_write_text(json.dumps(manifest) + "\n", cache_dir / MANIFEST)
 
 
 @contextlib.contextmanager
-def writing_cache(cache_dir: Path | None, is_main: bool = True) -> Iterator[Path | None]:
+def writing_cache(cache_dir: Path | None, source: dict[str, Any] | None,
+                  is_main: bool = True) -> Iterator[Path | None]:
     """The folder to write the cache into (None without ``cache_dir``): a staging folder that the main process
-    creates beside ``cache_dir`` and every process gets, swapped in whole with its manifest once the block has
-    completed on every process, removed on an error (docs/behaviour.md §8)."""
+    creates beside ``cache_dir`` and every process gets, swapped in whole with its manifest (``source``:
+    :func:`cache_source`) once the block has completed on every process, removed on an error or Ctrl-C
+    (docs/behaviour.md §8)."""
     started = time.time()
     staged = all_gather_objects([staging_folder(cache_dir) if is_main and cache_dir else None])[0]
     try:
         yield staged
+        barrier()
+        if cache_dir is not None and is_main:
+            write_cache_manifest(staged, started, source or {})
+            publish_folder(staged, cache_dir)
     except BaseException:
         if staged is not None and is_main:
             shutil.rmtree(staged, ignore_errors=True)
         raise
-    barrier()
-    if cache_dir is not None and is_main:
-        write_cache_manifest(staged, started)
-        publish_folder(staged, cache_dir)
 
 
-def check_cache_manifest(cache_dir: str | os.PathLike) -> bool:
-    """Refuse a cache folder whose files are not exactly those one run wrote; False where there is no manifest.
+def _not_one_run(cache_dir: Path, detail: str) -> UserInputError:
+    return UserInputError(f"cache folder {cache_dir} is not the output of one run ({detail}): refusing a folder "
+                          "mixed from several runs or changed by hand; write the cache again with --cache --overwrite")
 
-    A folder without a manifest (e.g. the authors' published caches) cannot be checked: it is accepted, with a
-    note in the log.
-    """
-    cache_dir = Path(cache_dir)
+
+def _check_source(cache_dir: Path, recorded: dict[str, Any], expected: dict[str, Any], index: Path) -> None:
+    """Refuse a cache written from another dataset, split, index file or input size than this run reads."""
+    for key, flag in COMPARED_SOURCE.items():
+        if recorded.get(key) == expected[key]:
+            continue
+        if key == "index_sha256":
+            raise UserInputError(f"cache folder {cache_dir} was written from another index file than {index} (its "
+                                 "content differs): post-process with the index the cache was written from, or "
+                                 "write the cache again")
+        raise UserInputError(f"cache folder {cache_dir} was written for {flag} {recorded.get(key)!r}, this run has "
+                             f"{flag} {expected[key]!r}: post-process with the cache's {flag}, or write the cache "
+                             "again")
+
+
+def _read_cache_manifest(cache_dir: Path) -> dict[str, Any] | None:
+    """The manifest of ``cache_dir``; None (with a note in the log) where there is none, as in the authors'
+    published caches, which are used as they are."""
     path = cache_dir / MANIFEST
     if not path.is_file():
         logger.info("note: cache folder %s has no %s (e.g. the authors' published cache): it is used as it is, "
                     "without checking that one run wrote all of it", cache_dir, MANIFEST)
-        return False
+        return None
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-        count, digest = int(manifest["files"]), str(manifest["names_sha256"])
-        started, finished = float(manifest["started"]), float(manifest["finished"])
-    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        if isinstance(manifest.get("files"), dict):
+            return {"files": {str(k): str(v) for k, v in manifest["files"].items()},
+                    "source": dict(manifest["source"])}
+        return {"count": int(manifest["files"]), "names_sha256": str(manifest["names_sha256"]),
+                "started": float(manifest["started"]), "finished": float(manifest["finished"])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as err:
         raise UserInputError(f"cache manifest {path} is damaged ({type(err).__name__}): write the cache again "
                              "with --cache --overwrite") from None
+
+
+def _check_cache_files(cache_dir: Path, manifest: dict[str, Any]) -> None:
+    """Refuse a cache folder whose files are not exactly those its run wrote, byte for byte."""
+    if "files" not in manifest:
+        _check_names_and_times(cache_dir, manifest)
+        return
+    hashes = manifest["files"]
+    files = {p.relative_to(cache_dir).as_posix(): p for p in _cache_files(cache_dir)}
+    if files.keys() != hashes.keys():
+        extra, missing = sorted(files.keys() - hashes.keys()), sorted(hashes.keys() - files.keys())
+        raise _not_one_run(cache_dir, f"{cache_dir / extra[0]} was not written by that run" if extra
+                           else f"{cache_dir / missing[0]}, written by that run, is missing")
+    changed = [path for name, path in files.items() if file_sha256(path) != hashes[name]]
+    if changed:
+        raise _not_one_run(cache_dir, f"{changed[0]} is not the file that run wrote: its content differs"
+                           + (f", and {len(changed) - 1} more" if len(changed) > 1 else ""))
+
+
+def check_cache_manifest(cache_dir: str | os.PathLike, expected: dict[str, Any] | None = None,
+                         index: str | os.PathLike | None = None, needed: list[Path] | None = None) -> bool:
+    """Refuse a cache folder that (``expected``: :func:`cache_source` of this run, without the checkpoint;
+    ``index``: its index file, named in the message) was written from another dataset, split, index or input
+    size, that lacks a file of ``needed``, or whose files are not exactly those one run wrote, byte for byte,
+    in that order. False where there is no manifest. A manifest of the older form (no content hashes) gets the
+    checks it allows, and a note.
+    """
+    cache_dir = Path(cache_dir)
+    manifest = _read_cache_manifest(cache_dir)
+    if manifest is not None and expected is not None and "source" in manifest:
+        _check_source(cache_dir, manifest["source"], expected, Path(index or "?"))
+    _check_complete(cache_dir, needed or [])
+    if manifest is None:
+        return False
+    _check_cache_files(cache_dir, manifest)
+    return True
+
+
+def _check_names_and_times(cache_dir: Path, manifest: dict[str, Any]) -> None:
+    """A manifest of the older form (file count, names digest, time span): the checks it allows, and a note."""
+    count, started, finished = manifest["count"], manifest["started"], manifest["finished"]
     files = _cache_files(cache_dir)
     foreign = [p for p in files if not started - MTIME_SLACK_S <= p.stat().st_mtime <= finished + MTIME_SLACK_S]
-    if len(files) != count or _names_digest(cache_dir, files) != digest or foreign:
-        detail = f"{len(foreign)} files written outside that run, e.g. {foreign[0]}" if foreign else (
-            f"it holds {len(files)} cache files where that run wrote {count}" if len(files) != count
-            else "its file names differ from those that run wrote")
-        raise UserInputError(f"cache folder {cache_dir} is not the output of one run ({detail}): refusing a "
-                             "folder mixed from several runs; write the cache again with --cache --overwrite")
-    return True
+    if len(files) != count or _names_digest(cache_dir, files) != manifest["names_sha256"] or foreign:
+        raise _not_one_run(cache_dir, f"{len(foreign)} files written outside that run, e.g. {foreign[0]}" if foreign
+                           else f"it holds {len(files)} cache files where that run wrote {count}"
+                           if len(files) != count else "its file names differ from those that run wrote")
+    logger.info("note: the manifest of cache folder %s records no content hashes (an older version wrote it): "
+                "its files are checked by name and time only", cache_dir)
 
 
 # ----------------------------------------------------------------------------------------- reader, re-scorer
@@ -334,12 +409,15 @@ def post_process(
     num_frames: int = EVAL_FRAMES,
     progress: bool = True,
     frames_per_chunk: int = FRAMES_PER_CHUNK,
+    source: dict[str, Any] | None = None,
+    index: str | os.PathLike | None = None,
 ) -> list[Pick]:
     """Re-score every test frame from the cache (docs/behaviour.md §8), streaming video by video.
 
     ``videos``: image paths per video, in order (the same order as when the cache was written). At most
     ``frames_per_chunk`` frames are re-scored at once (it bounds the (F, T, K, E) window tensor).
     Returns one :class:`app.records.Pick` per frame in global order (``frame``: the global frame index).
+    ``source``: what the cache must have been written from (:func:`cache_source`; ``index``: that index file).
     """
     if num_frames < 1 or frames_per_chunk < 1:
         raise ValueError(f"num_frames and frames_per_chunk must be >= 1, got {num_frames}, {frames_per_chunk}")
@@ -348,8 +426,7 @@ def post_process(
     offsets = np.cumsum([0] + [len(v) for v in videos]).tolist()
     paths = [[cache_file_path(cache_dir, image, start + t) for t, image in enumerate(video)]
              for video, start in zip(videos, offsets)]
-    _check_complete(cache_dir, [p for video in paths for p in video])
-    check_cache_manifest(cache_dir)
+    check_cache_manifest(cache_dir, source, index, [p for video in paths for p in video])
 
     picks: list[Pick] = []
     with progress_bar(total=offsets[-1], enabled=progress, desc="post-processing", unit="frame") as bar:

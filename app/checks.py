@@ -6,18 +6,26 @@ given on the command line that does not exist, is found here, not after an epoch
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from app.argparser import DEFAULT_DARKNET_WEIGHTS
 from app.cache import default_cache_dir
 from app.predictions import JSONL_SUFFIXES, check_writable
-from utils.io import UserInputError, check_not_folder
+from utils.io import FILE, FOLDER, REPLACED_FOLDER, UserInputError, check_not_folder, check_paths, lock_outputs
 from utils.windows import EVAL_FRAMES, TRAIN_FRAMES
 
-# output flag -> what it names: a file, a folder we write into, or a folder replaced as a whole (staged)
-FILE, FOLDER, STAGED_FOLDER = "file", "folder", "staged folder"
+
+def checkpoint_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """``<save_dir>/<savename>_checkpoint.pth.tar`` and ``..._model_best.pth.tar`` (the reference's names)."""
+    save_dir = Path(args.save_dir)
+    return save_dir / f"{args.savename}_checkpoint.pth.tar", save_dir / f"{args.savename}_model_best.pth.tar"
+
+
+LATEST, BEST = "--save_dir (checkpoint)", "--save_dir (best checkpoint)"  # how messages name the checkpoints
 
 
 def outputs(args: argparse.Namespace, training: bool, cache: bool) -> dict[str, tuple[Path, str]]:
@@ -26,12 +34,13 @@ def outputs(args: argparse.Namespace, training: bool, cache: bool) -> dict[str, 
     found = {"--log_dir": (Path(args.log_dir), FOLDER)}
     if training:
         found["--save_dir"] = (Path(args.save_dir), FOLDER)
+        found[LATEST], found[BEST] = ((path, FILE) for path in checkpoint_paths(args))
     if args.save_pred:
         found["--save_pred"] = (Path(args.save_pred), FILE)
     if args.save_plot:
-        found["--save_plot"] = (Path(args.save_plot), STAGED_FOLDER)
+        found["--save_plot"] = (Path(args.save_plot), REPLACED_FOLDER)
     if cache:
-        found["--cache_dir"] = (default_cache_dir(args), STAGED_FOLDER)
+        found["--cache_dir"] = (default_cache_dir(args), REPLACED_FOLDER)
     return found
 
 
@@ -99,19 +108,66 @@ def check_window_frames(args: argparse.Namespace, training: bool) -> None:
                              f"frames >= 3 (default {EVAL_FRAMES}); {TRAIN_FRAMES} is for training")
 
 
-def check_before_work(args: argparse.Namespace, training: bool, cache: bool = False) -> None:
+def inputs(args: argparse.Namespace, training: bool) -> dict[str, Path | None]:
+    """What a grounding script (or post-processing) reads: flag -> path. A training run's ``--resume`` is not
+    listed: resuming continues that very checkpoint, which the run then replaces."""
+    found = {"--data_root": Path(args.data_root), "--split_root": Path(args.split_root) / args.dataset}
+    flags = ("corpus", "cfg", *(("pretrain", "darknet_weights") if training else ("resume",)))
+    return {**found, **input_files({f"--{flag}": getattr(args, flag, None) for flag in flags})}
+
+
+def input_files(flags: Mapping[str, str | os.PathLike | None]) -> dict[str, Path]:
+    """The flags that name an existing file (a folder or a missing path given for a file is the input checks'
+    error, not a collision)."""
+    return {flag: Path(value) for flag, value in flags.items() if value and Path(value).is_file()}
+
+
+def check_before_work(args: argparse.Namespace, training: bool, cache: bool = False) -> contextlib.ExitStack:
     """A grounding script's checks: every input given on the command line present, ``--num_frame_k``, then
-    :func:`check_outputs`."""
+    :func:`check_outputs`. Returns the locks on the outputs, to hold for the run (``with``)."""
     check_inputs(args, training)
     check_window_frames(args, training)
-    check_outputs(args, training, cache)
+    return check_outputs(args, training, cache)
 
 
-def check_outputs(args: argparse.Namespace, training: bool = False, cache: bool = False) -> None:
-    """Every output (see :func:`outputs`) writable and not clobbering user files."""
-    for flag, (path, kind) in outputs(args, training, cache).items():
-        check_output(flag, path, kind)
-        if flag == "--save_pred":
-            check_suffix(flag, path, JSONL_SUFFIXES)
-        if kind != FOLDER:
-            check_writable(path, args.overwrite, flag)
+def is_main_process() -> bool:
+    """Rank 0 of a ``torchrun`` job, or a single process (read before the process group exists)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def claim_outputs(inputs: Mapping[str, object], found: Mapping[str, tuple[Path | None, str]], overwrite: bool,
+                  locked: Mapping[str, Path | None] | None = None, replacing: Collection[str] = (),
+                  suffixes: Mapping[str, tuple[str, ...]] | None = None) -> contextlib.ExitStack:
+    """Every entry point's output checks, in order: no output on an input or on another output
+    (:func:`utils.io.check_paths`); each writable as its kind, with a suffix of ``suffixes`` (flag -> suffixes)
+    where given; locked against a second run (on the main process; ``locked``: flag -> path, by default every
+    file and replaced folder); then, under the lock, none replacing existing files without ``overwrite`` (except
+    the flags in ``replacing``, which the caller checks). Returns the held locks."""
+    check_paths(inputs, found)
+    for flag, (path, kind) in found.items():
+        if path is not None:
+            check_output(flag, Path(path), kind)
+            if flag in (suffixes or {}):
+                check_suffix(flag, path, suffixes[flag])
+    if locked is None:
+        locked = {flag: path for flag, (path, kind) in found.items() if kind != FOLDER}
+    locks = lock_outputs(locked if is_main_process() else {})
+    try:
+        for flag, (path, kind) in found.items():
+            if kind != FOLDER and flag not in replacing:
+                check_writable(path, overwrite, flag)
+    except BaseException:
+        locks.close()
+        raise
+    return locks
+
+
+def check_outputs(args: argparse.Namespace, training: bool = False, cache: bool = False,
+                  read: Mapping[str, Path] | None = None) -> contextlib.ExitStack:
+    """Every output (see :func:`outputs`) apart from the inputs (:func:`inputs`, and ``read``) and each other,
+    writable, locked and not clobbering user files; returns the locks. A training run's checkpoints are checked
+    by the training loop (resume, or start over), under the lock of the latest one."""
+    found = outputs(args, training, cache)
+    locked = {flag: path for flag, (path, kind) in found.items() if kind != FOLDER and flag != BEST}
+    return claim_outputs({**inputs(args, training), **(read or {})}, found, args.overwrite, locked, (LATEST, BEST),
+                         {"--save_pred": JSONL_SUFFIXES})

@@ -33,7 +33,8 @@ from app.builders import (
     inference_config,
     initialise_for_training,
 )
-from app.cache import default_cache_dir, writing_cache
+from app.cache import cache_source, default_cache_dir, writing_cache
+from app.checks import checkpoint_paths
 from app.engine import evaluate_images, evaluate_video, evaluate_video_windows, train_one_epoch
 from app.predictions import save_plots, write_predictions
 from app.records import summarize
@@ -49,6 +50,7 @@ from utils.checkpoint import (
     save_training_checkpoint,
     training_flags,
 )
+from utils.cli import keeps
 from utils.distributed import all_gather_objects, barrier
 from utils.geometry import Geometry
 from utils.io import UserInputError
@@ -56,12 +58,6 @@ from utils.windows import EVAL_FRAMES
 from utils.word_utils import Corpus
 
 Records = list[dict[str, Any]]
-
-
-def checkpoint_paths(args: argparse.Namespace) -> tuple[Path, Path]:
-    """``<save_dir>/<savename>_checkpoint.pth.tar`` and ``..._model_best.pth.tar`` (the reference's names)."""
-    save_dir = Path(args.save_dir)
-    return save_dir / f"{args.savename}_checkpoint.pth.tar", save_dir / f"{args.savename}_model_best.pth.tar"
 
 
 def load_weights_for_test(args: argparse.Namespace, model: nn.Module) -> None:
@@ -113,11 +109,14 @@ def report(args: argparse.Namespace, logger: logging.Logger, records: Records, t
     if "centre_accuracy" in summary:
         line += f"  centre accuracy {summary['centre_accuracy']:.4f}"
     logger.info("%s  (%d samples)", line, summary["count"])
-    if is_main and args.save_pred:
-        logger.info("predictions written to %s", write_predictions(records, args.save_pred))
-    if is_main and args.save_plot:
-        count = save_plots(records, args.save_plot, resolve, args.max_plots)
-        logger.info("%d annotated images written to %s", count, args.save_plot)
+    kept: list[Path] = []
+    with keeps(kept):
+        if is_main and args.save_pred:
+            kept.append(write_predictions(records, args.save_pred))
+            logger.info("predictions written to %s", kept[-1])
+        if is_main and args.save_plot:
+            count = save_plots(records, args.save_plot, resolve, args.max_plots)
+            logger.info("%d annotated images written to %s", count, args.save_plot)
     return summary
 
 
@@ -199,8 +198,15 @@ def train(args: argparse.Namespace, rt: Runtime, run: TrainingRun) -> float:
 
     Checkpoints (main process, atomic): ``<savename>_checkpoint.pth.tar`` after every epoch and
     ``<savename>_model_best.pth.tar`` when the validation accuracy improves, each with ``run.inference``
-    (:func:`app.builders.inference_config`). Returns the best accuracy.
+    (:func:`app.builders.inference_config`). Returns the best accuracy. Ctrl-C names the last complete
+    checkpoint.
     """
+    latest, _ = checkpoint_paths(args)
+    with keeps(lambda: [latest] if latest.is_file() else [], "--resume it to go on"):
+        return _train(args, rt, run)
+
+
+def _train(args: argparse.Namespace, rt: Runtime, run: TrainingRun) -> float:
     latest, best_path = checkpoint_paths(args)
     trained = wrap_ddp(run.model, rt)
     steps = len(run.loader)
@@ -247,12 +253,14 @@ def run_video_test(args: argparse.Namespace, rt: Runtime, model: nn.Module, corp
     cache_dir = default_cache_dir(args) if args.cache else None
     split = video_test_split(args)
     dataset = build_video_dataset(args, split, corpus, args.num_frame_k or EVAL_FRAMES, augment=False)
-    with writing_cache(cache_dir, rt.is_main) as staged:
+    source = cache_source(args.dataset, split, dataset.index_path, args.size, args.resume) if cache_dir else None
+    with writing_cache(cache_dir, source, rt.is_main) as staged:
         records = evaluate_video_split(args, rt, model, dataset, build_geometry(args), staged,
                                        method=args.eval_method)
     if cache_dir is not None and rt.is_main:
         rt.logger.info("cache written to %s", cache_dir)
-    return report(args, rt.logger, records, f"{args.dataset} {split}", lambda p: dataset.root / p, rt.is_main)
+    with keeps([cache_dir] if cache_dir is not None and rt.is_main else []):
+        return report(args, rt.logger, records, f"{args.dataset} {split}", lambda p: dataset.root / p, rt.is_main)
 
 
 def run_image_test(args: argparse.Namespace, rt: Runtime, model: nn.Module, corpus: Corpus) -> dict[str, float]:

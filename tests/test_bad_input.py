@@ -7,10 +7,12 @@ start-up); most cases stop at parse or validation time, before any model is buil
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +30,8 @@ import train_semantic_attention_cogrounding as train_video
 import train_semantic_attention_visual_grounding as train_image
 from app.cache import MANIFEST
 from dataset.synthvid import cli as synthvid_cli
-from model import SMALL_CFG, build_grounding_model
-from tests.helpers import reset_script_loggers
+from model import SMALL_CFG, Darknet, build_grounding_model
+from tests.helpers import reset_script_loggers, write_darknet_weights
 from tools import build_refcoco, build_vid_sentence, detect
 from utils.cli import run_main
 from utils.io import safe_load
@@ -172,11 +174,10 @@ def cache_with(ctx: Ctx, key: str, value: Callable[[dict], object]) -> Path:
 
 
 def foreign_file_cache(ctx: Ctx) -> Path:
-    """A cache with one frame's file replaced by a file from another run (written now, after the manifest)."""
+    """A cache with one frame's file replaced by another frame's, as ``cp -p`` does (its time stamps kept)."""
     cache = ctx.copied_cache()
-    first = sorted(cache.glob("*/*.pth"))[0]
-    first.write_bytes(first.read_bytes())
-    os.utime(first, (first.stat().st_atime, first.stat().st_mtime + 3600))
+    first, second = sorted(cache.glob("*/*.pth"))[:2]
+    shutil.copy2(second, first)
     return cache
 
 
@@ -299,7 +300,8 @@ CASES: list[Case] = [
     ("index_missing", "test_video", lambda c: [*c.test(), "--test_split", "val", "--split_root", str(c.work),
                                                "--corpus", str(c.root / "VID" / "corpus.pth")],
      ("index file for split 'val' not found",)),
-    # ---- ground-truth boxes, checked when the index is loaded
+    # ---- ground-truth boxes, checked when the index is loaded (post-processing: with a cache without manifest, as
+    # the authors'; a cache with one refuses an index other than the one it was written from)
     ("box_three_numbers", "test_video", lambda c: [*c.test(), *c.video_index(set_box([1, 2, 3]))],
      ("video 0 frame 1", "[1, 2, 3]", "4 numbers")),
     ("box_text", "test_video", lambda c: [*c.test(), *c.video_index(set_box("10 10 20 20"))],
@@ -317,7 +319,8 @@ CASES: list[Case] = [
      ("video 0 frame 1", "left of or above")),
     ("box_outside_image", "test_video", lambda c: [*c.test(), *c.video_index(set_box([900, 5, 950, 20]))],
      ("video 0 frame 1", "outside the", "image")),
-    ("box_outside_image_post", "post", lambda c: [*c.post(), *c.video_index(set_box([900, 5, 950, 20]))],
+    ("box_outside_image_post", "post",
+     lambda c: [*c.post(_no_manifest_cache(c)), *c.video_index(set_box([900, 5, 950, 20]))],
      ("video 0 frame 1", "outside the")),
     ("box_outside_image_in_a_worker", "test_video",
      lambda c: [*c.test(), "--workers", "1", *c.video_index(set_box([900, 5, 950, 20]))], ("video 0 frame 1",)),
@@ -338,15 +341,17 @@ CASES: list[Case] = [
     # ---- frames
     ("frame_missing", "test_video", lambda c: [*c.test(), *c.with_frame(c.frame(copy=False))],
      ("000001.JPEG", "is missing")),
-    ("frame_missing_post", "post", lambda c: [*c.post(), *c.with_frame(c.frame(copy=False))],
+    ("frame_missing_post", "post", lambda c: [*c.post(_no_manifest_cache(c)), *c.with_frame(c.frame(copy=False))],
      ("000001.JPEG", "is missing")),
     ("frame_truncated_jpeg", "test_video", lambda c: [*c.test(), *c.with_frame(truncated(c.frame()))],
      ("000001.JPEG", "truncated")),
     ("frame_truncated_jpeg_in_a_worker", "test_video",
      lambda c: [*c.test(), "--workers", "2", *c.with_frame(truncated(c.frame()))], ("000001.JPEG", "truncated")),
-    ("frame_truncated_jpeg_post", "post", lambda c: [*c.post(), *c.with_frame(truncated(c.frame()))],
+    ("frame_truncated_jpeg_post", "post",
+     lambda c: [*c.post(_no_manifest_cache(c)), *c.with_frame(truncated(c.frame()))],
      ("000001.JPEG", "truncated")),
-    ("frame_not_an_image_post", "post", lambda c: [*c.post(), *c.with_frame(_not_an_image(c.frame()))],
+    ("frame_not_an_image_post", "post",
+     lambda c: [*c.post(_no_manifest_cache(c)), *c.with_frame(_not_an_image(c.frame()))],
      ("000001.JPEG", "cannot be decoded")),
     ("frame_1x1", "test_video", lambda c: [*c.test(), *c.with_frame(tiny_jpeg(c))], ("video 0 frame 1", "1x1")),
     # ---- caches
@@ -357,13 +362,14 @@ CASES: list[Case] = [
     ("cache_missing_key", "post", lambda c: c.post(cache_with(c, "visu_feat", lambda e: None)), ("visu_feat",)),
     ("cache_random_bytes", "post", lambda c: c.post(_random_cache_file(c)), ("is not a valid cache file",)),
     ("cache_mixed_from_two_runs", "post", lambda c: c.post(foreign_file_cache(c)),
-     ("not the output of one run", "written outside that run")),
+     ("not the output of one run", "content differs")),
     ("cache_extra_file", "post", lambda c: c.post(_extra_file_cache(c)), ("not the output of one run",)),
     ("cache_damaged_manifest", "post", lambda c: c.post(_damaged_manifest_cache(c)), ("manifest", "damaged")),
     ("cache_folder_missing", "post", lambda c: c.post(c.work / "nowhere"), ("cache folder", "not found")),
     # ---- tools
     ("build_vid_missing_root", "build_vid", lambda c: ["--vid_sentence_root", str(c.work / "no"),
-                                                       "--vid_frames_root", str(c.work)], ("tube list not found",)),
+                                                       "--vid_frames_root", str(c.root / "frames")],
+     ("tube list not found",)),
     ("build_vid_nan_bbox", "build_vid", lambda c: vid_sentence_root(c, "[1, 2, NaN, 4]"),
      ("track[0]", "bbox")),
     ("build_vid_three_number_bbox", "build_vid", lambda c: vid_sentence_root(c, "[1, 2, 3]"), ("bbox",)),
@@ -862,3 +868,362 @@ def test_a_cache_without_manifest_is_used_with_a_note(ctx: Ctx, capsys: pytest.C
     code, out, _ = run("post", ctx.post(_no_manifest_cache(ctx)), capsys)
     assert code == 0
     assert "has no .cache_manifest.json (e.g. the authors' published cache)" in out
+
+
+# ==== outputs that are inputs or each other, outputs another run is writing, Ctrl-C and SIGTERM
+# (docs/behaviour.md §10: one rule for every entry point; --overwrite never allows a collision)
+
+def clip_video(ctx: Ctx) -> Path:
+    """The first test clip as an MP4 file in the working folder."""
+    frames = sorted((ctx.root / "frames" / "test" / "vid_00000").iterdir())
+    first = cv2.imread(str(frames[0]))
+    path = ctx.work / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (first.shape[1], first.shape[0]))
+    for frame in frames:
+        writer.write(cv2.imread(str(frame)))
+    writer.release()
+    return path
+
+
+def linked(ctx: Ctx, target: Path, name: str) -> Path:
+    link = ctx.work / name
+    link.symlink_to(target)
+    return link
+
+
+def copied_frames(ctx: Ctx) -> Path:
+    return Path(shutil.copytree(ctx.root / "frames" / "test" / "vid_00000", ctx.work / "clip"))
+
+
+def ground_on(ctx: Ctx, source: Path | str) -> list[str]:
+    return [str(source), *ctx.ground()[1:]]
+
+
+def copied_root(ctx: Ctx) -> Path:
+    """A copy of the tiny set (data and split root) that a case may name as an output's neighbour."""
+    return Path(shutil.copytree(ctx.root, ctx.work / "data", symlinks=True))
+
+
+def data_in(root: Path, dataset: str = "VID") -> list[str]:
+    return ["--data_root", str(root), "--split_root", str(root), "--dataset", dataset]
+
+
+PathCase = tuple[str, str, Callable[[Ctx], list[str]], tuple[str, ...]]
+PATH_CASES: list[PathCase] = [
+    # ---- ground.py: an output is an input (--overwrite given: it never allows this)
+    ("ground_out_video_is_the_input_video", "ground",
+     lambda c: [*ground_on(c, clip_video(c)), "--out_video", str(c.work / "clip.mp4"), "--overwrite"],
+     ("--out_video", "inputs")),
+    ("ground_out_video_is_the_input_through_a_symlink", "ground",
+     lambda c: [*ground_on(c, clip_video(c)), "--out_video", str(linked(c, c.work / "clip.mp4", "l.mp4")),
+                "--overwrite"], ("--out_video", "inputs")),
+    ("ground_out_jsonl_in_the_frames_folder", "ground",
+     lambda c: [*ground_on(c, copied_frames(c)), "--out_jsonl", str(c.work / "clip" / "boxes.jsonl")],
+     ("--out_jsonl", "inputs")),
+    ("ground_out_gif_in_the_frames_folder_via_a_symlink", "ground",
+     lambda c: [*ground_on(c, linked(c, copied_frames(c), "frames_link")), "--out_gif",
+                str(c.work / "clip" / "a.gif")], ("--out_gif", "inputs")),
+    ("ground_out_jsonl_is_the_checkpoint", "ground",
+     lambda c: [*c.ground(), "--resume", str(shutil.copy(c.video_ckpt, c.work / "m.pth")), "--out_jsonl",
+                str(c.work / "m.pth"), "--overwrite"], ("--out_jsonl", "--resume")),
+    ("ground_out_jsonl_is_the_phrases_file", "ground",
+     lambda c: [*c.ground(), "--phrases", str(c.file("p.txt", b"the red square\n")), "--out_jsonl", "p.txt",
+                "--overwrite"], ("--out_jsonl", "--phrases")),
+    ("ground_out_jsonl_is_the_corpus", "ground",
+     lambda c: [*c.ground(), "--corpus", str(shutil.copy(c.root / "VID" / "corpus.pth", c.work / "c.pth")),
+                "--out_jsonl", "c.pth", "--overwrite"], ("--out_jsonl", "--corpus")),
+    ("ground_out_jsonl_is_an_input_image", "ground",
+     lambda c: [str(shutil.copy(sorted(copied_frames(c).iterdir())[0], c.work / "a.jpg")), *c.ground()[1:],
+                "--out_jsonl", "a.jpg", "--overwrite"], ("--out_jsonl", "inputs")),
+    # ---- ground.py: two outputs on one path
+    ("ground_out_jsonl_is_out_video", "ground",
+     lambda c: [*c.ground(), "--out_jsonl", "same.mkv", "--out_video", "same.mkv"], ("--out_jsonl", "--out_video")),
+    ("ground_out_gif_is_out_jsonl_through_a_symlink", "ground",
+     lambda c: [*c.ground(), "--out_jsonl", "o.gif", "--out_gif", str(linked(c, c.work / "o.gif", "l.gif"))],
+     ("--out_jsonl", "--out_gif")),
+    # ---- the test script
+    ("cache_dir_is_save_plot", "test_video",
+     lambda c: [*c.test(), "--cache", "--cache_dir", "D", "--save_plot", "D"], ("--cache_dir", "--save_plot")),
+    ("save_pred_in_cache_dir", "test_video",
+     lambda c: [*c.test(), "--cache", "--cache_dir", "D", "--save_pred", "D/p.jsonl"], ("--save_pred", "--cache_dir")),
+    ("save_plot_in_cache_dir", "test_video",
+     lambda c: [*c.test(), "--cache", "--cache_dir", "D", "--save_plot", "D/plots"], ("--save_plot", "--cache_dir")),
+    ("cache_dir_is_the_data_root", "test_video",
+     lambda c: [*c.test(), *data_in(copied_root(c)), "--cache", "--cache_dir", "data", "--overwrite"],
+     ("--cache_dir", "--data_root")),
+    ("cache_dir_holds_the_checkpoint", "test_video",
+     lambda c: [*c.test(), "--resume", str(shutil.copy(c.video_ckpt, c.file("D/m.pth"))), "--cache", "--cache_dir",
+                "D", "--overwrite"], ("--cache_dir", "--resume")),
+    ("save_pred_is_the_checkpoint", "test_video",
+     lambda c: [*c.test(), "--resume", str(shutil.copy(c.video_ckpt, c.work / "m.pth")), "--save_pred", "m.pth",
+                "--overwrite"], ("--save_pred", "--resume")),
+    ("save_pred_is_the_corpus", "test_video",
+     lambda c: [*c.test(), "--corpus", str(shutil.copy(c.root / "VID" / "corpus.pth", c.work / "c.pth")),
+                "--save_pred", "c.pth", "--overwrite"], ("--save_pred", "--corpus")),
+    ("save_plot_in_the_data_root", "test_video",
+     lambda c: [*c.test(), *data_in(copied_root(c)), "--save_plot", "data/frames/plots"],
+     ("--save_plot", "--data_root")),
+    ("log_dir_is_the_index_folder", "test_video",
+     lambda c: [*c.test(), *data_in(copied_root(c)), "--log_dir", "data/VID"], ("--log_dir", "--split_root")),
+    # ---- training
+    ("checkpoint_is_the_pretrain_file", "train_video",
+     lambda c: [*c.train(), "--save_dir", "ckpts", "--pretrain",
+                str(shutil.copy(c.video_ckpt, c.file("ckpts/case_model_best.pth.tar"))), "--overwrite"],
+     ("--save_dir", "--pretrain")),
+    ("save_dir_in_the_data_root", "train_image",
+     lambda c: [*c.train("synthvid"), *data_in(copied_root(c), "synthvid"), "--save_dir", "data/ckpts"],
+     ("--save_dir", "--data_root")),
+    ("log_dir_in_the_index_folder_training", "train_video",
+     lambda c: [*c.train(), *data_in(copied_root(c)), "--log_dir", "data/VID/logs"], ("--log_dir", "--split_root")),
+    # ---- post-processing
+    ("post_save_pred_in_cache_dir", "post",
+     lambda c: [*c.post(c.copied_cache()), "--save_pred", "cache/p.jsonl"], ("--save_pred", "--cache_dir")),
+    ("post_save_plot_is_cache_dir", "post",
+     lambda c: [*c.post(c.copied_cache()), "--save_plot", "cache", "--overwrite"], ("--save_plot", "--cache_dir")),
+    ("post_log_dir_is_cache_dir", "post",
+     lambda c: [*c.post(c.copied_cache()), "--log_dir", "cache"], ("--log_dir", "--cache_dir")),
+    ("post_save_pred_is_save_plot", "post",
+     lambda c: [*c.post(), "--save_pred", "x", "--save_plot", "x"], ("--save_pred", "--save_plot")),
+    # ---- tools
+    ("build_vid_out_in_the_annotations", "build_vid",
+     lambda c: [*vid_sentence_root(c, "[1, 2, 30, 40]"), "--out", str(c.work / "vs" / "out")],
+     ("--out", "--vid_sentence_root")),
+    ("build_vid_out_corpus_is_the_corpus", "build_vid",
+     lambda c: [*vid_sentence_root(c, "[1, 2, 30, 40]"), "--corpus",
+                str(shutil.copy(c.root / "VID" / "corpus.pth", c.file("out/corpus.pth"))), "--force"],
+     ("--out", "--corpus")),
+    ("build_refcoco_out_in_refer_root", "build_refcoco",
+     lambda c: ["--refer_root", refer_root(c, []), "--dataset", "unc", "--out", str(c.work / "refer" / "unc")],
+     ("--out", "--refer_root")),
+]
+
+
+def lock_beside(path: Path) -> int:
+    """Hold the advisory lock of output ``path`` as another run writing it would; returns the descriptor."""
+    import fcntl  # POSIX only, as the locks
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+LOCK_CASES: list[PathCase] = [
+    ("ground_out_jsonl_being_written", "ground",
+     lambda c: [*c.ground(), "--out_jsonl", "o.jsonl"], ("--out_jsonl", "another run")),
+    ("ground_out_video_being_written", "ground",
+     lambda c: [*c.ground(), "--out_video", "o.mp4", "--overwrite"], ("--out_video", "another run")),
+    ("ground_out_gif_being_written", "ground",
+     lambda c: [*c.ground(), "--out_gif", "o.gif"], ("--out_gif", "another run")),
+    ("cache_dir_being_written", "test_video",
+     lambda c: [*c.test(), "--cache", "--cache_dir", "D"], ("--cache_dir", "another run")),
+    ("save_pred_being_written", "test_video",
+     lambda c: [*c.test(), "--save_pred", "p.jsonl"], ("--save_pred", "another run")),
+    ("checkpoint_being_written", "train_video",
+     lambda c: [*c.train(), "--save_dir", "ckpts"], ("--save_dir", "another run")),
+    ("post_save_plot_being_written", "post",
+     lambda c: [*c.post(), "--save_plot", "plots"], ("--save_plot", "another run")),
+    ("synthvid_out_being_written", "synthvid",
+     lambda c: ["--out", "sv", "--train_videos", "1", "--val_videos", "1", "--test_videos", "1"],
+     ("--out", "another run")),
+]
+LOCKED = {"ground_out_jsonl_being_written": "o.jsonl", "ground_out_video_being_written": "o.mp4",
+          "ground_out_gif_being_written": "o.gif", "cache_dir_being_written": "D",
+          "save_pred_being_written": "p.jsonl", "checkpoint_being_written": "ckpts/case_checkpoint.pth.tar",
+          "post_save_plot_being_written": "plots", "synthvid_out_being_written": "sv"}
+
+
+def test_the_path_and_lock_tables_have_their_cases() -> None:
+    assert len(PATH_CASES) + len(LOCK_CASES) >= 35
+    assert len({c[0] for c in PATH_CASES + LOCK_CASES} | {c[0] for c in CASES}) == len(PATH_CASES + LOCK_CASES + CASES)
+
+
+def refused(code: object, err: str, expected: tuple[str, ...], work: Path) -> None:
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (code, err)
+    for fragment in expected:
+        assert fragment in lines[0], lines[0]
+    assert [p.name for p in work.rglob("*.tmp")] == []
+
+
+@pytest.mark.parametrize(("script", "argv", "expected"), [c[1:] for c in PATH_CASES], ids=[c[0] for c in PATH_CASES])
+def test_an_output_is_never_an_input_or_another_output(script: str, argv: Callable[[Ctx], list[str]],
+                                                       expected: tuple[str, ...], ctx: Ctx,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    args = argv(ctx)
+    before = {p: p.read_bytes() for p in ctx.work.rglob("*") if p.is_file() and not p.is_symlink()}
+    code, _, err = run(script, args, capsys)
+    refused(code, err, expected, ctx.work)
+    assert {p: p.read_bytes() for p in before} == before  # nothing replaced
+
+
+@pytest.mark.parametrize(("script", "argv", "expected"), [c[1:] for c in LOCK_CASES], ids=[c[0] for c in LOCK_CASES])
+def test_an_output_another_run_is_writing_is_refused(script: str, argv: Callable[[Ctx], list[str]],
+                                                     expected: tuple[str, ...], ctx: Ctx,
+                                                     capsys: pytest.CaptureFixture,
+                                                     request: pytest.FixtureRequest) -> None:
+    fd = lock_beside(ctx.work / LOCKED[request.node.callspec.id])
+    try:
+        code, _, err = run(script, argv(ctx), capsys)
+    finally:
+        os.close(fd)
+    refused(code, err, expected, ctx.work)
+    assert not (ctx.work / LOCKED[request.node.callspec.id]).exists()
+
+
+def interrupt_when(condition: Callable[[], bool]) -> Callable:
+    """A replacement ``Darknet.forward`` that raises KeyboardInterrupt (Ctrl-C) once ``condition()`` holds."""
+    from model.darknet import Darknet
+
+    forward = Darknet.forward
+
+    def interrupted(self: torch.nn.Module, *args: object, **kwargs: object) -> object:
+        if condition():
+            raise KeyboardInterrupt
+        return forward(self, *args, **kwargs)
+    return interrupted
+
+
+def interrupt_at_load(count: int) -> Callable:
+    """A replacement ``torch.load`` that raises KeyboardInterrupt at its ``count``-th call."""
+    load, calls = torch.load, []
+
+    def interrupted(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == count:
+            raise KeyboardInterrupt
+        return load(*args, **kwargs)
+    return interrupted
+
+
+def always() -> bool:
+    return True
+
+
+def raise_interrupt(*args: object, **kwargs: object) -> None:
+    raise KeyboardInterrupt
+
+
+# (id, script, argv, (what to replace, its replacement) of the context, fragments of the one line)
+InterruptCase = tuple[str, str, Callable[[Ctx], list[str]], Callable[[Ctx], tuple[str, Callable]], tuple[str, ...]]
+INTERRUPT_CASES: list[InterruptCase] = [
+    ("train_video_first_epoch", "train_video", lambda c: [*c.train(), "--save_dir", "ckpts"],
+     lambda c: ("model.darknet.Darknet.forward", interrupt_when(always)), ("nothing was written",)),
+    ("train_video_second_epoch", "train_video", lambda c: [*c.train(), "--save_dir", "ckpts", "--nb_epoch", "2"],
+     lambda c: ("model.darknet.Darknet.forward",
+                interrupt_when(lambda: (c.work / "ckpts" / "case_checkpoint.pth.tar").exists())),
+     ("kept", "case_checkpoint.pth.tar")),
+    ("train_image_first_epoch", "train_image", lambda c: [*c.train("synthvid"), "--save_dir", "ckpts"],
+     lambda c: ("model.darknet.Darknet.forward", interrupt_when(always)), ("nothing was written",)),
+    ("test_video_while_caching", "test_video",
+     lambda c: [*c.test(), "--cache", "--cache_dir", str(c.copied_cache()), "--overwrite"],
+     lambda c: ("model.darknet.Darknet.forward", interrupt_when(lambda: bool(list(c.work.glob(".cache.*.tmp/*"))))),
+     ("nothing was written",)),
+    ("test_image_evaluation", "train_image", lambda c: [*c.test("synthvid"), "--save_pred", "p.jsonl"],
+     lambda c: ("model.darknet.Darknet.forward", interrupt_when(always)), ("nothing was written",)),
+    ("post_processing_reading_the_cache", "post", lambda c: [*c.post(), "--save_pred", "p.jsonl"],
+     lambda c: ("torch.load", interrupt_at_load(6)), ("nothing was written",)),
+    ("ground_first_window", "ground",
+     lambda c: [*c.ground(), "--out_jsonl", str(c.file("o.jsonl")), "--out_gif", "o.gif", "--overwrite"],
+     lambda c: ("model.darknet.Darknet.forward", interrupt_when(always)), ("nothing was written",)),
+    ("ground_video_input", "ground",
+     lambda c: [*ground_on(c, clip_video(c)), "--out_video", "o.mp4"],
+     lambda c: ("model.darknet.Darknet.forward", interrupt_when(always)), ("nothing was written",)),
+    ("build_vid_sentence_reading", "build_vid", lambda c: vid_sentence_root(c, "[1, 2, 30, 40]"),
+     lambda c: ("tools.build_vid_sentence.build_split", raise_interrupt), ("nothing was written",)),
+    ("synthvid_generating", "synthvid",
+     lambda c: ["--out", "sv", "--train_videos", "1", "--val_videos", "1", "--test_videos", "1", "--workers", "1"],
+     lambda c: ("dataset.synthvid.writer.make_clip", raise_interrupt), ("nothing was written",)),
+    ("detect_forward", "detect",
+     lambda c: ["--cfg", str(SMALL_CFG), "--weights", str(write_darknet_weights(Darknet(SMALL_CFG), c.work / "w")),
+                "--image",
+                str(sorted((c.root / "frames" / "test" / "vid_00000").iterdir())[0])],
+     lambda c: ("tools.detect.detect", raise_interrupt), ("nothing was written",)),
+]
+
+
+@pytest.mark.parametrize(("script", "argv", "patch", "expected"), [c[1:] for c in INTERRUPT_CASES],
+                         ids=[c[0] for c in INTERRUPT_CASES])
+def test_ctrl_c_says_what_was_kept_and_exits_130(script: str, argv: Callable[[Ctx], list[str]],
+                                                 patch: Callable[[Ctx], tuple[str, Callable]],
+                                                 expected: tuple[str, ...], ctx: Ctx, capsys: pytest.CaptureFixture,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    args = argv(ctx)
+    before = {p: p.read_bytes() for p in ctx.work.rglob("*") if p.is_file() and not p.is_symlink()}
+    monkeypatch.setattr(*patch(ctx))
+    try:
+        code, _, err = run(script, args, capsys)
+    except KeyboardInterrupt:
+        code, err = "KeyboardInterrupt", ""
+    monkeypatch.undo()
+    lines = err.strip().splitlines()
+    assert code == 130 and len(lines) == 1 and lines[0].startswith("interrupted"), (code, err)
+    for fragment in expected:
+        assert fragment in lines[0], lines[0]
+    assert [p.name for p in ctx.work.rglob(".*.tmp")] == []
+    assert [p.name for p in ctx.work.rglob(".*.lock")] == []
+    for path, data in before.items():  # every earlier file is unchanged: the old complete version
+        assert path.read_bytes() == data, path
+
+
+
+# ==== a cache manifest that identifies its cache: what it was written from, and each file's content
+
+def cache_with_old_manifest(ctx: Ctx) -> Path:
+    """A cache whose manifest has the older form (count, names digest and time span, no content hashes)."""
+    cache = ctx.copied_cache()
+    files = sorted(cache.glob("*/*.pth"))
+    names = "\n".join(p.relative_to(cache).as_posix() for p in files)
+    (cache / MANIFEST).write_text(json.dumps({"files": len(files), "names_sha256": hashlib.sha256(names.encode())
+                                              .hexdigest(), "started": 0.0, "finished": time.time() + 60}))
+    return cache
+
+
+def cache_file_replaced_keeping_its_size(ctx: Ctx) -> Path:
+    """One float of one cache file changed in place (same size, same modification time)."""
+    cache = ctx.copied_cache()
+    first = sorted(cache.glob("*/*.pth"))[0]
+    stat = first.stat()
+    entry = torch.load(first, weights_only=True)
+    entry["pred_score_topk"][0] = float(entry["pred_score_topk"][0]) * 0.5
+    torch.save(entry, first)
+    os.utime(first, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    return cache
+
+
+MANIFEST_CASES: list[PathCase] = [
+    ("cache_file_copied_over_another_frame", "post", lambda c: c.post(foreign_file_cache(c)),
+     ("not the output of one run", "content differs")),
+    ("cache_file_edited_in_place", "post", lambda c: c.post(cache_file_replaced_keeping_its_size(c)),
+     ("not the output of one run", "content differs")),
+    ("cache_of_another_size", "post", lambda c: [*c.post(), "--size", "96"], ("--size", "64", "96")),
+    ("cache_of_another_split", "post", lambda c: [*c.post(), "--test_split", "val"], ("split", "'test'", "'val'")),
+    ("cache_of_another_index", "post", lambda c: [*c.post(), *c.video_index(set_phrase("the square"))],
+     ("index file", "VID_video_level_test.pth")),
+]
+
+
+@pytest.mark.parametrize(("script", "argv", "expected"), [c[1:] for c in MANIFEST_CASES],
+                         ids=[c[0] for c in MANIFEST_CASES])
+def test_a_cache_is_used_only_for_what_it_was_written_from(script: str, argv: Callable[[Ctx], list[str]],
+                                                           expected: tuple[str, ...], ctx: Ctx,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    code, _, err = run(script, argv(ctx), capsys)
+    refused(code, err, expected, ctx.work)
+
+
+def test_the_manifest_records_the_source_and_a_hash_per_file(ctx: Ctx) -> None:
+    manifest = json.loads((ctx.cache / MANIFEST).read_text())
+    index = ctx.root / "VID" / "VID_video_level_test.pth"
+    assert manifest["source"] == {"dataset": "VID", "split": "test", "size": 64,
+                                  "index_sha256": hashlib.sha256(index.read_bytes()).hexdigest(),
+                                  "checkpoint_sha256": hashlib.sha256(ctx.video_ckpt.read_bytes()).hexdigest()}
+    files = sorted(ctx.cache.glob("*/*.pth"))
+    assert manifest["files"] == {p.relative_to(ctx.cache).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+                                 for p in files}
+
+
+def test_a_cache_with_an_older_manifest_is_used_with_a_note(ctx: Ctx, capsys: pytest.CaptureFixture) -> None:
+    code, out, err = run("post", ctx.post(cache_with_old_manifest(ctx)), capsys)
+    assert code == 0, err
+    assert "records no content hashes" in out

@@ -20,7 +20,7 @@ from typing import Any
 
 from app.checks import FOLDER, check_output
 from dataset.common import check_boxes
-from tools.build_vid_sentence import is_coordinate, resolve_corpus, write_outputs
+from tools.build_vid_sentence import claim_out, is_coordinate, resolve_corpus, write_outputs
 from tools.restricted_pickle import load_plain_pickle
 from utils.cli import ArgumentParser, run_main
 from utils.io import UserInputError, read_text
@@ -172,8 +172,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    build(args.refer_root, args.dataset, args.out or f"data/{args.dataset}", args.split_by, args.corpus,
-          args.force)
+    out = Path(args.out or f"data/{args.dataset}")
+    with claim_out({"--refer_root": args.refer_root, "--corpus": args.corpus}, out, ["corpus.pth"]):
+        build(args.refer_root, args.dataset, out, args.split_by, args.corpus, args.force)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@ Also holds :func:`resolve_corpus` and :func:`write_outputs`, which ``tools/build
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -21,8 +22,8 @@ from typing import Any
 
 from app.checks import FOLDER, check_output
 from dataset.common import check_boxes, check_image_paths, check_phrases
-from utils.cli import ArgumentParser, run_main
-from utils.io import UserInputError, atomic_save, read_text, safe_load
+from utils.cli import ArgumentParser, keeps, run_main
+from utils.io import FILE, UserInputError, atomic_save, check_paths, lock_outputs, read_text, safe_load
 from utils.word_utils import Corpus, Dictionary, build_corpus, load_corpus, split_words
 
 # VID-Sentence split -> ImageNet-VID folder of its tube files and frames (test tubes are VID "val" videos).
@@ -219,12 +220,22 @@ def write_outputs(outputs: dict[Path, Any], force: bool) -> None:
     clashes = [str(path) for path in changed if path.exists()]
     if clashes and not force:
         raise UserInputError(f"refusing to overwrite {', '.join(clashes)} (different content); pass --force")
-    for path, obj in outputs.items():
-        if path in changed:
-            atomic_save(obj, path)
-            print(f"wrote {path}")
-        else:
-            print(f"unchanged {path}")
+    kept: list[Path] = []
+    with keeps(kept):
+        for path, obj in outputs.items():
+            if path in changed:
+                kept.append(atomic_save(obj, path))
+                print(f"wrote {path}")
+            else:
+                print(f"unchanged {path}")
+
+
+def claim_out(inputs: dict[str, str | None], out: Path, names: Iterable[str]) -> contextlib.ExitStack:
+    """A tool's ``--out`` folder and the files ``names`` in it apart from its inputs, and locked against a
+    second run of a tool on it (release: ``with``)."""
+    check_paths(inputs, {"--out": (out, FOLDER), **{f"--out ({name})": (out / name, FILE) for name in names}})
+    check_output("--out", out, FOLDER)
+    return lock_outputs({"--out": out})
 
 
 def build(
@@ -283,8 +294,12 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> None:
-    build(args.vid_sentence_root, args.vid_frames_root, args.out,
-          corpus_path=args.corpus, allow_missing=args.allow_missing, force=args.force)
+    inputs = {"--vid_sentence_root": args.vid_sentence_root, "--vid_frames_root": args.vid_frames_root,
+              "--corpus": args.corpus}
+    names = [*(f"VID_video_level_{split}.pth" for split in SPLIT_DIRS), "corpus.pth"]
+    with claim_out(inputs, Path(args.out), names):
+        build(args.vid_sentence_root, args.vid_frames_root, args.out,
+              corpus_path=args.corpus, allow_missing=args.allow_missing, force=args.force)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

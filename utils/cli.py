@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
 import re
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from utils.distributed import cleanup
@@ -18,6 +23,7 @@ _WORKER_ERROR = re.compile(r"^(?:[\w.]+\.)?UserInputError: (.*)$")
 
 
 MAX_SEED = 2**32 - 2  # numpy is seeded with seed + 1 (< 2**32)
+INTERRUPTED_EXIT = 130  # Ctrl-C and SIGTERM alike (128 + SIGINT, the shell's code for Ctrl-C)
 
 
 def _number(kind: Callable[[str], int | float], low: float, low_ok: bool, what: str,
@@ -114,18 +120,75 @@ def one_line(err: UserInputError) -> str:
     return text
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM), carrying the complete outputs the run had written by then (``kept``)."""
+
+    def __init__(self, kept: Sequence[str | os.PathLike] = (), note: str = "") -> None:
+        super().__init__()
+        self.kept, self.note = [Path(p) for p in kept], note
+
+
+@contextlib.contextmanager
+def keeps(kept: list[Path] | Callable[[], list[Path]], note: str = "") -> Iterator[None]:
+    """On Ctrl-C in the block, report ``kept`` (a list the block fills with each output it completes, or a
+    function that finds them) with what an inner block reported; ``note`` is said where something was kept."""
+    try:
+        yield
+    except KeyboardInterrupt as err:
+        inner = err if isinstance(err, Interrupted) else Interrupted()
+        found = kept() if callable(kept) else kept
+        notes = (inner.note, note if found else "")
+        raise Interrupted([*found, *(p for p in inner.kept if p not in found)],
+                          "; ".join(n for n in notes if n)) from None
+
+
+def interrupted_line(err: KeyboardInterrupt) -> str:
+    """``interrupted: kept A, B; <note>``, ``interrupted: <note>`` or ``interrupted: nothing was written``."""
+    kept = err.kept if isinstance(err, Interrupted) else []
+    note = err.note if isinstance(err, Interrupted) else ""
+    parts = [f"kept {', '.join(map(str, kept))}"] if kept else []
+    return "interrupted: " + "; ".join([*parts, note] if note else parts or ["nothing was written"])
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt like Ctrl-C; after the first of either signal both are ignored, so the
+    clean-up (temporaries removed, locks released) runs to its end. Only in the main thread (where Python
+    runs signal handlers); the previous handlers are restored after the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def run_main(main: Callable[[argparse.Namespace], None], parser: argparse.ArgumentParser,
              argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and run ``main``; bad input exits 2 and a diverging run 1, each with a one-line reason."""
+    """Parse ``argv`` and run ``main``; bad input exits 2 and a diverging run 1, each with a one-line reason;
+    Ctrl-C and SIGTERM exit :data:`INTERRUPTED_EXIT` with one line saying what was kept."""
     args = parser.parse_args(argv)
     try:
-        main(args)
+        with sigterm_as_ctrl_c():
+            main(args)
     except UserInputError as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
     except FloatingPointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as err:
+        print(interrupted_line(err), file=sys.stderr)
+        return INTERRUPTED_EXIT
     finally:
         cleanup()
     return 0

@@ -9,18 +9,26 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import glob
+import hashlib
+import itertools
 import os
 import pickle
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import torch
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no advisory locks (a second writer is not detected)
+    fcntl = None
 
 
 def _current_umask() -> int:
@@ -76,8 +84,9 @@ def remove_stale_temporaries(folder: Path, name: str) -> list[Path]:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file next to ``path``; on success it is synced and renamed onto ``path``.
+def atomic_file(path: str | os.PathLike, mode: str = "wb", sync: bool = True) -> Iterator[IO]:
+    """Open a temporary file next to ``path``; on success it is synced (unless ``sync=False``: many small files
+    that can be made again) and renamed onto ``path``.
 
     On any error the temporary file is removed and ``path`` is left as it was. Temporaries of ``path`` left by
     a killed earlier write (``.<name>.<pid>.*.tmp`` of a process that no longer runs) are removed first.
@@ -91,7 +100,8 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -147,6 +157,12 @@ def _exchange(a: Path, b: Path) -> bool:
         return False
     result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
     return result == 0
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, hex."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -253,3 +269,142 @@ def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     line = text.splitlines()[0] if text else type(err).__name__
     return line.split(" If you are seeing this error")[0] if "weights_only" not in line else type(err).__name__
+
+
+# what an output path names: a file, a folder we write files into (shared with other outputs and runs), or a
+# folder replaced as a whole by a complete new one (its old content goes)
+FILE, FOLDER, REPLACED_FOLDER = "file", "folder", "replaced folder"
+PathArg = str | os.PathLike
+
+
+def _real(path: PathArg) -> Path:
+    """``path`` with symbolic links resolved and made absolute (the part that exists; the rest as written)."""
+    return Path(os.path.realpath(path))
+
+
+def _same(a: Path, b: Path) -> bool:
+    """The same file or folder: equal real paths, or one file reached by two names (a hard link)."""
+    if a == b:
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _inside(inner: Path, outer: Path) -> bool:
+    return inner != outer and inner.is_relative_to(outer)
+
+
+def _named(flag: str, path: PathArg) -> str:
+    return f"{flag} {path}"
+
+
+def check_paths(inputs: Mapping[str, PathArg | Sequence[PathArg] | None],
+                outputs: Mapping[str, tuple[PathArg | None, str]]) -> None:
+    """Refuse outputs that would destroy an input or each other, before any work (docs/behaviour.md §10).
+
+    ``inputs``: flag -> the path (or paths) it reads; ``outputs``: flag -> (path, kind) with kind :data:`FILE`,
+    :data:`FOLDER` or :data:`REPLACED_FOLDER`; None skips an entry. Paths are compared with symbolic links
+    resolved. Refused, with one line naming both flags: an output equal to an input or inside an input folder;
+    an input inside a folder that is replaced; two outputs on one path (two flags writing into one folder are
+    fine); an output inside another output's replaced folder. ``--overwrite`` does not change any of this.
+    """
+    named_inputs = [(flag, Path(p)) for flag, value in inputs.items() if value is not None
+                    for p in ([value] if isinstance(value, str | os.PathLike) else value)]
+    real_inputs = [(flag, path, _real(path)) for flag, path in named_inputs]
+    real_outputs = [(flag, Path(path), _real(path), kind) for flag, (path, kind) in outputs.items() if path is not None]
+    real_inputs.sort(key=lambda item: len(item[2].parts), reverse=True)  # name the nearest folder
+    for out_flag, out, real_out, kind in real_outputs:
+        for in_flag, source, real_in in real_inputs:
+            if _same(real_out, real_in):
+                raise UserInputError(f"{_named(out_flag, out)} is the same path as {_named(in_flag, source)}: an "
+                                     "output never replaces an input; choose another output path")
+        for in_flag, source, real_in in real_inputs:
+            if _inside(real_out, real_in) and real_in.is_dir():
+                raise UserInputError(f"{_named(out_flag, out)} is inside {_named(in_flag, source)}: outputs are "
+                                     "never written into an input folder; choose another output path")
+            if kind == REPLACED_FOLDER and _inside(real_in, real_out):
+                raise UserInputError(f"{_named(out_flag, out)} holds {_named(in_flag, source)}, and that folder is "
+                                     "replaced as a whole: choose another output path")
+    for (flag_a, a, real_a, kind_a), (flag_b, b, real_b, kind_b) in itertools.combinations(real_outputs, 2):
+        if _same(real_a, real_b) and not kind_a == kind_b == FOLDER:
+            raise UserInputError(f"{_named(flag_a, a)} and {_named(flag_b, b)} are the same path: give each output "
+                                 "its own path")
+    for (flag_a, a, real_a, _), (flag_b, b, real_b, kind_b) in itertools.permutations(real_outputs, 2):
+        if kind_b == REPLACED_FOLDER and _inside(real_a, real_b):
+            raise UserInputError(f"{_named(flag_a, a)} is inside {_named(flag_b, b)}, which is replaced as a whole: "
+                                 "give each output its own path")
+
+
+def lock_path(path: PathArg) -> Path:
+    """The advisory lock file of output ``path``: ``.<name>.lock`` beside it (a folder's lock is outside it)."""
+    path = Path(path)
+    return path.parent / f".{path.name}.lock"
+
+
+class OutputLock(contextlib.AbstractContextManager):
+    """An exclusive advisory lock (``fcntl.flock``) on output ``path`` for the length of a run.
+
+    A second run that wants the same output gets :class:`UserInputError` naming ``flag`` at once instead of
+    both writing it. The lock file holds the writer's process id; the kernel releases the lock when the writer
+    dies, so a killed run never blocks the next one. The file is removed on release.
+    """
+
+    def __init__(self, path: PathArg, flag: str) -> None:
+        self.path, self.flag, self.fd = Path(path), flag, -1
+
+    def __enter__(self) -> OutputLock:
+        if fcntl is None:
+            return self
+        lock = lock_path(self.path)
+        while True:
+            try:
+                lock.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+            except OSError as err:
+                raise UserInputError(f"{self.flag} {self.path} cannot be written: {lock} cannot be created "
+                                     f"({err.strerror or err})") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                os.close(fd)
+                if err.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                raise UserInputError(f"{self.flag} {self.path} is being written by another run"
+                                     f"{f' (process {holder})' if holder.isdigit() else ''}: wait for it to finish, "
+                                     "or choose another path") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # not a file the previous holder removed after we opened it
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd < 0:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            lock_path(self.path).unlink()
+        os.close(self.fd)  # releases the lock
+        self.fd = -1
+
+
+def lock_outputs(paths: Mapping[str, PathArg | None]) -> contextlib.ExitStack:
+    """Hold an :class:`OutputLock` on every output of ``paths`` (flag -> path; None skipped); release them by
+    closing the returned stack (``with``). Where one is held by another run, none is kept."""
+    stack = contextlib.ExitStack()
+    try:
+        for flag, path in paths.items():
+            if path is not None:
+                stack.enter_context(OutputLock(path, flag))
+    except BaseException:
+        stack.close()
+        raise
+    return stack

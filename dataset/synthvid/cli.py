@@ -9,8 +9,8 @@ import dataset.synthvid
 from dataset.synthvid.config import SynthConfig
 from dataset.synthvid.hard import HardFrames
 from dataset.synthvid.writer import generate
-from utils.cli import ArgumentParser, positive_int, run_main, seed
-from utils.io import UserInputError
+from utils.cli import ArgumentParser, Interrupted, positive_int, run_main, seed
+from utils.io import UserInputError, lock_outputs
 
 
 def run(args: argparse.Namespace) -> None:
@@ -28,7 +28,14 @@ def run(args: argparse.Namespace) -> None:
             if not folder.is_dir():
                 raise UserInputError(f"--out {args.out}: {folder} is a file, not a folder")
             break
-    written = generate(args.out, config, force=args.force, workers=args.workers)
+    with lock_outputs({"--out": args.out}):
+        try:
+            written = generate(args.out, config, force=args.force, workers=args.workers)
+        except KeyboardInterrupt:
+            out = Path(args.out)
+            partial = out.is_dir() and any(out.iterdir())
+            raise Interrupted(note=f"{out} holds part of a set and no manifest: pass --force to write it again"
+                              if partial else "") from None
     print(f"synthvid: {'wrote' if written else 'already complete, nothing to do:'} {args.out}")
 
 

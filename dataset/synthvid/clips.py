@@ -1,7 +1,6 @@
 """One clip: sample scenes until the requested expressions exist, then write its frames."""
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from dataset.synthvid.expressions import (
 from dataset.synthvid.hard import HardFrames, plan_frames
 from dataset.synthvid.queries import QUERY_MAKERS
 from dataset.synthvid.scene import Scene, render, sample_scene
+from utils.io import atomic_file
 
 MAX_ATTEMPTS = 1000
 
@@ -96,10 +96,11 @@ def make_clip(task: ClipTask) -> tuple[dict[str, Any], list[dict[str, Any]], lis
         plans = plan_frames(task.hard, scene.clip, [t for _, t, _, _ in chosen], width, height, hard_rng)
     for t, image in enumerate(render(scene, rng, plans, hard_rng)):
         path = folder / f"{t:06d}.JPEG"
-        tmp = folder / f".{t:06d}.tmp.JPEG"
-        if not cv2.imwrite(str(tmp), image, [cv2.IMWRITE_JPEG_QUALITY, task.jpeg_quality]):
-            raise OSError(f"could not write {tmp}")
-        os.replace(tmp, path)
+        encoded, data = cv2.imencode(".JPEG", image, [cv2.IMWRITE_JPEG_QUALITY, task.jpeg_quality])
+        if not encoded:
+            raise OSError(f"could not encode {path}")
+        with atomic_file(path, "wb", sync=False) as f:
+            f.write(data.tobytes())
     clip = scene.clip
     step = np.round(np.diff(clip.centres(), axis=1), 2)  # (O, T-1, 2)
     velocity = np.concatenate([step, step[:, -1:]], axis=1)  # last frame repeats the previous step

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,12 @@ def _is_complete(out: Path, config: SynthConfig, force: bool) -> bool:
                          f"another --out")
 
 
+def _quiet_worker() -> None:
+    """A pool worker leaves Ctrl-C to the main process (which stops the pool) and dies quietly when stopped."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def generate(out: str | os.PathLike, config: SynthConfig, force: bool = False, workers: int = 1) -> bool:
     """Write the set under ``out``; returns False (and writes nothing) if it is already there.
 
@@ -131,7 +138,7 @@ def generate(out: str | os.PathLike, config: SynthConfig, force: bool = False, w
     for split_index, split in enumerate(SPLITS):
         tasks = split_tasks(out, config, split_index)
         if workers > 1 and len(tasks) > 1:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
+            with multiprocessing.get_context("fork").Pool(workers, initializer=_quiet_worker) as pool:
                 results[split] = pool.map(make_clip, tasks, chunksize=4)
         else:
             results[split] = [make_clip(task) for task in tasks]
