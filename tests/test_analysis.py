@@ -15,11 +15,12 @@ import torch.nn.functional as F
 import analyze
 from app.analysis import Frame, load_index_info, read_run, study_comparison
 from bench.attention import attention_stats, window_attention
-from bench.seed_study import aggregate, load_seed, markdown
+from bench.seed_study import CONTROL_DIFFERENCES, CONTROL_METHODS, aggregate, load_seed, markdown
 from model import SMALL_CFG, build_grounding_model
 from model.cogrounding import ATTENTION_SCALE
 from utils.bootstrap import cluster_bootstrap, two_level_bootstrap
 from utils.cli import run_main
+from utils.io import UserInputError
 
 # two clips of three 100x100 frames, one expression each: a small object (1% of the frame) and a large one (9%)
 GT = {"v0": [10, 10, 20, 20], "v1": [10, 10, 40, 40]}
@@ -221,6 +222,25 @@ def test_seed_study_aggregates_mean_std_and_paired_differences() -> None:
     hard = result["groups"]["hard (any) frames"]
     assert hard["frames"] == 2 and hard["methods"]["CG-SL-Att + post-processing"]["mean"] == 0.5
     assert result["groups"]["clean frames"]["differences"]["PP - CG"]["mean"] == 0
+
+
+def test_seed_study_control_compares_co_grounding_with_sl_att_trained_as_long() -> None:
+    per_seed = [{"SL": _frames([0, 0, 0, 0]), "CG": _frames([1, 1, 1, 1]), "PP": _frames([1, 1, 1, 1]),
+                 "SL+": _frames([1, 1, 0, 0])} for _ in range(3)]
+    result = aggregate(per_seed, [13, 14, 15], methods=CONTROL_METHODS, differences=CONTROL_DIFFERENCES)
+    assert result["groups"]["all"]["differences"]["CG - SL+"]["mean"] == pytest.approx(0.5)
+    assert result["groups"]["hard (any) frames"]["differences"]["CG - SL+"]["mean"] == pytest.approx(1.0)
+    assert result["groups"]["clean frames"]["differences"]["SL+ - SL"]["mean"] == pytest.approx(1.0)
+    assert "SL+ = SL-Att, trained longer" in markdown(result)
+
+
+def test_seed_study_control_needs_each_seeds_control_predictions(video_set: Path, runs: tuple[Path, Path],
+                                                                 tmp_path: Path) -> None:
+    names = {"SL-Att (per frame)": "a.jsonl", "CG-SL-Att": "b.jsonl", "CG-SL-Att + post-processing": "b.jsonl"}
+    (tmp_path / "results.json").write_text(json.dumps({"predictions": names}))
+    info = load_index_info(video_set, video_set, "VID", "test")
+    with pytest.raises(UserInputError, match="no predictions of SL-Att, trained longer"):
+        load_seed(tmp_path, info, CONTROL_METHODS)
 
 
 def test_seed_study_reads_per_seed_prediction_files(video_set: Path, runs: tuple[Path, Path], tmp_path: Path

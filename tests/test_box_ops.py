@@ -179,13 +179,15 @@ def test_original_extent_rounds_half_to_even_on_the_ratio_given():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_original_extent_equals_python_round_on_many_sizes(dtype):
+    """Python's round on both steps; a letterboxed side that would round to 0 px keeps 1 px (docs/behaviour.md §10),
+    so a 916x1 image's extent is round(1 / r) = 4 px high."""
     sizes = torch.randint(1, 2000, (2, 500), generator=torch.Generator().manual_seed(0))
     w, h = sizes[0], sizes[1]
     ratio = (256 / torch.maximum(w, h).double()).to(dtype)
     got_w, got_h = original_extent(w, h, ratio)
     for i in range(w.numel()):
         r = float(ratio[i])
-        expected = (round(round(int(w[i]) * r) / r), round(round(int(h[i]) * r) / r))
+        expected = (round(max(1, round(int(w[i]) * r)) / r), round(max(1, round(int(h[i]) * r)) / r))
         assert (got_w[i].item(), got_h[i].item()) == expected
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -23,7 +22,6 @@ from app.builders import inference_config
 from app.grounder import Grounder, natural_key, read_frames
 from app.predictions import read_predictions
 from model import SMALL_CFG, build_grounding_model
-from tests.helpers import reset_script_loggers
 from utils.checkpoint import INFERENCE_KEY, read_checkpoint, save_training_checkpoint
 from utils.cli import run_main
 from utils.io import safe_load
@@ -32,13 +30,6 @@ from utils.word_utils import load_corpus
 SIZE, EMB = 64, 32
 BOX_ATOL = 1e-3  # px: batches of other sizes round the last float bits differently
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(autouse=True)
-def close_logs() -> Iterator[None]:
-    """The in-process scripts' log handlers closed and removed after each test (they hold its captured stdout)."""
-    yield
-    reset_script_loggers()
 
 
 def write_checkpoint(path: Path, kind: str, root: Path, dataset: str) -> Path:
