@@ -26,13 +26,13 @@ from app.argparser import (
     window_parser,
 )
 from app.builders import ignored_flags, setup_logger
-from app.cache import FRAMES_PER_CHUNK, cache_source, post_process
+from app.cache import FRAMES_PER_CHUNK, cache_source, post_process, recorded_source
 from app.checks import check_outputs, check_window_frames
 from app.pipeline import report, video_test_split
 from app.records import score_boxes
 from app.stream import collate_meta
 from dataset.vid_loader import VIDDataset
-from utils.cli import run_main
+from utils.cli import given_flags, run_main
 from utils.windows import EVAL_FRAMES
 
 
@@ -63,6 +63,10 @@ def run(args: argparse.Namespace) -> None:
     logger = setup_logger(Path(args.log_dir) / f"{log_name}.log")
     for note in ignored_flags(args):
         logger.warning("warning: %s", note)
+    size = recorded_source(args.cache_dir).get("size")
+    if isinstance(size, int) and size != args.size and "size" not in given_flags(args):
+        logger.info("note: --size %d, the input size the cache records", size)
+        args.size = size
     split, num_frames = video_test_split(args), args.num_frame_k or EVAL_FRAMES
     dataset = VIDDataset(args.data_root, args.split_root, args.dataset, split, corpus=None,
                          image_size=args.size, num_frames=num_frames)

@@ -259,6 +259,16 @@ def _check_source(cache_dir: Path, recorded: dict[str, Any], expected: dict[str,
                              "again")
 
 
+def recorded_source(cache_dir: str | os.PathLike) -> dict[str, Any]:
+    """What the manifest of ``cache_dir`` records the cache was written from (dataset, split, index hash, size):
+    empty for a cache without that record. A damaged manifest is reported by :func:`check_cache_manifest`."""
+    try:
+        manifest = json.loads((Path(cache_dir) / MANIFEST).read_text(encoding="utf-8"))
+        return dict(manifest.get("source") or {})
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
+
+
 def _read_cache_manifest(cache_dir: Path) -> dict[str, Any] | None:
     """The manifest of ``cache_dir``; None (with a note in the log) where there is none, as in the authors'
     published caches, which are used as they are."""

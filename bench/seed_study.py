@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from app.analysis import CLEAN, HARD, Frame, Table, groups, hits, load_index_info, markdown_table, pair, read_run
-from run_demo import CONTROL
 from tools.fetch_backbone import fetch_backbone
 from utils.bootstrap import cluster_bootstrap, two_level_bootstrap
 from utils.cli import ArgumentParser, one_line, positive_int
@@ -37,8 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 FIRST_SEED = 13  # the demo's own training seed, so the demo's run is one of the study's
 METHODS = {"SL": "SL-Att (per frame)", "CG": "CG-SL-Att", "PP": "CG-SL-Att + post-processing"}
 DIFFERENCES = (("CG", "SL"), ("PP", "SL"), ("PP", "CG"))
-# --control: SL-Att trained further, as long as CG-SL-Att trains after it (run_demo.py --steps control)
-CONTROL_METHODS = {**METHODS, "SL+": next(iter(CONTROL))}
+# --control: SL-Att trained further, as long as CG-SL-Att trains after it (run_demo.py --steps control; the method
+# and file names are run_demo.py's CONTROL)
+CONTROL_METHOD, CONTROL_FILE = "SL-Att, trained longer", "slatt_more.jsonl"
+CONTROL_METHODS = {**METHODS, "SL+": CONTROL_METHOD}
 CONTROL_DIFFERENCES = (*DIFFERENCES, ("CG", "SL+"), ("PP", "SL+"), ("SL+", "SL"))
 MIN_GROUP = 30  # frames a degradation kind needs to get its own row
 
@@ -51,7 +52,7 @@ def run_seeds(seeds: list[int], out: Path, data: Path, extra: list[str], paralle
               step: str = "predictions") -> None:
     """Run ``run_demo.py --steps <step>`` for the seeds that lack its output (``results.json``, or the control's
     predictions), ``parallel`` at a time with ``threads`` threads each."""
-    done = "results.json" if step == "predictions" else next(iter(CONTROL.values()))
+    done = "results.json" if step == "predictions" else CONTROL_FILE
     todo = [s for s in seeds if not (out / f"seed_{s}" / done).is_file()]
     print(f"seed study ({step}): {len(seeds) - len(todo)} of {len(seeds)} seeds done, running {todo}", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import run_demo
+from bench.seed_study import CONTROL_FILE, CONTROL_METHOD, METHODS
 from model import SMALL_CFG, TINY_CFG
 from tools.fetch_backbone import DownloadError
 from train_semantic_attention_cogrounding import get_args_parser
@@ -41,3 +42,8 @@ def test_each_recipe_is_valid_training_flags(backbone, cfg, frozen):
     args = get_args_parser().parse_args([*recipe.model, *recipe.train, *recipe.video_train])
     assert Path(args.cfg) == cfg and args.size == 128
     assert args.freeze_backbone is frozen
+
+
+def test_seed_study_reads_the_methods_under_the_names_run_demo_records() -> None:
+    assert set(run_demo.PREDICTIONS) == set(METHODS.values())
+    assert run_demo.CONTROL == {CONTROL_METHOD: CONTROL_FILE}

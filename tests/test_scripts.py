@@ -492,6 +492,16 @@ def test_image_checkpoint_in_the_video_script_lists_the_missing_corr_conv_keys(
     assert files(workdir) == {}
 
 
+def test_post_processing_takes_the_input_size_the_cache_records(chain: Chain, tiny_root: Path, workdir: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    flags = data_flags(tiny_root)
+    del flags[flags.index("--size"):flags.index("--size") + 2]  # the default 256; the cache was written at 64
+    code, out, _ = run_in_process(post_processing, [*flags, "--no_progress", "--cache_dir", str(chain.cache),
+                                                    "--save_pred", "pp.jsonl"], capsys)
+    assert code == 0 and "--size 64, the input size the cache records" in out
+    assert read_predictions(workdir / "pp.jsonl") == read_predictions(chain.work / "pp.jsonl")
+
+
 def test_post_processing_of_an_empty_cache_folder_fails_cleanly(tiny_root: Path, workdir: Path,
                                                                  capsys: pytest.CaptureFixture) -> None:
     (workdir / "empty").mkdir()
