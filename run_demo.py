@@ -1,7 +1,7 @@
 """The whole pipeline, offline, in one command: synthetic videos -> SL-Att -> CG-SL-Att -> 5-frame window
 evaluation -> cache -> post-processing -> a results table and an animated GIF.
 
-    python run_demo.py                     # about 8 minutes on 2 CPU cores (--backbone random: 17); GPU if any
+    python run_demo.py                     # 17 minutes on 2 CPU cores in one measured run; GPU if any
 
 Every step runs the project's own command line (printed as it runs), so the demo exercises exactly what a user
 types: `python -m dataset.synthvid` writes a synthetic set in the VID-Sentence format (plus its image-level
